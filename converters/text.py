@@ -1,0 +1,55 @@
+"""Plain text lines: random line generation and rendering to images (the generic `text` task)."""
+
+from __future__ import annotations
+
+import random
+import string
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter
+
+from docvlm.converters.fonts import font, font_files
+
+_WORDS = (
+    "table figure result method sample total mean value patient score model data series note page "
+    "protein ratio dose group control year week level index rate study analysis effect"
+).split()
+
+
+def random_line(rng: random.Random, max_words: int = 6) -> str:
+    """A short line mixing words, numbers and punctuation, as found in documents."""
+    parts = []
+    for _ in range(rng.randint(1, max_words)):
+        kind = rng.random()
+        if kind < 0.6:
+            word = rng.choice(_WORDS)
+            parts.append(word.capitalize() if rng.random() < 0.3 else word)
+        elif kind < 0.85:
+            parts.append(f"{rng.uniform(0, 1000):.{rng.randint(0, 2)}f}")
+        else:
+            parts.append("".join(rng.choices(string.ascii_uppercase + string.digits, k=rng.randint(2, 5))))
+    line = " ".join(parts)
+    if rng.random() < 0.3:
+        line += rng.choice(".,;:%)")
+    return line
+
+
+def render_line(text: str, rng: random.Random, size: int = 448) -> Image.Image:
+    """Render `text` on a white canvas in a random font, size, position, ink and noise level."""
+    image = Image.new("RGB", (size, size), "white")
+    draw = ImageDraw.Draw(image)
+    n_fonts = max(len(font_files()), 1)
+    face = font(rng.randrange(n_fonts), rng.randint(size // 16, size // 9))
+    left, top, right, bottom = draw.textbbox((0, 0), text, font=face)
+    while right - left > size * 0.95 and face.size > 8:  # shrink until the line fits
+        face = face.font_variant(size=int(face.size * 0.85))
+        left, top, right, bottom = draw.textbbox((0, 0), text, font=face)
+    x = rng.randint(0, max(0, size - (right - left))) - left
+    y = rng.randint(0, max(0, size - (bottom - top))) - top
+    ink = rng.randint(0, 80)
+    draw.text((x, y), text, fill=(ink, ink, ink), font=face)
+    if rng.random() < 0.5:
+        image = image.filter(ImageFilter.GaussianBlur(rng.uniform(0.2, 1.0)))
+    noise = np.random.default_rng(rng.randrange(2**32)).normal(0, rng.uniform(0, 12), (size, size, 1))
+    pixels = np.clip(np.asarray(image, dtype=np.float32) + noise, 0, 255).astype(np.uint8)
+    return Image.fromarray(pixels)

@@ -1,0 +1,15 @@
+"""Tasks: one module per domain, each registering a `Task` subclass.
+
+Every module in this package is imported here, so a new task needs no edit anywhere else.
+"""
+
+import importlib
+import pkgutil
+
+from docvlm.tasks.base import Parsed, Sample, Task, get, names, register
+
+for _module in pkgutil.iter_modules(__path__):
+    if _module.name not in {"base", "manifest"}:
+        importlib.import_module(f"{__name__}.{_module.name}")
+
+__all__ = ["Parsed", "Sample", "Task", "get", "names", "register"]

@@ -1,0 +1,36 @@
+"""`text`: an image of a line of text -> its transcription. The generic task of the core."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+from docvlm.converters.text import random_line, render_line
+from docvlm.metrics.text import cer, exact_match
+from docvlm.tasks.base import Sample, Task, register
+
+
+@register
+@dataclass
+class TextTask(Task):
+    """Image of text -> its transcription (reads the generic manifest; synthetic lines for demos).
+
+    Attributes:
+        synthetic_size: side of the square canvas synthetic lines are drawn on, in pixels.
+    """
+
+    name = "text"
+    prefix: str = "ocr"
+    max_target_tokens: int = 128
+    image_mode: str = "stretch"
+    synthetic_size: int = 448
+
+    def synthesize(self, n: int, seed: int = 0) -> Iterator[Sample]:
+        for i in range(n):
+            rng = random.Random(f"{seed}:{i}")
+            text = random_line(rng)
+            yield Sample(id=f"synthetic-{seed}-{i}", image=render_line(text, rng, self.synthetic_size), target=text)
+
+    def score(self, predictions: Sequence[str], references: Sequence[str]) -> dict[str, float]:
+        return {"cer": cer(predictions, references), "exact_match": exact_match(predictions, references)}
