@@ -1,3 +1,4 @@
+# NOTE FOR HELPERS: read /work/main/CONTRIBUTING-NOW.md first (venv /tmp/venv, file ownership, never git commit).
 """The task abstraction: one object binds a domain (readers, prompt, converter, metrics, export).
 
 The core (`docvlm.data`, `docvlm.module`, `docvlm.cli`) reaches a domain only through a `Task`.
@@ -73,6 +74,10 @@ class Task:
     def synthesize(self, n: int, seed: int = 0) -> Iterable[Sample]:
         """`n` synthetic samples rendered locally, deterministic in `seed` (tests, demo)."""
         raise NotImplementedError(f"task {self.name!r} has no synthetic data")
+
+    def prompt(self, sample: Sample) -> str:
+        """The prompt of one sample: the task's fixed prefix, then the sample's own part if any."""
+        return f"{self.prefix} {sample.prefix}" if sample.prefix else self.prefix
 
     def to_target(self, sample: Sample) -> str:
         """The training target text of a sample."""

@@ -1,3 +1,4 @@
+# NOTE FOR HELPERS: read /work/main/CONTRIBUTING-NOW.md first (venv /tmp/venv, file ownership, never git commit).
 """Metrics with the reference implementations' exact semantics, one module per domain."""
 
 from docvlm.metrics.text import cer, exact_match

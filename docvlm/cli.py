@@ -1,0 +1,50 @@
+"""`docvlm fit|validate|test|predict` through LightningCLI; `data.task` is linked to `model.task`."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+from jsonargparse import set_parsing_settings  # noqa: E402
+from lightning.pytorch.cli import LightningCLI  # noqa: E402
+
+import docvlm.tasks  # noqa: E402,F401  (registers every task, so short class names resolve)
+from docvlm.callbacks import ExportHF  # noqa: E402
+from docvlm.data import DocDataModule  # noqa: E402
+from docvlm.module import DocVLM  # noqa: E402
+from docvlm.tasks.base import Task  # noqa: E402
+
+# Tasks are dataclasses; a config names the one to use by `class_path`.
+set_parsing_settings(subclasses_enabled=[Task])
+
+
+class DocVLMCLI(LightningCLI):
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.link_arguments("data.task", "model.task", apply_on="instantiate")
+        parser.add_lightning_class_args(ExportHF, "export")
+
+    def after_fit(self) -> None:
+        self._print_metrics("val/")
+
+    def after_test(self) -> None:
+        self._print_metrics("test/")
+
+    def _print_metrics(self, prefix: str) -> None:
+        metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items() if k.startswith(prefix)}
+        if metrics and self.trainer.is_global_zero:
+            print("docvlm: " + "  ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items())))
+
+
+def main(args: list[str] | None = None) -> LightningCLI:
+    """Run the CLI on `args` (default: the command line); returns the CLI, for tests and notebooks."""
+    return DocVLMCLI(DocVLM, DocDataModule, args=args, save_config_kwargs={"overwrite": True})
+
+
+def run() -> None:
+    """The `docvlm` console script."""
+    main()
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,192 @@
+"""Loading PaliGemma 2 (hub id, local folder, or the tiny offline model) with the transfer settings.
+
+The paper's transfer recipe differs from the Hugging Face defaults in two ways that matter:
+final-logit soft-capping is off, and Gemma 2 attends globally (big_vision has no sliding window,
+while the HF config slides over 4096 tokens on alternating layers, shorter than 4096 image tokens
+plus text at 896 px). `load` applies both before the weights are built.
+"""
+
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+from transformers import (
+    AutoConfig,
+    Gemma2Config,
+    GemmaTokenizer,
+    PaliGemmaConfig,
+    PaliGemmaForConditionalGeneration,
+    PaliGemmaProcessor,
+    SiglipImageProcessorPil,
+    SiglipVisionConfig,
+)
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+TINY = "tiny"
+GLOBAL_WINDOW = 1 << 16
+
+
+@dataclass
+class LoraSpec:
+    """LoRA adapters on the language model (peft); merged into the weights at export.
+
+    Attributes:
+        r: rank of the update matrices.
+        alpha: scaling numerator (the update is scaled by alpha / r).
+        dropout: dropout on the adapter input (the paper uses no dropout).
+        target_modules: projection names inside the Gemma 2 decoder layers to adapt.
+    """
+
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.0
+    target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+
+
+@dataclass
+class ModelSpec:
+    """Which PaliGemma 2 to load and how to prepare it for fine-tuning.
+
+    Attributes:
+        name_or_path: hub id (`google/paligemma2-3b-pt-896`, `-10b-`, `-448`...), a local folder in
+            Hugging Face format, or `tiny` for the random offline model of the same classes.
+        dtype: weights' dtype. Keep float32 with `bf16-mixed` training (fp32 master weights).
+        attn_implementation: `eager` (the only one Gemma 2 supports on CPU) or `flex_attention` on GPUs.
+        gradient_checkpointing: recompute activations in the backward pass to save memory.
+        freeze_vision: keep the SigLIP vision tower fixed.
+        freeze_projector: keep the image-to-text projection fixed.
+        lora: train LoRA adapters on the language model instead of all its weights.
+        image_size: `tiny` only: input side in pixels.
+        patch_size: `tiny` only: SigLIP patch side; (image_size / patch_size)^2 image tokens.
+        seed: `tiny` only: seed of the random weights.
+    """
+
+    name_or_path: str = "google/paligemma2-3b-pt-896"
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    attn_implementation: str = "eager"
+    gradient_checkpointing: bool = False
+    freeze_vision: bool = False
+    freeze_projector: bool = False
+    lora: LoraSpec | None = None
+    image_size: int = 896
+    patch_size: int = 56
+    seed: int = 0
+
+
+def load(spec: ModelSpec) -> tuple[torch.nn.Module, PaliGemmaProcessor]:
+    """The model (transfer settings applied, freezing and LoRA set up) and its processor."""
+    if spec.name_or_path == TINY:
+        model, processor = build_tiny(spec.image_size, spec.patch_size, spec.seed, spec.attn_implementation)
+        model.to(DTYPES[spec.dtype])
+    else:
+        config = AutoConfig.from_pretrained(spec.name_or_path)
+        apply_transfer_settings(config)
+        model = PaliGemmaForConditionalGeneration.from_pretrained(
+            spec.name_or_path,
+            config=config,
+            dtype=DTYPES[spec.dtype],
+            attn_implementation=spec.attn_implementation,
+        )
+        processor = PaliGemmaProcessor.from_pretrained(spec.name_or_path)
+    processor.tokenizer.padding_side = "left"  # generation needs it; training is indifferent
+    if spec.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.config.use_cache = False
+    if spec.freeze_vision:
+        model.model.vision_tower.requires_grad_(False)
+    if spec.freeze_projector:
+        model.model.multi_modal_projector.requires_grad_(False)
+    if spec.lora is not None:
+        model = add_lora(model, spec.lora)
+    return model, processor
+
+
+def apply_transfer_settings(config: PaliGemmaConfig) -> PaliGemmaConfig:
+    """Soft-capping of the final logits off; every layer attends globally.
+
+    The window becomes `GLOBAL_WINDOW`, longer than any PaliGemma 2 sequence (4096 image tokens +
+    prompt + up to 4096 target tokens), so the "sliding" layers see the whole sequence too.
+    """
+    text = config.text_config
+    text.final_logit_softcapping = None
+    if getattr(text, "sliding_window", None) is not None:
+        text.sliding_window = max(text.sliding_window, GLOBAL_WINDOW)
+    return config
+
+
+def add_lora(model: PaliGemmaForConditionalGeneration, lora: LoraSpec) -> torch.nn.Module:
+    """Wrap the model with LoRA adapters on the language model's projections only."""
+    from peft import LoraConfig, get_peft_model
+
+    names = "|".join(lora.target_modules)
+    config = LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=rf".*language_model.*\.({names})",
+        bias="none",
+    )
+    return get_peft_model(model, config)
+
+
+def unwrap(model: torch.nn.Module) -> PaliGemmaForConditionalGeneration:
+    """The plain transformers model, LoRA merged into a copy of the weights when present."""
+    from peft import PeftModel
+
+    if isinstance(model, PeftModel):
+        import copy
+
+        return copy.deepcopy(model).merge_and_unload()
+    return model
+
+
+def build_tiny_tokenizer() -> GemmaTokenizer:
+    """A Gemma tokenizer with the real special tokens, byte fallback and one token per printable
+    character. `PaliGemmaProcessor` adds `<image>`, 1024 `<locNNNN>` and 128 `<segNNN>` itself."""
+    vocab = {"<pad>": 0, "<eos>": 1, "<bos>": 2, "<unk>": 3}
+    vocab.update({f"<0x{i:02X}>": 4 + i for i in range(256)})
+    for token in ["▁", "\n", "\t", *(c for c in string.printable if not c.isspace())]:
+        vocab.setdefault(token, len(vocab))
+    return GemmaTokenizer(vocab=vocab, merges=[])
+
+
+def build_tiny(
+    image_size: int = 896, patch_size: int = 56, seed: int = 0, attn_implementation: str = "eager"
+) -> tuple[PaliGemmaForConditionalGeneration, PaliGemmaProcessor]:
+    """A random PaliGemma 2 of the real classes, small enough to train on a CPU in seconds.
+
+    SigLIP: hidden 32, 1 layer; Gemma 2: hidden 64, 2 layers (one sliding, one global), so every
+    code path of the real model (prefix-LM mask, both attention kinds, the projector) is exercised.
+    """
+    image_processor = SiglipImageProcessorPil(
+        size={"height": image_size, "width": image_size}, image_mean=[0.5] * 3, image_std=[0.5] * 3
+    )
+    image_processor.image_seq_length = (image_size // patch_size) ** 2
+    processor = PaliGemmaProcessor(image_processor=image_processor, tokenizer=build_tiny_tokenizer())
+    vision = SiglipVisionConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+        image_size=image_size, patch_size=patch_size, projection_dim=64,
+    )
+    text = Gemma2Config(
+        vocab_size=len(processor.tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=1, head_dim=32, query_pre_attn_scalar=32,
+        pad_token_id=0, eos_token_id=1, bos_token_id=2,
+    )
+    config = PaliGemmaConfig(
+        vision_config=vision.to_dict(), text_config=text.to_dict(), projection_dim=64,
+        image_token_id=processor.image_token_id,
+    )
+    apply_transfer_settings(config)
+    config._attn_implementation = attn_implementation
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = PaliGemmaForConditionalGeneration(config)
+    model.generation_config.pad_token_id = 0
+    model.generation_config.eos_token_id = 1
+    model.generation_config.bos_token_id = 2
+    return model, processor

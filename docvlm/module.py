@@ -1,0 +1,184 @@
+"""The LightningModule: suffix-only loss (per-example mean as big_vision, or per-token mean as
+transformers), AdamW with warm-up and cosine decay, validation by decoding and the task's metrics."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_info
+
+from docvlm.decode import Decoding, generate
+from docvlm.model import ModelSpec, load, unwrap
+from docvlm.tasks.base import Task
+
+
+class DocVLM(L.LightningModule):
+    """PaliGemma 2 fine-tuned on one task.
+
+    Args:
+        model: which checkpoint to load and how (dtype, freezing, LoRA, gradient checkpointing).
+        lr: peak learning rate of AdamW (paper: 1e-4 tables, molecules, music; 5e-6 radiology).
+        warmup_steps: optimizer steps of linear warm-up before the cosine decay to zero.
+        weight_decay: AdamW weight decay (the paper uses none).
+        label_smoothing: label smoothing of the token cross-entropy (paper: 0.1 molecules and music).
+        loss_reduction: `per_example` averages each example's suffix tokens, then the batch
+            (big_vision, the paper); `per_token` averages all suffix tokens of the batch
+            (transformers' default, which weights long targets more).
+        decoding: how validation, test and predict decode.
+        task: the task; linked from `data.task` by the CLI.
+    """
+
+    def __init__(
+        self,
+        model: ModelSpec = ModelSpec(),
+        lr: float = 1e-4,
+        warmup_steps: int = 0,
+        weight_decay: float = 0.0,
+        label_smoothing: float = 0.0,
+        loss_reduction: Literal["per_example", "per_token"] = "per_example",
+        decoding: Decoding = Decoding(),
+        task: Task | None = None,
+    ):
+        super().__init__()
+        self.save_hyperparameters(ignore=["task"])
+        self.task = task
+        self.net, self.processor = load(model)
+        self.decoding = decoding
+        self._outputs: list[dict[str, Any]] = []
+        self.skipped_images = 0
+
+    # ----------------------------------------------------------------------------------------- loss
+    def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Cross-entropy over suffix tokens only; the logits are computed only where a label is."""
+        base = self.net.get_base_model() if hasattr(self.net, "get_base_model") else self.net
+        hidden = base.model(
+            input_ids=batch["input_ids"],
+            pixel_values=batch["pixel_values"].to(self.dtype_of_inputs),
+            attention_mask=batch["attention_mask"],
+            token_type_ids=batch["token_type_ids"],
+            use_cache=False,
+        ).last_hidden_state
+        # position t predicts token t+1; only suffix, non-pad positions with a label count
+        labels = batch["labels"][:, 1:]
+        mask = (labels != -100) & (batch["token_type_ids"][:, 1:] == 1) & (batch["attention_mask"][:, 1:] == 1)
+        logits = base.lm_head(hidden[:, :-1][mask]).float()
+        cap = base.config.get_text_config().final_logit_softcapping
+        if cap is not None:
+            logits = torch.tanh(logits / cap) * cap
+        token_loss = F.cross_entropy(
+            logits, labels[mask], reduction="none", label_smoothing=self.hparams.label_smoothing
+        )
+        if self.hparams.loss_reduction == "per_token":
+            return token_loss.mean()
+        rows = mask.nonzero()[:, 0]
+        per_example = torch.zeros(mask.shape[0], device=token_loss.device).index_add(0, rows, token_loss)
+        counts = mask.sum(1)
+        return (per_example[counts > 0] / counts[counts > 0]).mean()
+
+    @property
+    def dtype_of_inputs(self) -> torch.dtype:
+        return next(self.net.parameters()).dtype
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int):
+        self.skipped_images += len(batch["skipped"])
+        if "input_ids" not in batch:  # every image of the batch was unreadable and skipped
+            return None
+        loss = self.loss(batch)
+        size = batch["input_ids"].shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=size)
+        if self.skipped_images:
+            self.log("train/skipped_images", float(self.skipped_images), batch_size=size)
+        return loss
+
+    def on_fit_start(self) -> None:
+        counts = getattr(self.trainer.datamodule, "overlength_counts", {})
+        rank_zero_info(
+            f"docvlm: loss = {self.hparams.loss_reduction.replace('_', '-')} mean over suffix tokens, "
+            f"label smoothing {self.hparams.label_smoothing}; "
+            f"targets over max_target_tokens in train: {counts.get('train', 0)}"
+        )
+
+    # ------------------------------------------------------------------------------- optimization
+    def configure_optimizers(self):
+        params = [p for p in self.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        total = max(1, self.trainer.estimated_stepping_batches)
+        warmup = min(self.hparams.warmup_steps, total)
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            progress = (step - warmup) / max(1, total - warmup)
+            return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # ------------------------------------------------------------------------------------ decoding
+    def decode(self, batch: dict[str, Any]) -> list[str]:
+        max_new = self.decoding.max_new_tokens or self.task.max_target_tokens
+        return generate(self.net, self.processor, batch, self.decoding, max_new)
+
+    def _collect(self, batch: dict[str, Any]) -> None:
+        if "input_ids" not in batch:
+            return
+        for index, id_, target, prediction in zip(batch["index"].tolist(), batch["id"], batch["target"], self.decode(batch)):
+            self._outputs.append({"index": index, "id": id_, "target": target, "prediction": prediction})
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._collect(batch)
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._collect(batch)
+
+    def on_validation_epoch_end(self) -> None:
+        self._score("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._score("test")
+
+    def _score(self, stage: str) -> None:
+        """Gather every rank's predictions, drop the duplicates a distributed sampler pads with,
+        and score the whole set once on every rank (so every rank logs the same numbers)."""
+        outputs, self._outputs = self._outputs, []
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            gathered: list[list[dict]] = [None] * torch.distributed.get_world_size()  # type: ignore[list-item]
+            torch.distributed.all_gather_object(gathered, outputs)
+            outputs = [row for rank_rows in gathered for row in rank_rows]
+        rows = sorted({row["index"]: row for row in outputs}.values(), key=lambda row: row["index"])
+        if self.trainer.sanity_checking or not rows:
+            return
+        scores = self.task.score([r["prediction"] for r in rows], [r["target"] for r in rows])
+        metrics = {f"{stage}/{name}": float(value) for name, value in scores.items()}
+        metrics[f"{stage}/samples"] = float(len(rows))
+        self.log_dict(metrics, sync_dist=False, rank_zero_only=False)
+        if self.trainer.is_global_zero:
+            self._write_predictions(stage, rows)
+
+    def _write_predictions(self, stage: str, rows: list[dict]) -> None:
+        folder = Path(self.trainer.log_dir or self.trainer.default_root_dir) / "predictions"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{stage}-step{self.global_step}.jsonl"
+        with path.open("w", encoding="utf-8") as f:
+            for row in rows:
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, str]]:
+        if "input_ids" not in batch:
+            return []
+        return [{"id": i, "prediction": p} for i, p in zip(batch["id"], self.decode(batch))]
+
+    # -------------------------------------------------------------------------------------- export
+    def export(self, directory: str | Path) -> Path:
+        """Save in Hugging Face format (safetensors + processor), LoRA merged: plain transformers loads it."""
+        directory = Path(directory)
+        model = unwrap(self.net)
+        model.save_pretrained(directory)
+        self.processor.save_pretrained(directory)
+        return directory
