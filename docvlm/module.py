@@ -18,6 +18,38 @@ from docvlm.model import ModelSpec, load, unwrap
 from docvlm.tasks.base import Task
 
 
+def suffix_loss(
+    model, batch: dict[str, torch.Tensor], label_smoothing: float = 0.0, reduction: str = "per_example"
+) -> torch.Tensor:
+    """Cross-entropy over suffix tokens only; logits are computed only where a label counts.
+
+    A position counts when it is in the suffix (`token_type_ids == 1`), not padding, and has a label,
+    so labels at prefix or pad positions cannot leak into the loss. Computing the vocabulary
+    projection on those positions alone spares the (sequence x 257k) logits of the image and prompt.
+    """
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    hidden = base.model(
+        input_ids=batch["input_ids"],
+        pixel_values=batch["pixel_values"].to(next(base.parameters()).dtype),
+        attention_mask=batch["attention_mask"],
+        token_type_ids=batch["token_type_ids"],
+        use_cache=False,
+    ).last_hidden_state
+    labels = batch["labels"][:, 1:]  # position t predicts token t+1
+    mask = (labels != -100) & (batch["token_type_ids"][:, 1:] == 1) & (batch["attention_mask"][:, 1:] == 1)
+    logits = base.lm_head(hidden[:, :-1][mask]).float()
+    cap = base.config.get_text_config().final_logit_softcapping
+    if cap is not None:
+        logits = torch.tanh(logits / cap) * cap
+    token_loss = F.cross_entropy(logits, labels[mask], reduction="none", label_smoothing=label_smoothing)
+    if reduction == "per_token":
+        return token_loss.mean()
+    rows = mask.nonzero()[:, 0]
+    per_example = torch.zeros(mask.shape[0], device=token_loss.device).index_add(0, rows, token_loss)
+    counts = mask.sum(1)
+    return (per_example[counts > 0] / counts[counts > 0]).mean()
+
+
 class DocVLM(L.LightningModule):
     """PaliGemma 2 fine-tuned on one task.
 
@@ -53,37 +85,8 @@ class DocVLM(L.LightningModule):
         self._outputs: list[dict[str, Any]] = []
         self.skipped_images = 0
 
-    # ----------------------------------------------------------------------------------------- loss
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Cross-entropy over suffix tokens only; the logits are computed only where a label is."""
-        base = self.net.get_base_model() if hasattr(self.net, "get_base_model") else self.net
-        hidden = base.model(
-            input_ids=batch["input_ids"],
-            pixel_values=batch["pixel_values"].to(self.dtype_of_inputs),
-            attention_mask=batch["attention_mask"],
-            token_type_ids=batch["token_type_ids"],
-            use_cache=False,
-        ).last_hidden_state
-        # position t predicts token t+1; only suffix, non-pad positions with a label count
-        labels = batch["labels"][:, 1:]
-        mask = (labels != -100) & (batch["token_type_ids"][:, 1:] == 1) & (batch["attention_mask"][:, 1:] == 1)
-        logits = base.lm_head(hidden[:, :-1][mask]).float()
-        cap = base.config.get_text_config().final_logit_softcapping
-        if cap is not None:
-            logits = torch.tanh(logits / cap) * cap
-        token_loss = F.cross_entropy(
-            logits, labels[mask], reduction="none", label_smoothing=self.hparams.label_smoothing
-        )
-        if self.hparams.loss_reduction == "per_token":
-            return token_loss.mean()
-        rows = mask.nonzero()[:, 0]
-        per_example = torch.zeros(mask.shape[0], device=token_loss.device).index_add(0, rows, token_loss)
-        counts = mask.sum(1)
-        return (per_example[counts > 0] / counts[counts > 0]).mean()
-
-    @property
-    def dtype_of_inputs(self) -> torch.dtype:
-        return next(self.net.parameters()).dtype
+        return suffix_loss(self.net, batch, self.hparams.label_smoothing, self.hparams.loss_reduction)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int):
         self.skipped_images += len(batch["skipped"])

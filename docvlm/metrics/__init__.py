@@ -2,3 +2,5 @@
 """Metrics with the reference implementations' exact semantics, one module per domain."""
 
 from docvlm.metrics.text import cer, exact_match
+from docvlm.metrics.music import music_cer, music_ler, music_metrics, music_ser
+from docvlm.metrics.molecules import canonicalize_smiles, molecule_scores

@@ -1,0 +1,39 @@
+"""Shared fixtures: offline settings, one tiny model per session, the shared sample data."""
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["NO_ALBUMENTATIONS_UPDATE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def repo() -> Path:
+    return REPO
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    """A tiny PaliGemma 2 at 896 px / patch 56 (256 image tokens) and its processor, shared."""
+    from docvlm.model import build_tiny
+
+    model, processor = build_tiny(image_size=896, patch_size=56)
+    processor.tokenizer.padding_side = "left"
+    return model.eval(), processor
+
+
+@pytest.fixture(scope="session")
+def tiny_small():
+    """The tiny model at 224 px / patch 28 (64 image tokens), for tests that train."""
+    from docvlm.model import build_tiny
+
+    model, processor = build_tiny(image_size=224, patch_size=28)
+    processor.tokenizer.padding_side = "left"
+    return model, processor

@@ -1,0 +1,137 @@
+"""The tiny model's attention semantics, the suffix-only loss, transfer settings, freezing and LoRA."""
+
+import pytest
+import torch
+from transformers import Gemma2Config, PaliGemmaConfig
+
+from docvlm.model import GLOBAL_WINDOW, LoraSpec, ModelSpec, apply_transfer_settings, load, unwrap
+from docvlm.module import suffix_loss
+
+from helpers import make_batch
+
+
+def logits(model, batch):
+    with torch.no_grad():
+        return model(
+            input_ids=batch["input_ids"], pixel_values=batch["pixel_values"],
+            attention_mask=batch["attention_mask"], token_type_ids=batch["token_type_ids"],
+        ).logits
+
+
+def test_layout_of_a_training_sequence(tiny):
+    _, processor = tiny
+    batch = make_batch(processor, ["ocr", "ocr long"], ["ab", "c"])
+    tok = processor.tokenizer
+    row = batch["input_ids"][0].tolist()
+    n_image = processor.image_seq_length
+    pads = row.index(processor.image_token_id)
+    assert row[:pads] == [tok.pad_token_id] * pads  # left padding
+    assert row[pads : pads + n_image] == [processor.image_token_id] * n_image
+    assert row[pads + n_image] == tok.bos_token_id
+    assert tok.decode(row[pads + n_image + 1 :]) == "ocr\nab<eos>"
+    labels = batch["labels"][0]
+    suffix = batch["token_type_ids"][0] == 1
+    assert tok.decode(labels[suffix]) == "ab<eos>"
+    assert (labels[~suffix] == -100).all()
+
+
+def test_prefix_attends_fully_and_suffix_causally(tiny):
+    model, processor = tiny
+    base = make_batch(processor, ["ocr abcd"], ["wxyz"])
+    first_suffix = int((base["token_type_ids"][0] == 1).nonzero()[0])
+    ref = logits(model, base)
+
+    changed_prefix = {k: v.clone() if torch.is_tensor(v) else v for k, v in base.items()}
+    last_prefix = first_suffix - 2  # the token before "\n"
+    changed_prefix["input_ids"][0, last_prefix] = processor.tokenizer.convert_tokens_to_ids("Q")
+    out = logits(model, changed_prefix)
+    # a later prefix token changes earlier prefix positions (image tokens included): full attention
+    assert not torch.allclose(out[0, :last_prefix], ref[0, :last_prefix])
+    assert not torch.allclose(out[0, 0], ref[0, 0])
+
+    changed_suffix = {k: v.clone() if torch.is_tensor(v) else v for k, v in base.items()}
+    position = first_suffix + 2
+    changed_suffix["input_ids"][0, position] = processor.tokenizer.convert_tokens_to_ids("Q")
+    out = logits(model, changed_suffix)
+    torch.testing.assert_close(out[0, :position], ref[0, :position], rtol=0, atol=1e-6)
+    assert not torch.allclose(out[0, position:], ref[0, position:])
+
+
+def test_loss_ignores_prefix_and_pad_labels(tiny):
+    model, processor = tiny
+    batch = make_batch(processor, ["ocr", "ocr longer prompt"], ["abcdef", "g"])
+    ref = suffix_loss(model, batch)
+    garbled = dict(batch, labels=batch["labels"].clone())
+    not_suffix = (batch["token_type_ids"] == 0) | (batch["attention_mask"] == 0)
+    assert (batch["attention_mask"] == 0).any()  # there are pads to garble
+    garbled["labels"][not_suffix] = 7
+    assert torch.equal(suffix_loss(model, garbled), ref)
+    changed = dict(batch, labels=batch["labels"].clone())
+    changed["labels"][0, -2] = 7  # a suffix label does count
+    assert not torch.equal(suffix_loss(model, changed), ref)
+
+
+def test_loss_reductions_match_their_definitions(tiny):
+    model, processor = tiny
+    prompts, targets = ["ocr", "ocr"], ["a much longer target", "b"]
+    batch = make_batch(processor, prompts, targets)
+    singles = [suffix_loss(model, make_batch(processor, [p], [t])) for p, t in zip(prompts, targets)]
+    # big_vision: mean over each example's tokens, then over the batch
+    torch.testing.assert_close(suffix_loss(model, batch, reduction="per_example"), torch.stack(singles).mean())
+    # transformers: mean over all suffix tokens of the batch, as its own loss computes it
+    with torch.no_grad():
+        hf = model(**{k: batch[k] for k in ("input_ids", "pixel_values", "attention_mask", "token_type_ids", "labels")}).loss
+    torch.testing.assert_close(suffix_loss(model, batch, reduction="per_token"), hf)
+    assert not torch.allclose(suffix_loss(model, batch, reduction="per_token"), torch.stack(singles).mean())
+
+
+def test_label_smoothing_changes_the_loss(tiny):
+    model, processor = tiny
+    batch = make_batch(processor, ["ocr"], ["abc"])
+    assert suffix_loss(model, batch, label_smoothing=0.1) != suffix_loss(model, batch)
+
+
+def test_transfer_settings_on_the_real_config():
+    config = PaliGemmaConfig(text_config=Gemma2Config().to_dict())
+    assert config.text_config.final_logit_softcapping == 30.0 and config.text_config.sliding_window == 4096
+    apply_transfer_settings(config)
+    assert config.text_config.final_logit_softcapping is None
+    assert config.text_config.sliding_window >= 4096 + 4096 + 256  # image tokens + longest target + prompt
+    assert config.text_config.sliding_window == GLOBAL_WINDOW
+
+
+def test_tiny_model_has_transfer_settings(tiny):
+    model, _ = tiny
+    assert model.config.text_config.final_logit_softcapping is None
+    assert "sliding_attention" in model.config.text_config.layer_types  # both kinds of layer exercised
+    assert model.config.text_config.sliding_window >= GLOBAL_WINDOW
+
+
+def test_freezing():
+    model, _ = load(ModelSpec(name_or_path="tiny", image_size=224, patch_size=28, freeze_vision=True, freeze_projector=True))
+    assert not any(p.requires_grad for p in model.model.vision_tower.parameters())
+    assert not any(p.requires_grad for p in model.model.multi_modal_projector.parameters())
+    assert all(p.requires_grad for p in model.model.language_model.parameters())
+
+
+def test_lora_trains_adapters_only_and_merges_on_export():
+    model, processor = load(ModelSpec(name_or_path="tiny", image_size=224, patch_size=28, lora=LoraSpec(r=4)))
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    assert all("language_model" in n for n in trainable)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)  # non-zero adapters, so merging matters
+    batch = make_batch(processor, ["ocr"], ["abc"])
+    merged = unwrap(model)
+    assert type(merged).__name__ == "PaliGemmaForConditionalGeneration"
+    assert not any("lora" in n for n, _ in merged.named_parameters())
+    torch.testing.assert_close(logits(merged, batch), logits(model, batch), rtol=1e-4, atol=1e-4)
+    base = load(ModelSpec(name_or_path="tiny", image_size=224, patch_size=28))[0]
+    assert not torch.allclose(logits(base, batch), logits(merged, batch))
+
+
+def test_unknown_dtype_is_refused():
+    with pytest.raises(KeyError):
+        load(ModelSpec(name_or_path="tiny", dtype="int3"))
