@@ -170,7 +170,7 @@ def build_tiny(
     processor = PaliGemmaProcessor(image_processor=image_processor, tokenizer=build_tiny_tokenizer())
     vision = SiglipVisionConfig(
         hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-        image_size=image_size, patch_size=patch_size, projection_dim=64,
+        image_size=image_size, patch_size=patch_size, projection_dim=64, vision_use_head=False,
     )
     text = Gemma2Config(
         vocab_size=len(processor.tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,

@@ -1,4 +1,3 @@
-# NOTE FOR HELPERS: read /work/main/CONTRIBUTING-NOW.md first (venv /tmp/venv, file ownership, never git commit).
 """Tasks: one module per domain, each registering a `Task` subclass.
 
 Every module in this package is imported here, so a new task needs no edit anywhere else.

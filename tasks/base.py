@@ -1,4 +1,3 @@
-# NOTE FOR HELPERS: read /work/main/CONTRIBUTING-NOW.md first (venv /tmp/venv, file ownership, never git commit).
 """The task abstraction: one object binds a domain (readers, prompt, converter, metrics, export).
 
 The core (`docvlm.data`, `docvlm.module`, `docvlm.cli`) reaches a domain only through a `Task`.

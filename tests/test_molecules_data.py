@@ -104,8 +104,9 @@ def test_canonical_targets(task) -> None:
     from docvlm.tasks import Sample
 
     assert canonical_smiles("C1=CC=CC=C1") == "c1ccccc1"
-    assert canonical_smiles("C[C@H](N)O") == canonical_smiles("O[C@@H](C)N") == "C[C@@H](N)O"  # stereo kept
-    assert canonical_smiles("[Ph]CC") == "CC[Ph]"  # labels survive canonicalization
+    assert canonical_smiles("C[C@H](N)O") == canonical_smiles("N[C@@H](C)O") == "C[C@H](N)O"  # stereo kept
+    assert canonical_smiles("O[C@@H](C)N") == "C[C@@H](N)O"  # the other enantiomer
+    assert canonical_smiles("C(C)[Ph]") == canonical_smiles("[Ph]CC") == "[Ph]CC"  # labels survive canonicalization
     assert canonical_smiles("C1CC") is None
     assert task.to_target(Sample("a", "x.png", "OCC")) == "CCO"
     assert task.to_target(Sample("b", "x.png", "C1CC")) == "C1CC"  # invalid: kept as written
@@ -141,3 +142,16 @@ def test_export_writes_molfile_inchi_and_drawing(task, tmp_path: Path) -> None:
     assert "Ph" in (tmp_path / "labelled.mol").read_text()
     invalid = task.export(task.parse("C1CC"), tmp_path / "bad")
     assert [p.name for p in invalid] == ["bad.smi"] and invalid[0].read_text() == "C1CC\n"
+
+
+def test_generic_manifest_and_csv_root_fallback(data: Path, tmp_path: Path) -> None:
+    image = data / "JPO/images/2008195791_4_chem.png"
+    (tmp_path / "m.jsonl").write_text(f'{{"image": "{image}", "target": "CC1(C2CCC3OC3(C)C2)CO1"}}\n')
+    [sample] = docvlm.tasks.get("molecules").read(tmp_path / "m.jsonl")
+    assert Path(sample.image) == image and sample.target == "CC1(C2CCC3OC3(C)C2)CO1"
+    # MolScribe's file_path relative to a data root one level above the CSV
+    (tmp_path / "real").mkdir()
+    (tmp_path / "JPO").symlink_to(data / "JPO")
+    (tmp_path / "real" / "jpo.csv").write_text((data / "JPO.csv").read_text())
+    samples = docvlm.tasks.get("molecules").read(tmp_path / "real", "jpo")
+    assert len(samples) == 5 and all(Path(s.image).is_file() for s in samples)

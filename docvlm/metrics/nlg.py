@@ -19,7 +19,7 @@ text, to 1e-9:
 Pre-processing (`tokenize`): pycocoevalcap's pipeline runs Stanford's Java PTBTokenizer
 (`-preserveLines -lowerCase`) and drops its punctuation tokens. `tokenize` is a pure-Python
 re-implementation of that for report text: lower case, PTB token splitting (decimals, times and
-ratios stay whole, `1.5cm` -> `1.5 cm`, clitics `'s`/`n't` split, `e.g.`/`vs.`/`dr.` kept with their
+ratios stay whole, `1.5cm` -> `1.5 cm`, clitics `'s`/`n't` split, `cannot` -> `can not`, `e.g.`/`vs.`/`dr.` kept with their
 period), brackets become `-lrb-`, `-rrb-`, ... which stay in the text exactly as in pycocoevalcap
 (its punctuation list holds the upper-case forms only), and the tokens `'' ' `` ` . ? ! , : - -- ... ;`
 are removed. On ordinary report text it gives the Java tokenizer's output (tested on the reports in
@@ -53,12 +53,13 @@ _TOKEN = re.compile(
     r"|[a-z0-9]+(?:[-/.][a-z0-9]+)*"  # words: x-ray  d/c  t7-8  2nd
     r"|--|\.\.\.|\S"
 )
+_CANNOT = re.compile(r"\bcannot\b")
 _CLITIC = re.compile(r"(?<=[a-z])(?=n't\b)|(?<=[a-z0-9_])(?='(?:s|d|m|re|ll|ve)\b)")
 
 
 def tokenize(text: str) -> str:
     """PTB-style tokens of `text`, lower-cased, punctuation removed, joined by single spaces."""
-    text = _CLITIC.sub(" ", text.lower().replace("\n", " "))
+    text = _CLITIC.sub(" ", _CANNOT.sub("can not", text.lower().replace("\n", " ")))
     tokens = (_BRACKETS.get(t, t) for t in _TOKEN.findall(text.replace('"', " '' ")))
     return " ".join(t for t in tokens if t not in _PUNCTUATION)
 
@@ -146,36 +147,41 @@ def cider(predictions: Sequence[str], references: References, n: int = 4, sigma:
     document_frequency: Counter = Counter()
     for counts in ref_counts:
         document_frequency.update(set().union(*counts))
-    ref_len = np.log(float(len(refs)))
+    ref_len = math.log(float(len(refs)))
+    idf: dict = {}
 
     def vector(counts: Counter) -> tuple[list[dict], list[float], int]:
         vec: list[dict] = [{} for _ in range(n)]
         norm = [0.0] * n
         for ngram, tf in counts.items():
+            weight = idf.get(ngram)
+            if weight is None:
+                weight = idf[ngram] = ref_len - math.log(max(1.0, document_frequency.get(ngram, 0.0)))
+            value = float(tf) * weight
             k = len(ngram) - 1
-            value = float(tf) * (ref_len - np.log(max(1.0, document_frequency.get(ngram, 0.0))))
             vec[k][ngram] = value
-            norm[k] += pow(value, 2)
+            norm[k] += value * value
         bigrams = sum(tf for ngram, tf in counts.items() if len(ngram) == 2)
-        return vec, [np.sqrt(x) for x in norm], bigrams
+        return vec, [math.sqrt(x) for x in norm], bigrams
 
     penalty_scale = 2 * sigma**2
     scores = []
     for hyp, counts in zip(predictions, ref_counts):
         vec, norm, length = vector(_ngrams(hyp.split(), n))
-        total = np.zeros(n)
+        total = [0.0] * n
         for ref in counts:
             vec_ref, norm_ref, length_ref = vector(ref)
-            penalty = np.e ** (-(float(length - length_ref) ** 2) / penalty_scale)
-            val = np.zeros(n)
+            penalty = math.exp(-(float(length - length_ref) ** 2) / penalty_scale)
             for k in range(n):
                 ref_k = vec_ref[k]
-                val[k] = sum(min(v, ref_k.get(g, 0.0)) * ref_k.get(g, 0.0) for g, v in vec[k].items())
+                val = 0.0
+                for g, v in vec[k].items():
+                    r = ref_k.get(g, 0.0)
+                    val += min(v, r) * r
                 if norm[k] != 0 and norm_ref[k] != 0:
-                    val[k] /= norm[k] * norm_ref[k]
-                val[k] *= penalty
-            total += val
-        scores.append(np.mean(total) / len(counts) * 10.0)
+                    val /= norm[k] * norm_ref[k]
+                total[k] += val * penalty
+        scores.append(sum(total) / n / len(counts) * 10.0)
     return float(np.mean(np.array(scores)))
 
 

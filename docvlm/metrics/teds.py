@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
-from lxml import html
+from lxml import etree, html
 from rapidfuzz.distance import Levenshtein
 from rapidfuzz.process import cdist
 
@@ -76,7 +76,7 @@ def _first_table(text: str):
     parser = html.HTMLParser(remove_comments=True, encoding="utf-8")
     try:
         root = html.fromstring(text, parser=parser)
-    except (ValueError, TypeError, SyntaxError):  # lxml's ParserError is a ValueError, XMLSyntaxError a SyntaxError
+    except (etree.LxmlError, ValueError, TypeError):  # e.g. "Document is empty"
         return None
     tables = root.xpath("body/table")
     return tables[0] if tables else None
@@ -193,11 +193,13 @@ def _rename_costs(t1: _Tree, t2: _Tree) -> np.ndarray:
 
         text1 = [as_text(t1.contents[i]) for i in cells1]
         text2 = [as_text(t2.contents[j]) for j in cells2]
-        dist = cdist(text1, text2, scorer=Levenshtein.distance, dtype=np.int64, workers=1)
-        longest = np.maximum(np.array([len(t) for t in text1])[:, None], np.array([len(t) for t in text2])[None, :])
-        content = np.divide(dist, longest, out=np.zeros(dist.shape), where=longest > 0)
-        block = costs[np.ix_(cells1, cells2)]
-        costs[np.ix_(cells1, cells2)] = np.where(block == 0.0, content, block)
+        dist = cdist(text1, text2, scorer=Levenshtein.distance, dtype=np.int32, workers=1)
+        content = np.maximum(np.array([len(t) for t in text1])[:, None], np.array([len(t) for t in text2])[None, :])
+        content = content.astype(np.float64)
+        np.divide(dist, content, out=content, where=content > 0)  # both empty: stays 0, as the reference
+        del dist
+        content[costs[np.ix_(cells1, cells2)] != 0.0] = 1.0  # different spans
+        costs[np.ix_(cells1, cells2)] = content
     return costs
 
 
@@ -213,7 +215,7 @@ def tree_edit_distance(t1: _Tree, t2: _Tree) -> float:
         if best is None or cost < best[0]:
             best = (cost, o1, lml1, h1, k1, o2, lml2, h2, k2)
     _, o1, lml1, h1, k1, o2, lml2, h2, k2 = best
-    rename = rename[np.ix_(o1, o2)]
+    rename = rename[np.ix_(o1, o2)]  # (the preorder matrix is freed here)
     td = np.zeros((len(o1), len(o2)))
     for height1 in np.unique(h1[k1]):
         group1 = k1[h1[k1] == height1]

@@ -1,0 +1,305 @@
+"""Tables: PubTabNet/FinTabNet annotations -> target HTML, model output -> `Table`, and exports.
+
+The target is PubTabNet's HTML: `<table>`, `<thead>`/`<tbody>`, `<tr>`, `<td>` (header cells are `td` in
+`thead`, as in the dataset), cell content as inner HTML (text escaped, inline tags such as `<b>`,
+`<i>`, `<sup>` kept). With `coords`, each non-empty cell with a box carries
+`coords="<locX0><locY0><locX1><locY1>"` (x_min, y_min, x_max, y_max in 1024 bins of the image padded to a
+white square, centred, as `docvlm.images.pad_to_square` does).
+
+`parse_html` never raises: it repairs what it can (unclosed tags, ragged rows, spans running past the
+grid or into other cells, stray text, bad span values) and lists every repair.
+"""
+
+from __future__ import annotations
+
+import csv
+import html as htmlmod
+import io
+import json
+import re
+from dataclasses import asdict, dataclass, field
+
+from lxml import etree
+from lxml import html as lxml_html
+
+_LOC = re.compile(r"<loc(\d{4})>")
+_STRUCTURE_TAGS = ("table", "thead", "tbody", "tr", "td", "th")
+
+
+@dataclass
+class Cell:
+    """One cell: its top-left grid position, spans, inner HTML and, optionally, its box in pixels."""
+
+    row: int
+    col: int
+    rowspan: int = 1
+    colspan: int = 1
+    html: str = ""
+    header: bool = False
+    box: tuple[float, float, float, float] | None = None  # pixels of the source image (annotations)
+    loc: tuple[int, int, int, int] | None = None  # 1024 bins of the padded square (model output)
+
+    @property
+    def text(self) -> str:
+        """Plain text of the cell (inline tags removed, entities decoded)."""
+        return htmlmod.unescape(re.sub(r"<[^>]*>", "", self.html))
+
+
+@dataclass
+class Table:
+    """A grid of `n_rows` x `n_cols` positions covered by `cells` (row-major order of their top-left)."""
+
+    n_rows: int
+    n_cols: int
+    cells: list[Cell] = field(default_factory=list)
+
+    @property
+    def header_rows(self) -> int:
+        """Leading rows whose cells are all header cells."""
+        count = 0
+        for r in range(self.n_rows):
+            starting = [c for c in self.cells if c.row == r]
+            if not starting or not all(c.header for c in starting):
+                break
+            count += 1
+        return count
+
+    def grid(self) -> list[list[Cell | None]]:
+        """The cell covering each position (None where no cell does)."""
+        out: list[list[Cell | None]] = [[None] * self.n_cols for _ in range(self.n_rows)]
+        for cell in self.cells:
+            for r in range(cell.row, min(cell.row + cell.rowspan, self.n_rows)):
+                for c in range(cell.col, min(cell.col + cell.colspan, self.n_cols)):
+                    out[r][c] = cell
+        return out
+
+
+def escape_token(token: str) -> str:
+    """A PubTabNet cell token as HTML: single characters escaped, inline tags (`<b>`) kept."""
+    return htmlmod.escape(token, quote=False) if len(token) == 1 else token
+
+
+def loc_tokens(box, image_size: tuple[int, int]) -> str:
+    """Four `<locNNNN>` tokens for a pixel box of an image of `image_size`, padded to a centred square."""
+    width, height = image_size
+    side = max(width, height)
+    dx, dy = (side - width) // 2, (side - height) // 2
+    x0, y0, x1, y1 = box
+    bins = [(x0 + dx) / side, (y0 + dy) / side, (x1 + dx) / side, (y1 + dy) / side]
+    return "".join(f"<loc{min(1023, max(0, int(b * 1024))):04d}>" for b in bins)
+
+
+def pubtabnet_html(structure: list[str], cells: list[dict], image_size: tuple[int, int] | None = None) -> str:
+    """Target HTML of a PubTabNet/FinTabNet annotation (`html.structure.tokens`, `html.cells`).
+
+    With `image_size`, non-empty cells that have a `bbox` get a `coords` attribute of loc tokens.
+    """
+    out, index = [], 0
+    for token in structure:
+        if token in ("<td>", ">") and (token == "<td>" or (out and out[-1].startswith(("<td", " ")))):
+            if index >= len(cells):
+                raise ValueError(f"structure has more cells than the {len(cells)} annotated")
+            cell = cells[index]
+            index += 1
+            tokens = cell.get("tokens", [])
+            opening = "<td" if token == "<td>" else ""
+            if image_size is not None and tokens and cell.get("bbox"):
+                opening += f' coords="{loc_tokens(cell["bbox"], image_size)}"'
+            out.append(f"{opening}>" + "".join(escape_token(t) for t in tokens))
+        else:
+            out.append(token)
+    if index != len(cells):
+        raise ValueError(f"structure has {index} cells but {len(cells)} are annotated")
+    return "<table>" + "".join(out) + "</table>"
+
+
+def to_html(table: Table, image_size: tuple[int, int] | None = None) -> str:
+    """The canonical target HTML of a table (header rows in `thead`, the rest in `tbody`).
+
+    Cells carry `coords` when they have `loc` bins, or a pixel `box` and `image_size` is given.
+    """
+    rows: list[list[str]] = [[] for _ in range(table.n_rows)]
+    for cell in sorted(table.cells, key=lambda c: (c.row, c.col)):
+        attrs = ""
+        if cell.loc is not None:
+            attrs += ' coords="' + "".join(f"<loc{b:04d}>" for b in cell.loc) + '"'
+        elif cell.box is not None and image_size is not None and cell.html:
+            attrs += f' coords="{loc_tokens(cell.box, image_size)}"'
+        if cell.colspan > 1:
+            attrs += f' colspan="{cell.colspan}"'
+        if cell.rowspan > 1:
+            attrs += f' rowspan="{cell.rowspan}"'
+        rows[cell.row].append(f"<td{attrs}>{cell.html}</td>")
+    head = table.header_rows
+    body = "".join(f"<tr>{''.join(r)}</tr>" for r in rows[head:])
+    thead = "<thead>" + "".join(f"<tr>{''.join(r)}</tr>" for r in rows[:head]) + "</thead>" if head else ""
+    return f"<table>{thead}<tbody>{body}</tbody></table>"
+
+
+def to_html_document(table: Table, title: str = "table") -> str:
+    """A complete, valid HTML5 document showing the table."""
+    return (
+        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">"
+        f"<title>{htmlmod.escape(title)}</title>"
+        "<style>table{border-collapse:collapse}td{border:1px solid #888;padding:2px 6px}"
+        "thead td{font-weight:bold}</style></head>\n<body>\n"
+        f"{to_html(table)}\n</body></html>\n"
+    )
+
+
+def to_csv(table: Table) -> str:
+    """Plain-text grid as CSV; a spanning cell's text sits at its top-left position, the rest empty."""
+    grid = [[""] * table.n_cols for _ in range(table.n_rows)]
+    for cell in table.cells:
+        grid[cell.row][cell.col] = cell.text
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows(grid)
+    return buffer.getvalue()
+
+
+def to_markdown(table: Table) -> str:
+    """GitHub Markdown table (first row as header, spans flattened as in `to_csv`)."""
+    grid = [[""] * table.n_cols for _ in range(table.n_rows)]
+    for cell in table.cells:
+        grid[cell.row][cell.col] = " ".join(cell.text.split()).replace("|", "\\|")
+    if not grid or table.n_cols == 0:
+        return ""
+    lines = ["| " + " | ".join(grid[0]) + " |", "|" + "---|" * table.n_cols]
+    lines += ["| " + " | ".join(row) + " |" for row in grid[1:]]
+    return "\n".join(lines) + "\n"
+
+
+def to_json(table: Table) -> str:
+    return json.dumps(
+        {
+            "n_rows": table.n_rows,
+            "n_cols": table.n_cols,
+            "header_rows": table.header_rows,
+            "cells": [dict(asdict(c), text=c.text) for c in table.cells],
+        },
+        ensure_ascii=False,
+        indent=1,
+    )
+
+
+def parse_html(text: str) -> tuple[Table | None, list[str]]:
+    """Model output -> (table, problems). Never raises; `None` when no table can be recovered."""
+    problems: list[str] = []
+    if not text or not text.strip():
+        return None, ["empty prediction"]
+    _check_balance(text, problems)
+    try:
+        root = lxml_html.fragment_fromstring(text, create_parent="div")
+    except (etree.ParserError, ValueError, TypeError) as e:
+        return None, problems + [f"unparseable HTML ({e})"]
+    tables = root.xpath(".//table")
+    if not tables:
+        if root.xpath(".//tr"):
+            problems.append("no <table> element; rows read as a table")
+            table_el = root
+        else:
+            return None, problems + ["no table in the output"]
+    else:
+        table_el = tables[0]
+        if len(tables) > 1:
+            problems.append(f"{len(tables)} tables; only the first is kept")
+    _report_stray_text(root, table_el, problems)
+    rows = []  # (is_header_section, tr element)
+    for tr in table_el.iter("tr"):
+        section = next((a.tag for a in tr.iterancestors() if a.tag in ("thead", "tbody", "tfoot", "table")), "table")
+        rows.append((section == "thead", tr))
+    return _place(rows, problems), problems
+
+
+def _check_balance(text: str, problems: list[str]) -> None:
+    for tag in _STRUCTURE_TAGS:
+        opened = len(re.findall(rf"<{tag}[\s>/]", text, flags=re.I))
+        closed = len(re.findall(rf"</{tag}\s*>", text, flags=re.I))
+        if opened != closed:
+            problems.append(f"<{tag}>: {opened} opened, {closed} closed (repaired by the HTML parser)")
+
+
+def _report_stray_text(root, table_el, problems: list[str]) -> None:
+    for node in table_el.iter():
+        if any(a.tag in ("td", "th") for a in node.iterancestors()):
+            continue  # cell content
+        pieces = [] if node.tag in ("td", "th") else [node.text]
+        if node is not table_el:
+            pieces.append(node.tail)
+        for piece in pieces:
+            if piece and piece.strip():
+                problems.append(f"stray text outside cells dropped: {piece.strip()[:40]!r}")
+    if table_el is not root:
+        outside = root.text_content().replace(table_el.text_content(), "", 1)
+        if outside.strip():
+            problems.append(f"text outside the table dropped: {outside.strip()[:40]!r}")
+
+
+def _span(node, name: str, problems: list[str], where: str) -> int:
+    value = node.get(name)
+    if value is None:
+        return 1
+    try:
+        span = int(value)
+    except ValueError:
+        problems.append(f"{where}: {name}={value!r} is not an integer; read as 1")
+        return 1
+    if span < 1:
+        problems.append(f"{where}: {name}={span} below 1; read as 1")
+        return 1
+    return span
+
+
+def _inner_html(cell) -> str:
+    parts = [htmlmod.escape(cell.text, quote=False)] if cell.text else []
+    for child in cell:
+        if isinstance(child.tag, str):
+            parts.append(etree.tostring(child, encoding="unicode", method="html", with_tail=False))
+        if child.tail:
+            parts.append(htmlmod.escape(child.tail, quote=False))
+    return "".join(parts)
+
+
+def _place(rows, problems: list[str]) -> Table:
+    """Place cells on the grid like a browser: each cell takes the first free position of its row."""
+    occupied: set[tuple[int, int]] = set()
+    cells: list[Cell] = []
+    for r, (in_thead, tr) in enumerate(rows):
+        c = 0
+        for node in tr:
+            if node.tag not in ("td", "th"):
+                continue
+            where = f"row {r + 1}"
+            while (r, c) in occupied:
+                c += 1
+            colspan = _span(node, "colspan", problems, where)
+            rowspan = _span(node, "rowspan", problems, where)
+            free = 0
+            while free < colspan and (r, c + free) not in occupied:
+                free += 1
+            if free < colspan:
+                problems.append(f"{where}, column {c + 1}: colspan {colspan} runs into a spanning cell; cut to {free}")
+                colspan = free
+            if rowspan > len(rows) - r:
+                problems.append(f"{where}, column {c + 1}: rowspan {rowspan} runs past the last row; cut to {len(rows) - r}")
+                rowspan = len(rows) - r
+            header = in_thead or node.tag == "th"
+            cells.append(Cell(r, c, rowspan, colspan, _inner_html(node), header, loc=_coords(node.get("coords"))))
+            occupied.update((r + i, c + j) for i in range(rowspan) for j in range(colspan))
+            c += colspan
+    n_rows = len(rows)
+    n_cols = max((c for _, c in occupied), default=-1) + 1
+    for r in range(n_rows):
+        missing = [c for c in range(n_cols) if (r, c) not in occupied]
+        if missing:
+            problems.append(f"row {r + 1} covers {n_cols - len(missing)} of {n_cols} columns; padded with empty cells")
+            header = any(cell.header for cell in cells if cell.row == r)
+            cells.extend(Cell(r, c, header=header) for c in missing)
+    cells.sort(key=lambda cell: (cell.row, cell.col))
+    return Table(n_rows, n_cols, cells)
+
+
+def _coords(value: str | None) -> tuple[int, int, int, int] | None:
+    """The four loc bins of a `coords` attribute (None unless exactly four)."""
+    bins = tuple(int(b) for b in _LOC.findall(value or ""))
+    return bins if len(bins) == 4 else None  # type: ignore[return-value]

@@ -1,0 +1,188 @@
+"""GriTS-Top and GriTS-Con as in microsoft/table-transformer (`src/grits.py`, `grits_from_html`).
+
+Each table becomes a grid (one entry per row x column position, a spanning cell repeated over the
+positions it covers): its relative span box `[col0 - j, row0 - i, col1 - j, row1 - i]` for Top, its text
+`' '.join(cell.itertext())` for Con. The "factored 2D most similar substructures" aligns the rows of both
+grids (each pair of rows scored by a 1-D alignment of their entries) and, independently, the columns,
+then sums the rewards over the aligned positions: F-score = 2 * sum / (|true grid| + |pred grid|).
+Rewards: IoU of the span boxes with the enclosing box as "union" (PyMuPDF's `include_rect`, as the
+reference) and `difflib.SequenceMatcher` block length ratio for texts.
+
+The dynamic programmes are the reference's, with its tie-breaking (diagonal, then up, then left), so the
+alignments and sums are identical; the 1-D alignments of all row pairs run at once with numpy (the
+skip moves cost nothing, so a row is a running maximum) and rewards are computed once per distinct value.
+
+Where the reference fails, this module defines: the HTML is read by lxml's HTML parser (the reference's
+XML parser rejects entities and unclosed tags) and the first `table` anywhere is used; grid positions no
+cell covers are empty 1x1 cells (the reference puts `0.0` there and crashes); spans below 1 or not
+integers are read as in `docvlm.metrics.teds`, then at least 1; no table or no cells is an empty grid
+(score 1.0 against another empty grid, else 0.0).
+"""
+
+from __future__ import annotations
+
+from difflib import SequenceMatcher
+
+import numpy as np
+from lxml import etree, html
+
+from docvlm.metrics.teds import _span
+
+
+def grits(pred: str, true: str) -> dict[str, float]:
+    """GriTS-Top and GriTS-Con F-scores of a predicted table against the true one, in [0, 1]."""
+    pred_cells, true_cells = html_to_cells(pred), html_to_cells(true)
+    return {
+        "grits_top": _factored_2dmss(*_grids(true_cells, pred_cells, "top"))[0],
+        "grits_con": _factored_2dmss(*_grids(true_cells, pred_cells, "con"))[0],
+    }
+
+
+def grits_top(pred: str, true: str) -> float:
+    return _factored_2dmss(*_grids(html_to_cells(true), html_to_cells(pred), "top"))[0]
+
+
+def grits_con(pred: str, true: str) -> float:
+    return _factored_2dmss(*_grids(html_to_cells(true), html_to_cells(pred), "con"))[0]
+
+
+def html_to_cells(text: str) -> list[tuple[list[int], list[int], str]]:
+    """Cells `(row_nums, column_nums, text)` of the first table, placed as the reference's `html_to_cells`."""
+    if not text or not text.strip():
+        return []
+    try:
+        root = html.fromstring(text)
+    except (etree.LxmlError, ValueError, TypeError):  # e.g. 'Document is empty'
+        return []
+    tables = [root] if root.tag == "table" else root.xpath("//table")
+    if not tables:
+        return []
+    cells = []
+    occupied: dict[int, set[int]] = {}
+    row = -1
+    for node in tables[0].iter():
+        if node.tag == "tr":
+            row += 1
+        if node.tag in ("td", "th"):
+            colspan, rowspan = max(1, _span(node, "colspan")), max(1, _span(node, "rowspan"))
+            taken = occupied.setdefault(row, set())
+            column = 0
+            while column in taken:
+                column += 1
+            rows, columns = list(range(row, row + rowspan)), list(range(column, column + colspan))
+            for r in rows:
+                occupied.setdefault(r, set()).update(columns)
+            cells.append((rows, columns, " ".join(node.itertext())))
+    return cells
+
+
+def _grids(true_cells, pred_cells, kind: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each grid as indices into one table of distinct values, and the reward of every value pair."""
+    values: dict = {}
+
+    def grid(cells) -> np.ndarray:
+        if not cells:
+            return np.zeros((1, 0), dtype=np.int64)  # the reference's `[[]]`
+        n_rows = max(max(r) for r, _, _ in cells) + 1
+        n_cols = max(max(c) for _, c, _ in cells) + 1
+        empty = (0, 0, 1, 1) if kind == "top" else ""
+        out = np.full((n_rows, n_cols), values.setdefault(empty, len(values)), dtype=np.int64)
+        for rows, columns, text in cells:
+            for r in rows:
+                for c in columns:
+                    if kind == "top":
+                        value = (columns[0] - c, rows[0] - r, columns[-1] + 1 - c, rows[-1] + 1 - r)
+                    else:
+                        value = text
+                    out[r, c] = values.setdefault(value, len(values))
+        return out
+
+    true_grid, pred_grid = grid(true_cells), grid(pred_cells)
+    keys = list(values)
+    if kind == "top":
+        boxes = np.array(keys, dtype=np.float64).reshape(-1, 4)
+        a, b = boxes[:, None, :], boxes[None, :, :]
+        inter = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None) * np.clip(
+            np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None
+        )
+        hull = (np.maximum(a[..., 2], b[..., 2]) - np.minimum(a[..., 0], b[..., 0])) * (
+            np.maximum(a[..., 3], b[..., 3]) - np.minimum(a[..., 1], b[..., 1])
+        )
+        rewards = np.divide(inter, hull, out=np.zeros_like(hull), where=hull > 0)
+    else:
+        rewards = np.zeros((len(keys), len(keys)))
+        used_true, used_pred = np.unique(true_grid), np.unique(pred_grid)
+        for i in used_true:
+            for j in used_pred:
+                rewards[i, j] = _lcs_similarity(keys[i], keys[j])
+    return true_grid, pred_grid, rewards
+
+
+def _lcs_similarity(a: str, b: str) -> float:
+    """The reference's `lcs_similarity` (SequenceMatcher's matching blocks, autojunk included)."""
+    if not a and not b:
+        return 1
+    if not a or not b:
+        return 0.0
+    if a == b and len(b) < 200:  # no autojunk below 200 characters: the whole string matches
+        return 1.0
+    blocks = SequenceMatcher(None, a, b).get_matching_blocks()
+    return 2 * sum(block.size for block in blocks) / (len(a) + len(b))
+
+
+def _align_rows(true_grid: np.ndarray, pred_grid: np.ndarray, rewards: np.ndarray) -> np.ndarray:
+    """`align_1d` score of every (true row, pred row) pair, all pairs at once, bit-identical."""
+    n_true, n_cols_true = true_grid.shape
+    n_pred, n_cols_pred = pred_grid.shape
+    scores = np.zeros((n_true, n_pred, n_cols_pred + 1))
+    for c in range(n_cols_true):
+        reward = rewards[true_grid[:, c][:, None, None], pred_grid[None, :, :]]
+        moved = np.maximum(scores[:, :, :-1] + reward, scores[:, :, 1:])
+        scores[:, :, 1:] = np.maximum.accumulate(moved, axis=2)  # scores[..., 0] stays 0
+    return scores[:, :, -1]
+
+
+def _align_outer(pair_scores: np.ndarray) -> tuple[list[int], list[int], float]:
+    """The reference's `align_2d_outer` given the inner scores: DP, pointers, traceback."""
+    n1, n2 = pair_scores.shape
+    scores = np.zeros((n1 + 1, n2 + 1))
+    pointers = np.zeros((n1 + 1, n2 + 1))
+    pointers[1:, 0] = -1
+    pointers[0, 1:] = 1
+    s = scores.tolist()
+    p = pointers.tolist()
+    reward = pair_scores.tolist()
+    for i in range(1, n1 + 1):
+        for j in range(1, n2 + 1):
+            diag = s[i - 1][j - 1] + reward[i - 1][j - 1]
+            up, left = s[i - 1][j], s[i][j - 1]
+            best = max(diag, up, left)
+            s[i][j] = best
+            p[i][j] = 0 if diag == best else (-1 if up == best else 1)
+    aligned1, aligned2 = [], []
+    i, j = n1, n2
+    while not (i == 0 and j == 0):
+        if p[i][j] == -1:
+            i -= 1
+        elif p[i][j] == 1:
+            j -= 1
+        else:
+            i, j = i - 1, j - 1
+            aligned1.append(i)
+            aligned2.append(j)
+    return aligned1[::-1], aligned2[::-1], s[n1][n2]
+
+
+def _factored_2dmss(true_grid: np.ndarray, pred_grid: np.ndarray, rewards: np.ndarray) -> tuple[float, float, float]:
+    """F-score, precision and recall of the reference's `factored_2dmss`."""
+    true_rows, pred_rows, _ = _align_outer(_align_rows(true_grid, pred_grid, rewards))
+    true_cols, pred_cols, _ = _align_outer(_align_rows(true_grid.T, pred_grid.T, rewards))
+    total = 0
+    for tr, pr in zip(true_rows, pred_rows):
+        for tc, pc in zip(true_cols, pred_cols):
+            total += float(rewards[true_grid[tr, tc], pred_grid[pr, pc]])
+    n_true, n_pred = true_grid.size, pred_grid.size
+    precision = total / n_pred if n_pred > 0 else 1
+    recall = total / n_true if n_true > 0 else 1
+    fscore = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0
+    return float(fscore), float(precision), float(recall)

@@ -1,0 +1,209 @@
+"""`music`: image of a single-system piano score -> its **kern transcription (GrandStaff, as in PaliGemma 2).
+
+Transfer settings from the PaliGemma 2 paper: lr 1e-4, label smoothing 0.1, at most 1024 output tokens,
+896 px. Images are stretched to the square, not padded: a GrandStaff system is about 3.3 times as wide as
+it is high, and padding it to a square would spend two thirds of the pixels on white and shrink the staff
+lines to a third of the input's height (the paper pads only tables and molecules).
+
+Readers: the GrandStaff layout (`<composer>/<collection>/<piece>/<transposition>_m-<a>-<b>.{jpg,
+_distorted.jpg,krn,bekrn}` with partition lists `train.txt`, `val.txt`, `test.txt`), the Hugging Face parquet
+export (columns `image`, `transcription`), and the generic JSONL/CSV manifest. Targets are normalised as SMT
+does (see `docvlm.converters.kern`), and the metrics are SMT's CER/SER/LER (`docvlm.metrics.music`).
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import random
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from PIL import Image
+
+from docvlm.converters import kern
+from docvlm.converters.kern_synth import random_kern, to_bekern
+from docvlm.metrics.music import CerParsing, music_metrics
+from docvlm.tasks.base import Parsed, Sample, Task, register
+
+
+@register
+@dataclass
+class MusicTask(Task):
+    """Single-system piano score image -> **kern (GrandStaff).
+
+    Attributes:
+        encoding: target text: `kern` (sub-token separators removed, as SMT trains) or `bekern`
+            (GrandStaff's `·` separators kept).
+        distorted: read GrandStaff's `_distorted.jpg` camera-like images instead of the clean renders.
+        cer_parsing: which CER parsing `score` reports as `cer`: `characters` (SMT's current code),
+            `smt2024` or `ijdar` (see `docvlm.metrics.music`).
+    """
+
+    name = "music"
+    prefix: str = "music to kern"
+    max_target_tokens: int = 1024
+    image_mode: str = "stretch"
+    encoding: Literal["kern", "bekern"] = "kern"
+    distorted: bool = False
+    cer_parsing: CerParsing = "characters"
+
+    # ---- readers -------------------------------------------------------------------------------
+    def read(self, source: str | Path, split: str | None = None) -> Iterator[Sample]:
+        source = Path(source)
+        if source.is_file() and source.suffix == ".parquet":
+            return self._read_parquet([source])
+        if source.is_file():
+            return self._read_manifest(source)
+        if not source.is_dir():
+            raise FileNotFoundError(f"{source}: no such file or directory")
+        parquets = sorted(p for p in source.rglob("*.parquet") if split is None or _in_split(p, split))
+        if parquets:
+            return self._read_parquet(parquets)
+        return self._read_grandstaff(source, split)
+
+    def _read_manifest(self, path: Path) -> Iterator[Sample]:
+        for sample in super().read(path):
+            if sample.target is not None:
+                sample.target = kern.normalize(sample.target, self.encoding)
+            yield sample
+
+    def _read_grandstaff(self, root: Path, split: str | None) -> Iterator[Sample]:
+        if split is None:
+            stems = sorted({p.with_suffix("") for p in root.rglob("*.bekrn")} | {p.with_suffix("") for p in root.rglob("*.krn")})
+            entries = [(str(s), s) for s in stems]
+        else:
+            entries = list(_partition_entries(root, split))
+        for where, stem in entries:
+            transcription = next((p for p in (stem.with_suffix(".bekrn"), stem.with_suffix(".krn")) if p.is_file()), None)
+            image = stem.with_name(stem.name + "_distorted.jpg") if self.distorted else stem.with_suffix(".jpg")
+            if transcription is None:
+                raise FileNotFoundError(f"{where}: no {stem}.bekrn or .krn")
+            if not image.is_file():
+                raise FileNotFoundError(f"{where}: no image {image}")
+            text = transcription.read_text(encoding="utf-8")
+            yield Sample(
+                id=str(stem.relative_to(root)),
+                image=image,
+                target=kern.normalize(text, self.encoding),
+                meta={"source": str(transcription)},
+            )
+
+    def _read_parquet(self, files: list[Path]) -> Iterator[Sample]:
+        import pyarrow.parquet as pq
+
+        for path in files:
+            table = pq.ParquetFile(path)
+            missing = {"image", "transcription"} - set(table.schema_arrow.names)
+            if missing:
+                raise ValueError(f"{path}: parquet file lacks column(s) {', '.join(sorted(missing))}")
+            row = 0
+            for batch in table.iter_batches(columns=["image", "transcription"], batch_size=256):
+                for image, text in zip(batch.column("image").to_pylist(), batch.column("transcription").to_pylist()):
+                    data = image.get("bytes") if isinstance(image, dict) else image
+                    if not isinstance(data, bytes) or not isinstance(text, str):
+                        raise ValueError(f"{path}: row {row} has no image bytes or no transcription text")
+                    yield Sample(
+                        id=f"{path.stem}-{row}",
+                        image=functools.partial(_decode, data),
+                        target=kern.normalize(text, self.encoding),
+                        meta={"source": f"{path}:{row}"},
+                    )
+                    row += 1
+
+    # ---- synthetic scores ----------------------------------------------------------------------
+    def synthesize(self, n: int, seed: int = 0) -> Iterator[Sample]:
+        from docvlm.converters.kern_render import render
+
+        for i in range(n):
+            rng = random.Random(f"{seed}:{i}")
+            text = random_kern(rng)
+            target = to_bekern(text) if self.encoding == "bekern" else text
+            yield Sample(
+                id=f"synthetic-{seed}-{i}",
+                image=functools.partial(render, text, rng.randint(32, 48)),
+                target=kern.normalize(target, self.encoding),
+            )
+
+    # ---- model output ----------------------------------------------------------------------------
+    def parse(self, text: str) -> Parsed:
+        repaired, problems = kern.scan(text)
+        return Parsed(text=text, value=repaired, problems=problems)
+
+    def score(self, predictions: Sequence[str], references: Sequence[str]) -> dict[str, float]:
+        """SMT's CER/SER/LER in % (separators removed first, as SMT's targets have none), plus `valid`:
+        the share of predictions music21 reads into a score with at least one note."""
+        preds = [kern.strip_separators(p) for p in predictions]
+        refs = [kern.strip_separators(r) for r in references]
+        scores = music_metrics(preds, refs, self.cer_parsing)
+        scores["valid"] = sum(map(_music21_reads, preds)) / len(preds) if preds else 0.0
+        return scores
+
+    def export(self, parsed: Parsed, stem: str | Path) -> list[Path]:
+        """`.krn` (the repaired kern, or the raw text when nothing was usable), then `.musicxml`, `.mid`,
+        `.svg` and `.png` of what parses; a failing export is added to `parsed.problems`, not raised."""
+        from docvlm.converters import kern_render
+
+        stem = Path(stem)
+        krn = stem.with_suffix(".krn")
+        krn.write_text(parsed.value if parsed.value is not None else parsed.text, encoding="utf-8")
+        written = [krn]
+        if parsed.value is None:
+            return written
+        writers = {
+            ".musicxml": kern_render.write_musicxml,
+            ".mid": kern_render.write_midi,
+            ".svg": kern_render.write_svg,
+            ".png": kern_render.write_png,
+        }
+        for suffix, write in writers.items():
+            path = stem.with_suffix(suffix)
+            try:
+                write(parsed.value, path)
+                written.append(path)
+            except Exception as e:  # music21/verovio raise many types on odd input; one file must not stop the rest
+                parsed.problems.append(f"{path.name}: export failed ({type(e).__name__}: {e})")
+        return written
+
+
+def _decode(data: bytes) -> Image.Image:
+    return Image.open(io.BytesIO(data)).convert("RGB")
+
+
+def _in_split(path: Path, split: str) -> bool:
+    """HF layouts: `data/<split>-00000-of-00001.parquet` or `<split>/...parquet`."""
+    return path.name.startswith(f"{split}-") or path.name == f"{split}.parquet" or split in path.parent.parts
+
+
+def _partition_entries(root: Path, split: str) -> Iterator[tuple[str, Path]]:
+    """(`file:line`, transcription stem) of each line of GrandStaff's partition list for `split`.
+
+    Lines are paths relative to some data root (`Data/...`, `grandstaff/...`); the longest tail of the path
+    that exists under `root` is taken, so the list works wherever the dataset was unpacked."""
+    lists = sorted(root.rglob(f"{split}.txt"))
+    if not lists:
+        raise FileNotFoundError(f"{root}: no partition list {split}.txt (GrandStaff's partitions/) under this folder")
+    for line_no, line in enumerate(lists[0].read_text(encoding="utf-8").splitlines(), start=1):
+        line = line.strip().replace("\\", "/")
+        if not line:
+            continue
+        parts = Path(line).with_suffix("").parts
+        where = f"{lists[0]}:{line_no}"
+        for i in range(len(parts)):
+            stem = root.joinpath(*parts[i:])
+            if stem.with_suffix(".bekrn").is_file() or stem.with_suffix(".krn").is_file():
+                yield where, stem
+                break
+        else:
+            raise FileNotFoundError(f"{where}: {line} not found under {root}")
+
+
+def _music21_reads(text: str) -> bool:
+    from docvlm.converters.kern_render import to_music21
+
+    try:
+        return len(to_music21(text).flatten().notes) > 0
+    except Exception:  # any music21 failure means "cannot read"
+        return False

@@ -1,0 +1,154 @@
+"""`radiology`: a chest radiograph (+ its INDICATION as prompt) -> FINDINGS and IMPRESSION.
+
+As PaliGemma 2's MIMIC-CXR transfer: the INDICATION section is the per-sample prompt part, the target
+is `FINDINGS: ... IMPRESSION: ...`, decoding is greedy. Metrics: BLEU-1..4, ROUGE-L and CIDEr-D with
+pycocoevalcap's semantics on PTB-style tokens of the marker-free report text (`docvlm.metrics.nlg`),
+CheXpert-style clinical-efficacy precision/recall/F1 (`docvlm.metrics.chexpert`), and RadGraph F1
+when asked for and the optional `radgraph` package is installed.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import gzip
+import logging
+import random
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from docvlm.converters import reports
+from docvlm.converters.radiograph_render import random_case, render, report_text
+from docvlm.tasks.base import Parsed, Sample, Task, register
+
+log = logging.getLogger(__name__)
+
+SPLIT_NAMES = {"train": "train", "val": "validate", "validate": "validate", "valid": "validate", "test": "test"}
+
+
+class MimicLayoutError(ValueError):
+    """A MIMIC-CXR directory that cannot be read; the message names the file."""
+
+
+@register
+@dataclass
+class RadiologyTask(Task):
+    """Chest radiograph -> report (FINDINGS + IMPRESSION), the INDICATION given in the prompt.
+
+    Attributes:
+        views: view positions kept from MIMIC-CXR's metadata (e.g. PA, AP, LATERAL); empty keeps all.
+        one_image_per_study: keep one image per study (the first by the order of `views`, then by
+            DICOM id), so each report is a target once.
+        reports_root: folder holding `files/pXX/pNNNNNNNN/sNNNNNNNN.txt` when the reports are not
+            beside the images (MIMIC-CXR-JPG and the reports are separate downloads).
+        radgraph: also compute RadGraph F1 (needs the optional `radgraph` package and its weights).
+        synthetic_size: side of synthetic films, in pixels.
+    """
+
+    name = "radiology"
+    prefix: str = "report"
+    max_target_tokens: int = 512
+    image_mode: str = "stretch"
+    views: list[str] = field(default_factory=lambda: ["PA", "AP"])
+    one_image_per_study: bool = True
+    reports_root: str | None = None
+    radgraph: bool = False
+    synthetic_size: int = 448
+
+    # -- samples ------------------------------------------------------------------------------------
+
+    def read(self, source: str | Path, split: str | None = None) -> list[Sample]:
+        """MIMIC-CXR-JPG (a folder with `files/` and the split/metadata CSVs) or a manifest file."""
+        source = Path(source)
+        if source.is_file():
+            return super().read(source, split)
+        return self._read_mimic(source, split)
+
+    def _read_mimic(self, root: Path, split: str | None) -> list[Sample]:
+        wanted = None if split is None else SPLIT_NAMES.get(split)
+        if split is not None and wanted is None:
+            raise ValueError(f"unknown split {split!r}; use one of {sorted(SPLIT_NAMES)}")
+        splits = {row["dicom_id"]: row for row in _csv_rows(_find(root, "mimic-cxr-2.0.0-split.csv"))}
+        views = {row["dicom_id"]: row.get("ViewPosition", "") for row in _csv_rows(_find(root, "mimic-cxr-2.0.0-metadata.csv"))}
+        order = {v.upper(): i for i, v in enumerate(self.views)}
+        studies: dict[str, list[tuple]] = {}
+        for dicom, row in splits.items():
+            view = views.get(dicom, "")
+            if (wanted and row["split"] != wanted) or (order and view.upper() not in order):
+                continue
+            studies.setdefault(row["study_id"], []).append((order.get(view.upper(), len(order)), dicom, row, view))
+        samples, skipped = [], 0
+        reports_root = Path(self.reports_root) if self.reports_root else root
+        for study, images in sorted(studies.items()):
+            images.sort(key=lambda image: image[:2])
+            subject = images[0][2]["subject_id"]
+            study_dir = Path("files") / f"p{subject[:2]}" / f"p{subject}" / f"s{study}"
+            report_path = reports_root / study_dir.with_suffix(".txt")
+            if not report_path.is_file():
+                log.warning("%s: report missing, study skipped", report_path)
+                skipped += 1
+                continue
+            report = reports.parse_report(report_path.read_text(encoding="utf-8", errors="replace"))
+            target = reports.to_target(report)
+            if not target:
+                log.warning("%s: no FINDINGS or IMPRESSION section, study skipped", report_path)
+                skipped += 1
+                continue
+            indication = reports.prompt_part(report)
+            for _, dicom, row, view in images[:1] if self.one_image_per_study else images:
+                samples.append(Sample(
+                    id=dicom, image=root / study_dir / f"{dicom}.jpg", target=target,
+                    prefix=f"indication: {indication}" if indication else "",
+                    meta={"study_id": study, "subject_id": subject, "view": view, "split": row["split"],
+                          "report": str(report_path)},
+                ))
+        if skipped:
+            log.warning("%s: %d studies skipped (missing report or no FINDINGS/IMPRESSION)", root, skipped)
+        return samples
+
+    def synthesize(self, n: int, seed: int = 0) -> Iterator[Sample]:
+        for i in range(n):
+            rng = random.Random(f"radiology:{seed}:{i}")
+            case = random_case(rng)
+            report = reports.parse_report(report_text(case, rng))
+            yield Sample(id=f"synthetic-{seed}-{i}", image=render(case, rng, self.synthetic_size),
+                         target=reports.to_target(report), prefix=f"indication: {report.indication}",
+                         meta={"findings": dataclasses.asdict(case)})
+
+    # -- outputs -----------------------------------------------------------------------------------
+
+    def parse(self, text: str) -> Parsed:
+        report, problems = reports.parse_target(text)
+        return Parsed(text=text, value=report if report.sections else None, problems=problems)
+
+    def score(self, predictions: Sequence[str], references: Sequence[str]) -> dict[str, float]:
+        from docvlm.metrics.chexpert import chexpert_scores, radgraph_f1
+        from docvlm.metrics.nlg import nlg_scores
+
+        hyps = [reports.report_text(p) for p in predictions]
+        refs = [reports.report_text(r) for r in references]
+        scores = {**nlg_scores(hyps, refs), **chexpert_scores(hyps, refs)}
+        if self.radgraph:
+            scores["radgraph_f1"] = radgraph_f1(hyps, refs)
+        return scores
+
+    def export(self, parsed: Parsed, stem: str | Path) -> list[Path]:
+        return reports.export(parsed.value or reports.Report(preamble=reports.normalize(parsed.text)), stem)
+
+
+def _find(root: Path, name: str) -> Path:
+    for candidate in (root / name, root / f"{name}.gz"):
+        if candidate.is_file():
+            return candidate
+    raise MimicLayoutError(f"{root}: neither {name} nor {name}.gz found (is this a MIMIC-CXR-JPG folder?)")
+
+
+def _csv_rows(path: Path) -> list[dict[str, str]]:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f))
+    required = {"dicom_id", "study_id", "subject_id"}
+    if rows and not required <= rows[0].keys():
+        raise MimicLayoutError(f"{path}: expected columns {sorted(required)}, got {sorted(rows[0])}")
+    return rows

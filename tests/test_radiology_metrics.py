@@ -1,0 +1,234 @@
+"""Radiology metrics: pycocoevalcap parity (BLEU-1..4, ROUGE-L, CIDEr-D), the PTB-style tokenizer,
+the CheXpert labeler against the original's published output, and clinical-efficacy F1."""
+
+from __future__ import annotations
+
+import csv
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from docvlm.metrics.chexpert import CATEGORIES, chexpert_scores, label, label_matrix, radgraph_f1
+from docvlm.metrics.nlg import bleu, cider, nlg_scores, rouge_l, tokenize
+
+
+@pytest.fixture(scope="module")
+def chexpert_dir() -> Path:
+    return Path(__file__).resolve().parents[1].parent / "shared" / "data" / "chexpert"
+
+
+# Report pairs written for these tests (prediction, reference), in MIMIC's style.
+PAIRS = [
+    ("The lungs are clear. No pleural effusion or pneumothorax. Heart size is normal.",
+     "Lungs are clear without focal consolidation. No pleural effusion or pneumothorax is seen. "
+     "The cardiac silhouette is normal in size."),
+    ("Moderate cardiomegaly with mild pulmonary edema. Small bilateral pleural effusions.",
+     "There is moderate cardiomegaly. Mild interstitial pulmonary edema has slightly improved since ___. "
+     "Small bilateral pleural effusions are unchanged."),
+    ("Endotracheal tube terminates 4.5 cm above the carina. Nasogastric tube courses below the diaphragm.",
+     "The endotracheal tube tip is 5.0 cm above the carina. An enteric tube passes below the diaphragm, its tip "
+     "is not seen. Right IJ line ends in the SVC."),
+    ("1. Right lower lobe opacity, which may reflect atelectasis or pneumonia. 2. No pneumothorax.",
+     "1. Patchy right basilar opacity (likely atelectasis), though infection cannot be excluded. 2. No pneumothorax."),
+    ("No acute cardiopulmonary process.", "No acute cardiopulmonary process."),
+    ("", "Stable mild cardiomegaly. The patient's lungs are hyperexpanded but clear."),
+    ("Left-sided PICC line tip in the mid SVC; no complications.",
+     "Left PICC terminates at the cavoatrial junction. Dr. ___ was notified at 10:30 a.m. on ___ by telephone."),
+    ("Small left apical pneumothorax, e.g. approximately 1-2 cm, unchanged vs. the prior exam.",
+     "There is a tiny left apical pneumothorax, unchanged compared to the prior study from ___."),
+]
+HYPS = [p for p, _ in PAIRS]
+REFS = [r for _, r in PAIRS]
+MULTI_REFS = [[REFS[i], REFS[(i + 1) % len(REFS)]] for i in range(len(REFS))]
+
+# pycocoevalcap 1.2 (pip install pycocoevalcap), run on `tokenize` of the texts above:
+#   Bleu(4).compute_score(gts, res, verbose=0)[0], Rouge().compute_score(gts, res)[0],
+#   Cider().compute_score(gts, res)[0] with gts = {i: [tokenize(ref), ...]}, res = {i: [tokenize(hyp)]}
+RECORDED_SINGLE = {
+    "bleu1": 0.31266137620639495, "bleu2": 0.23631649352957224, "bleu3": 0.17686833734136487,
+    "bleu4": 0.12403980232733001, "rouge_l": 0.4494938399636721, "cider": 1.9879891645345702,
+}
+RECORDED_MULTI = {
+    "bleu1": 0.378959156223204, "bleu2": 0.28642584535441973, "bleu3": 0.21437210024061082,
+    "bleu4": 0.15034162325514822, "rouge_l": 0.4494938399636721, "cider": 0.9236476835773771,
+}
+
+
+@pytest.mark.parametrize(("refs", "recorded"), [(REFS, RECORDED_SINGLE), (MULTI_REFS, RECORDED_MULTI)])
+def test_nlg_equals_recorded_pycocoevalcap(refs, recorded) -> None:
+    ours = nlg_scores(HYPS, refs)
+    assert ours.keys() == recorded.keys()
+    for key, value in recorded.items():
+        assert ours[key] == pytest.approx(value, abs=1e-9), key
+
+
+def _reference_scores(hyps: list[str], refs: list[list[str]]) -> dict[str, float]:
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.cider.cider import Cider
+    from pycocoevalcap.rouge.rouge import Rouge
+
+    gts = {i: list(r) for i, r in enumerate(refs)}
+    res = {i: [h] for i, h in enumerate(hyps)}
+    b = Bleu(4).compute_score(gts, res, verbose=0)[0]
+    return {"bleu1": b[0], "bleu2": b[1], "bleu3": b[2], "bleu4": b[3],
+            "rouge_l": float(Rouge().compute_score(gts, res)[0]), "cider": float(Cider().compute_score(gts, res)[0])}
+
+
+def test_nlg_equals_pycocoevalcap_on_random_corpora() -> None:
+    """Random corpora with empty texts, repeated n-grams, 1-3 references, ties in reference length."""
+    pytest.importorskip("pycocoevalcap")
+    rng = random.Random(0)
+    vocab = "the heart size is normal no pleural effusion or pneumothorax mild left lower lobe atelectasis".split()
+
+    def text() -> str:
+        return " ".join(rng.choice(vocab) for _ in range(rng.choice([0, 1, 2, 5, 12, 30])))
+
+    for _ in range(40):
+        n = rng.randint(1, 10)
+        hyps = [text() for _ in range(n)]
+        refs = [[text() for _ in range(rng.randint(1, 3))] for _ in range(n)]
+        expected = _reference_scores(hyps, refs)
+        ours = {**dict(zip(("bleu1", "bleu2", "bleu3", "bleu4"), bleu(hyps, refs))),
+                "rouge_l": rouge_l(hyps, refs), "cider": cider(hyps, refs)}
+        for key, value in expected.items():
+            assert ours[key] == pytest.approx(value, abs=1e-9), (key, hyps, refs)
+
+
+def test_nlg_equals_pycocoevalcap_on_the_report_pairs() -> None:
+    pytest.importorskip("pycocoevalcap")
+    expected = _reference_scores([tokenize(h) for h in HYPS], [[tokenize(r)] for r in REFS])
+    ours = nlg_scores(HYPS, REFS)
+    for key, value in expected.items():
+        assert ours[key] == pytest.approx(value, abs=1e-9)
+
+
+@pytest.mark.skipif(shutil.which("java") is None, reason="the reference PTBTokenizer needs Java")
+def test_tokenize_matches_the_java_ptb_tokenizer() -> None:
+    pytest.importorskip("pycocoevalcap")
+    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+
+    texts = HYPS + REFS + ["The patient's ET tube can't be seen (rotated); 1.5cm nodule, 3/4 views -- d/c'd?"]
+    ptb = PTBTokenizer().tokenize({i: [{"caption": t}] for i, t in enumerate(texts)})
+    assert [tokenize(t) for t in texts] == [ptb[i][0] for i in range(len(texts))]
+
+
+def test_tokenize_examples() -> None:
+    assert tokenize("Heart size is NORMAL.  No effusion,\npneumothorax!") == "heart size is normal no effusion pneumothorax"
+    assert tokenize("ET tube 4.5cm above the carina (stable)") == "et tube 4.5 cm above the carina -lrb- stable -rrb-"
+    assert tokenize("The patient's lungs can't be assessed; e.g. vs. Dr. ___") == \
+        "the patient 's lungs ca n't be assessed e.g. vs. dr. ___"
+
+
+def test_nlg_edge_cases() -> None:
+    # identical texts: BLEU is 1 up to the reference's smoothing constants; ROUGE-L exactly 1
+    assert bleu(["a b c d"], ["a b c d"])[3] == pytest.approx(1.0, abs=1e-8)
+    assert rouge_l(["a b c d"], ["a b c d"]) == 1.0
+    # a single image has log(1) = 0 as reference length: CIDEr-D is 0 whatever the text
+    assert cider(["a b c"], ["a b c"]) == 0.0
+    # two images, each prediction equal to its reference and nothing shared: 10 (the x10 scale) ...
+    assert cider(["a b c d", "e f g h"], ["a b c d", "e f g h"]) == pytest.approx(10.0)
+    # ... but 5 for two-word texts: the mean runs over n = 1..4 and there are no 3- or 4-grams
+    assert cider(["a b", "c d"], ["a b", "c d"]) == pytest.approx(5.0)
+    # the length penalty (sigma 6) on the difference of bigram counts: exp(-6**2 / 72) on every n
+    long = cider(["a b c d", "e f g h"], ["a b c d " + "x " * 6, "e f g h"])
+    assert long < 10.0
+    assert nlg_scores([], []) == dict.fromkeys(("bleu1", "bleu2", "bleu3", "bleu4", "rouge_l", "cider"), 0.0)
+    with pytest.raises(ValueError, match="2 predictions for 1 references"):
+        bleu(["a", "b"], ["a"])
+
+
+def _read_labeled(chexpert_dir: Path) -> tuple[list[str], list[dict[str, int | None]]]:
+    reports = [row[0] for row in csv.reader((chexpert_dir / "sample_reports.csv").open(encoding="utf-8"))]
+    rows = list(csv.DictReader((chexpert_dir / "labeled_reports.csv").open(encoding="utf-8")))
+    labels = [{c: None if row[c] == "" else int(float(row[c])) for c in CATEGORIES} for row in rows]
+    return reports, labels
+
+
+def test_labeler_reproduces_the_published_labels(chexpert_dir: Path) -> None:
+    reports, expected = _read_labeled(chexpert_dir)
+    assert len(reports) == len(expected) == 4
+    assert [label(r) for r in reports] == expected
+    matrix = label_matrix(reports)
+    assert matrix.shape == (4, 14) and np.isnan(matrix[0, CATEGORIES.index("Lung Lesion")])
+
+
+CASES = [
+    # negation
+    ("No pleural effusion.", {"Pleural Effusion": 0, "No Finding": 1}),
+    ("No focal consolidation, pleural effusion, or pneumothorax.",
+     {"Consolidation": 0, "Pleural Effusion": 0, "Pneumothorax": 0, "No Finding": 1}),
+    ("The lungs are clear. The heart size is normal.", {"Cardiomegaly": 0, "No Finding": 1}),
+    ("Heart size and mediastinal contours are normal.", {"Cardiomegaly": 0, "Enlarged Cardiomediastinum": 0}),
+    ("The heart is not enlarged.", {"Cardiomegaly": 0}),
+    ("The previously seen pneumothorax has resolved.", {"Pneumothorax": 0}),
+    ("Lungs are well expanded and clear without evidence of pulmonary edema.", {"Edema": 0}),
+    ("The mediastinal silhouette is within normal limits.", {"Enlarged Cardiomediastinum": 0}),
+    ("Interval removal of the endotracheal tube.", {"Support Devices": 0}),
+    ("There is no evidence of pneumothorax, but there is a small left effusion.",
+     {"Pneumothorax": 0, "Pleural Effusion": 1, "No Finding": None}),
+    # uncertainty
+    ("Opacity may reflect atelectasis.", {"Atelectasis": -1, "Lung Opacity": 1}),
+    ("Pneumonia cannot be excluded.", {"Pneumonia": -1}),
+    ("Cannot exclude pneumonia.", {"Pneumonia": -1}),
+    ("No new consolidation.", {"Consolidation": -1}),  # pre-negation uncertainty wins over "no"
+    ("Possible small right pleural effusion.", {"Pleural Effusion": -1}),
+    ("Suspicious for pneumonia.", {"Pneumonia": -1}),
+    ("Left lower lobe opacity, atelectasis versus pneumonia.", {"Lung Opacity": 1, "Atelectasis": -1, "Pneumonia": -1}),
+    ("Mild pulmonary vascular congestion.", {"Edema": -1}),
+    ("The cardiac silhouette is unchanged.", {"Cardiomegaly": -1}),
+    ("Borderline heart size.", {"Cardiomegaly": -1}),
+    # positive, and the aggregation's special rules
+    ("Moderate cardiomegaly.", {"Cardiomegaly": 1, "No Finding": None}),
+    ("No change in small left pleural effusion.", {"Pleural Effusion": 1}),
+    ("Mild cardiomegaly with otherwise normal lungs.", {"Cardiomegaly": 1}),
+    ("Findings consistent with CHF.", {"Edema": 1, "Cardiomegaly": -1}),
+    ("Right IJ line terminates in the SVC. No pneumothorax.", {"Support Devices": 1, "Pneumothorax": 0, "No Finding": 1}),
+    ("Displaced fracture of the left sixth rib.", {"Fracture": 1, "No Finding": None}),
+    ("Mild scoliosis.", {"No Finding": None}),  # a No Finding phrase: a finding, but no category
+    # unmentions
+    ("Pacer leads over the heart.", {"Support Devices": 1, "Cardiomegaly": None}),
+    ("Pericardial effusion.", {"Pleural Effusion": None}),
+    ("Calcified nodule in the left lung.", {"Lung Lesion": None}),
+    # conflicts: one positive mention wins over a negative one
+    ("Small left pleural effusion. No right effusion.", {"Pleural Effusion": 1}),
+    ("Possible left effusion. No right effusion.", {"Pleural Effusion": -1}),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), CASES, ids=[c[0][:40] for c in CASES])
+def test_labeler_cases(text: str, expected: dict) -> None:
+    got = label(text)
+    assert {k: got[k] for k in expected} == expected
+    assert all(v is None for k, v in got.items() if k not in expected and k != "No Finding")
+
+
+def test_chexpert_scores_by_hand() -> None:
+    refs = ["Moderate cardiomegaly.", "Small left pleural effusion.", "No acute process.", "Possible pneumonia."]
+    hyps = ["Mild cardiomegaly.", "No effusion.", "No acute process.", "Right lower lobe pneumonia. Small effusion."]
+    s = chexpert_scores(hyps, refs)
+    # 14 classes, uncertain = positive. refs: {Cardiomegaly}, {Effusion}, {No Finding}, {Pneumonia}
+    # hyps: {Cardiomegaly}, {No Finding}, {No Finding}, {Pneumonia, Effusion}
+    # TP: Cardiomegaly, No Finding(3), Pneumonia = 3; FP: No Finding(2), Effusion(4) = 2; FN: Effusion(2) = 1
+    assert s["chexpert_precision_micro_14"] == pytest.approx(3 / 5)
+    assert s["chexpert_recall_micro_14"] == pytest.approx(3 / 4)
+    assert s["chexpert_f1_micro_14"] == pytest.approx(2 * 0.6 * 0.75 / 1.35)
+    # macro over 14: per-class F1 Cardiomegaly 1, Pneumonia 1, No Finding 2/3, Effusion 0, 10 absent classes 0
+    assert s["chexpert_f1_macro_14"] == pytest.approx((1 + 1 + 2 / 3) / 14)
+    # the 5 competition classes: Cardiomegaly TP, Effusion FP+FN
+    assert s["chexpert_f1_micro_5"] == pytest.approx(0.5)
+    assert s["chexpert_f1_macro_5"] == pytest.approx(1 / 5)
+    perfect = chexpert_scores(refs, refs)
+    assert perfect["chexpert_f1_micro_14"] == 1.0 and perfect["chexpert_f1_micro_5"] == 1.0
+
+
+def test_radgraph_absent_gives_a_clear_message() -> None:
+    try:
+        import radgraph  # noqa: F401
+    except ImportError:
+        with pytest.raises(ImportError, match="optional `radgraph` package"):
+            radgraph_f1(["No effusion."], ["No effusion."])
+    else:
+        pytest.skip("radgraph is installed")
