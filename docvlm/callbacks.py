@@ -21,8 +21,9 @@ class ExportHF(L.Callback):
         self.enabled = enabled
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not self.enabled or not trainer.is_global_zero:
+        if not self.enabled:
             return
+        # every rank takes part (`log_dir` is collective under DDP, FSDP gathers shards); rank zero writes
         directory = Path(self.dirpath or Path(trainer.log_dir or trainer.default_root_dir) / "hf")
         pl_module.export(directory)
         rank_zero_info(f"docvlm: exported the model in Hugging Face format to {directory}")

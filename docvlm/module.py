@@ -11,6 +11,7 @@ from typing import Any, Literal
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.strategies import FSDPStrategy
 from lightning.pytorch.utilities import rank_zero_info
 
 from docvlm.decode import Decoding, generate
@@ -161,11 +162,11 @@ class DocVLM(L.LightningModule):
         metrics = {f"{stage}/{name}": float(value) for name, value in scores.items()}
         metrics[f"{stage}/samples"] = float(len(rows))
         self.log_dict(metrics, sync_dist=False, rank_zero_only=False)
+        folder = Path(self.trainer.log_dir or self.trainer.default_root_dir) / "predictions"  # collective
         if self.trainer.is_global_zero:
-            self._write_predictions(stage, rows)
+            self._write_predictions(folder, stage, rows)
 
-    def _write_predictions(self, stage: str, rows: list[dict]) -> None:
-        folder = Path(self.trainer.log_dir or self.trainer.default_root_dir) / "predictions"
+    def _write_predictions(self, folder: Path, stage: str, rows: list[dict]) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{stage}-step{self.global_step}.jsonl"
         with path.open("w", encoding="utf-8") as f:
@@ -179,9 +180,20 @@ class DocVLM(L.LightningModule):
 
     # -------------------------------------------------------------------------------------- export
     def export(self, directory: str | Path) -> Path:
-        """Save in Hugging Face format (safetensors + processor), LoRA merged: plain transformers loads it."""
+        """Save in Hugging Face format (safetensors + processor), LoRA merged: plain transformers loads it.
+
+        Call it on every rank: under FSDP the full weights are gathered from all shards first;
+        only rank zero writes.
+        """
         directory = Path(directory)
-        model = unwrap(self.net)
-        model.save_pretrained(directory)
-        self.processor.save_pretrained(directory)
+        state = None
+        if self._trainer is not None and isinstance(self.trainer.strategy, FSDPStrategy):
+            if hasattr(self.net, "get_base_model"):
+                raise NotImplementedError("exporting LoRA under FSDP: save a checkpoint and export on one device")
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+            state = get_model_state_dict(self.net, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        if self._trainer is None or self.trainer.is_global_zero:
+            unwrap(self.net).save_pretrained(directory, state_dict=state)
+            self.processor.save_pretrained(directory)
         return directory

@@ -92,3 +92,19 @@ def test_ddp_on_cpu_scores_the_whole_set_once(tmp_path):
     with next(tmp_path.rglob("metrics.csv")).open() as f:
         samples = [row["val/samples"] for row in csv.DictReader(f) if row.get("val/samples")]
     assert [float(s) for s in samples] == [7.0]
+
+
+def test_fsdp_overlay_builds_a_wrap_policy_of_the_real_layer_classes():
+    """FSDP needs GPUs, so the strategy is built alone: the YAML's class names must resolve."""
+    import yaml
+    from jsonargparse import ArgumentParser
+    from lightning.pytorch.strategies import FSDPStrategy
+    from transformers.models.gemma2.modeling_gemma2 import Gemma2DecoderLayer
+    from transformers.models.siglip.modeling_siglip import SiglipEncoderLayer
+
+    parser = ArgumentParser()
+    parser.add_argument("--strategy", type=FSDPStrategy)
+    config = yaml.safe_load((REPO / "configs/strategies/fsdp.yaml").read_text())["trainer"]["strategy"]
+    strategy = parser.instantiate_classes(parser.parse_object({"strategy": config})).strategy
+    policy = strategy.kwargs["auto_wrap_policy"]
+    assert set(policy._module_classes) == {Gemma2DecoderLayer, SiglipEncoderLayer}
