@@ -1,8 +1,11 @@
-"""`docvlm fit|validate|test|predict` through LightningCLI; `data.task` is linked to `model.task`."""
+"""`docvlm fit|validate|test|predict` through LightningCLI (`data.task` is linked to `model.task`);
+`docvlm convert` and `docvlm evaluate` are plain argparse commands of their own modules."""
 
 from __future__ import annotations
 
+import importlib
 import os
+import sys
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
@@ -10,7 +13,7 @@ from jsonargparse import set_parsing_settings  # noqa: E402
 from lightning.pytorch.cli import LightningCLI  # noqa: E402
 
 import docvlm.tasks  # noqa: E402,F401  (registers every task, so short class names resolve)
-from docvlm.callbacks import ExportHF  # noqa: E402
+from docvlm.callbacks import ExportHF, PredictionsJSONL  # noqa: E402
 from docvlm.data import DocDataModule  # noqa: E402
 from docvlm.module import DocVLM  # noqa: E402
 from docvlm.tasks.base import Task  # noqa: E402
@@ -23,6 +26,7 @@ class DocVLMCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         parser.link_arguments("data.task", "model.task", apply_on="instantiate")
         parser.add_lightning_class_args(ExportHF, "export")
+        parser.add_lightning_class_args(PredictionsJSONL, "predictions")
 
     def after_fit(self) -> None:
         self._print_metrics("val/")
@@ -41,8 +45,13 @@ def main(args: list[str] | None = None) -> LightningCLI:
     return DocVLMCLI(DocVLM, DocDataModule, args=args, save_config_kwargs={"overwrite": True})
 
 
+COMMANDS = {"convert": "docvlm.convert", "evaluate": "docvlm.evaluate"}
+
+
 def run() -> None:
     """The `docvlm` console script."""
+    if len(sys.argv) > 1 and sys.argv[1] in COMMANDS:
+        sys.exit(importlib.import_module(COMMANDS[sys.argv[1]]).main(sys.argv[2:]))
     main()
 
 

@@ -15,7 +15,7 @@ from lightning.pytorch.strategies import FSDPStrategy
 from lightning.pytorch.utilities import rank_zero_info
 
 from docvlm.decode import Decoding, generate
-from docvlm.model import ModelSpec, load, unwrap
+from docvlm.model import LoraSpec, ModelSpec, load, unwrap
 from docvlm.tasks.base import Task
 
 
@@ -81,8 +81,11 @@ class DocVLM(L.LightningModule):
         super().__init__()
         self.save_hyperparameters(ignore=["task"])
         self.task = task
+        # from a checkpoint (`load_from_checkpoint`) the dataclasses come back as dicts
+        if isinstance(model, dict):
+            model = ModelSpec(**{**model, "lora": LoraSpec(**model["lora"]) if model.get("lora") else None})
         self.net, self.processor = load(model)
-        self.decoding = decoding
+        self.decoding = Decoding(**decoding) if isinstance(decoding, dict) else decoding
         self._outputs: list[dict[str, Any]] = []
         self.skipped_images = 0
 

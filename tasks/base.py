@@ -57,9 +57,11 @@ class Task:
         max_target_tokens: the longest target the model is trained or asked to produce.
         image_mode: `pad` pads to a white square then resizes (tables, molecules, as in the paper);
             `stretch` resizes to the square directly (the processor's default).
+        main_metric: the `score` key evaluation reports rank samples by and plot (default: the first).
     """
 
     name: ClassVar[str] = ""
+    main_metric: ClassVar[str] = ""
     prefix: str = ""
     max_target_tokens: int = 128
     image_mode: ImageMode = "stretch"

@@ -34,6 +34,7 @@ class MoleculesTask(Task):
     """
 
     name = "molecules"
+    main_metric = "tanimoto"  # exact match is 0/1 per sample: similarity ranks the misses
     prefix: str = "smiles"
     max_target_tokens: int = 256
     image_mode: str = "pad"

@@ -43,6 +43,7 @@ class MusicTask(Task):
     """
 
     name = "music"
+    main_metric = "cer"
     prefix: str = "music to kern"
     max_target_tokens: int = 1024
     image_mode: str = "stretch"

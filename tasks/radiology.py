@@ -47,6 +47,7 @@ class RadiologyTask(Task):
     """
 
     name = "radiology"
+    main_metric = "rouge_l"  # CIDEr-D of one report is 0 (no document frequencies)
     prefix: str = "report"
     max_target_tokens: int = 512
     image_mode: str = "stretch"

@@ -44,6 +44,7 @@ class TablesTask(Task):
     """
 
     name = "tables"
+    main_metric = "teds"
     prefix: str = "table html"
     max_target_tokens: int = 4096
     image_mode: str = "pad"

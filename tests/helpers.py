@@ -20,3 +20,17 @@ def make_batch(processor, prompts, targets=None, size=None):
         for i, p in enumerate(prompts)
     ]
     return Collator(processor, with_targets=targets is not None)(items)
+
+
+def fit_tiny(config: str, root, train: int = 8, val: int = 4, steps: int = 2):
+    """`docvlm fit --config configs/tiny/<config>.yaml` for a few steps on a little synthetic data."""
+    from pathlib import Path
+
+    from docvlm.cli import main
+
+    repo = Path(__file__).resolve().parents[1]
+    return main([
+        "fit", "--config", str(repo / f"configs/tiny/{config}.yaml"),
+        f"--trainer.max_steps={steps}", f"--trainer.val_check_interval={steps}", f"--data.train.synthetic={train}",
+        f"--data.val.synthetic={val}", "--model.decoding.max_new_tokens=8", f"--trainer.default_root_dir={root}",
+    ])

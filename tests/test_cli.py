@@ -12,6 +12,7 @@ import torch
 from transformers import PaliGemmaForConditionalGeneration, PaliGemmaProcessor
 
 from docvlm.cli import main
+from docvlm.module import DocVLM
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "configs").rglob("*.yaml"))
@@ -51,6 +52,9 @@ def test_fit_checkpoint_resume_and_export(tmp_path):
     assert resumed.trainer.global_step == 5
     state = torch.load(checkpoints[0], map_location="cpu", weights_only=True)
     assert state["global_step"] == 3
+    restored = DocVLM.load_from_checkpoint(checkpoints[0], task=cli.datamodule.task, weights_only=True)
+    assert restored.decoding.max_new_tokens == 8
+    assert all(torch.equal(v, state["state_dict"][k]) for k, v in restored.state_dict().items())
 
     # the export loads with plain transformers and decodes exactly as docvlm does
     export = Path(resumed.trainer.log_dir) / "hf"
@@ -108,3 +112,17 @@ def test_fsdp_overlay_builds_a_wrap_policy_of_the_real_layer_classes():
     strategy = parser.instantiate_classes(parser.parse_object({"strategy": config})).strategy
     policy = strategy.kwargs["auto_wrap_policy"]
     assert set(policy._module_classes) == {Gemma2DecoderLayer, SiglipEncoderLayer}
+
+
+def test_predict_writes_rows_from_a_manifest(tmp_path):
+    from helpers import text_image
+
+    for i in range(3):
+        text_image(f"line {i}", 224).save(tmp_path / f"{i}.png")
+    manifest = tmp_path / "predict.jsonl"
+    manifest.write_text("".join(json.dumps({"image": f"{i}.png", "id": f"page-{i}"}) + "\n" for i in range(3)))
+    main(["predict", "--config", str(REPO / "configs/demo.yaml"), f"--data.predict.path={manifest}",
+          "--data.eval_batch_size=2", "--model.decoding.max_new_tokens=4", f"--trainer.default_root_dir={tmp_path}"])
+    rows = [json.loads(line) for line in next(tmp_path.rglob("predict-rank0.jsonl")).read_text().splitlines()]
+    assert [r["id"] for r in rows] == ["page-0", "page-1", "page-2"]
+    assert all(isinstance(r["prediction"], str) for r in rows)

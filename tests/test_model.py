@@ -135,3 +135,24 @@ def test_lora_trains_adapters_only_and_merges_on_export():
 def test_unknown_dtype_is_refused():
     with pytest.raises(KeyError):
         load(ModelSpec(name_or_path="tiny", dtype="int3"))
+
+
+def test_load_from_a_local_folder_applies_the_transfer_settings(tmp_path, tiny):
+    """A folder in Hugging Face format with the HF defaults (soft-capping 30, window 4096) loads
+    with soft-capping off and a global window, and decodes like the model it was saved from."""
+    from docvlm.decode import Decoding, generate
+
+    model, processor = tiny
+    model.config.text_config.final_logit_softcapping = 30.0
+    model.config.text_config.sliding_window = 4096
+    try:
+        model.save_pretrained(tmp_path)
+        processor.save_pretrained(tmp_path)
+    finally:
+        apply_transfer_settings(model.config)
+    loaded, loaded_processor = load(ModelSpec(name_or_path=str(tmp_path)))
+    assert loaded.config.text_config.final_logit_softcapping is None
+    assert loaded.config.text_config.sliding_window == GLOBAL_WINDOW
+    assert loaded_processor.image_seq_length == processor.image_seq_length
+    batch = make_batch(loaded_processor, ["ocr", "ocr two"])
+    assert generate(loaded.eval(), loaded_processor, batch, Decoding(), 6) == generate(model, processor, batch, Decoding(), 6)

@@ -2,17 +2,12 @@
 
 from pathlib import Path
 
-from docvlm.cli import main
+from helpers import fit_tiny
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 def test_tiny_music_fit_logs_cer_ser_ler(tmp_path: Path) -> None:
-    cli = main([
-        "fit", "--config", str(REPO / "configs/tiny/music.yaml"),
-        "--trainer.max_steps=2", "--trainer.val_check_interval=2", "--data.train.synthetic=4",
-        "--data.val.synthetic=2", "--model.decoding.max_new_tokens=8", f"--trainer.default_root_dir={tmp_path}",
-    ])
+    cli = fit_tiny("music", tmp_path, train=4, val=2)
     metrics = cli.trainer.callback_metrics
     assert cli.trainer.global_step == 2
     assert {"val/cer", "val/ser", "val/ler", "val/valid"} <= set(metrics)

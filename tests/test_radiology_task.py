@@ -12,6 +12,7 @@ import pytest
 
 import docvlm.tasks
 from docvlm.tasks.radiology import MimicLayoutError, RadiologyTask
+from helpers import fit_tiny
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -147,13 +148,7 @@ def test_score_parse_and_export(tmp_path: Path) -> None:
 
 
 def test_tiny_radiology_fit_logs_report_metrics(tmp_path: Path) -> None:
-    from docvlm.cli import main
-
-    cli = main([
-        "fit", "--config", str(REPO / "configs/tiny/radiology.yaml"),
-        "--trainer.max_steps=2", "--trainer.val_check_interval=2", "--data.train.synthetic=4",
-        "--data.val.synthetic=2", "--model.decoding.max_new_tokens=8", f"--trainer.default_root_dir={tmp_path}",
-    ])
+    cli = fit_tiny("radiology", tmp_path, train=4, val=2)
     metrics = cli.trainer.callback_metrics
     assert cli.trainer.global_step == 2
     assert {"val/bleu4", "val/rouge_l", "val/cider", "val/chexpert_f1_micro_14", "val/chexpert_f1_micro_5"} <= set(metrics)

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from docvlm.tasks import get
+from helpers import fit_tiny
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -49,13 +50,7 @@ def test_synthesize_is_deterministic_and_export_writes_files(tmp_path):
 
 
 def test_tiny_tables_fit_logs_teds(tmp_path):
-    from docvlm.cli import main
-
-    cli = main([
-        "fit", "--config", str(REPO / "configs/tiny/tables.yaml"),
-        "--trainer.max_steps=2", "--trainer.val_check_interval=2", "--data.train.synthetic=8",
-        "--data.val.synthetic=4", "--model.decoding.max_new_tokens=8", f"--trainer.default_root_dir={tmp_path}",
-    ])
+    cli = fit_tiny("tables", tmp_path)
     metrics = cli.trainer.callback_metrics
     assert cli.trainer.global_step == 2
     assert {"val/teds", "val/teds_struct", "val/grits_top", "val/grits_con", "val/unparseable"} <= set(metrics)
