@@ -250,11 +250,28 @@ def _span(node, name: str, problems: list[str], where: str) -> int:
     return span
 
 
-def _inner_html(cell) -> str:
+# PubTabNet's inline tags; anything else in a cell is model output we must not pass on as markup
+INLINE_TAGS = frozenset({"b", "i", "sup", "sub", "strike", "underline", "overline", "strong", "em", "u"})
+_DROPPED_WITH_CONTENT = frozenset({"script", "style", "iframe", "object", "embed", "template", "noscript"})
+
+
+def _inner_html(cell, problems: list[str] | None = None) -> str:
+    """A cell's content as safe HTML: text escaped, inline tags kept without attributes, any other
+    element reduced to its escaped text (scripts and styles dropped whole), each removal listed."""
+    problems = [] if problems is None else problems
     parts = [htmlmod.escape(cell.text, quote=False)] if cell.text else []
     for child in cell:
-        if isinstance(child.tag, str):
-            parts.append(etree.tostring(child, encoding="unicode", method="html", with_tail=False))
+        if not isinstance(child.tag, str):  # comments, processing instructions: dropped
+            problems.append("comment in a cell: removed")
+        elif child.tag in INLINE_TAGS:
+            if child.attrib:
+                problems.append(f"<{child.tag}> in a cell: attributes removed")
+            parts.append(f"<{child.tag}>{_inner_html(child, problems)}</{child.tag}>")
+        elif child.tag in _DROPPED_WITH_CONTENT:
+            problems.append(f"<{child.tag}> in a cell: removed with its content")
+        else:
+            problems.append(f"<{child.tag}> in a cell: tag removed, text kept")
+            parts.append(_inner_html(child, problems))
         if child.tail:
             parts.append(htmlmod.escape(child.tail, quote=False))
     return "".join(parts)
@@ -284,7 +301,7 @@ def _place(rows, problems: list[str]) -> Table:
                 problems.append(f"{where}, column {c + 1}: rowspan {rowspan} runs past the last row; cut to {len(rows) - r}")
                 rowspan = len(rows) - r
             header = in_thead or node.tag == "th"
-            cells.append(Cell(r, c, rowspan, colspan, _inner_html(node), header, loc=_coords(node.get("coords"))))
+            cells.append(Cell(r, c, rowspan, colspan, _inner_html(node, problems), header, loc=_coords(node.get("coords"))))
             occupied.update((r + i, c + j) for i in range(rowspan) for j in range(colspan))
             c += colspan
     n_rows = len(rows)

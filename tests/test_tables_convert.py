@@ -169,3 +169,22 @@ def test_synthetic_tables_render_with_boxes_inside_the_image():
                 assert 0 <= x0 < x1 <= image.width and 0 <= y0 < y1 <= image.height
         pixels = image.convert("L").getextrema()
         assert pixels[0] < 100 and pixels[1] == 255  # ink on white
+
+
+def test_exports_never_carry_markup_from_the_model(tmp_path):
+    """Model output is untrusted: scripts, handlers and unknown tags never reach an exported file."""
+    from docvlm.tasks import get
+
+    hostile = (
+        '<table><tr><td><script>alert(1)</script><img src=x onerror=alert(2)>'
+        '<b onclick="alert(3)">bold</b> x&lt;y <a href="javascript:alert(4)">link</a></td></tr></table>'
+    )
+    task = get("tables")
+    parsed = task.parse(hostile)
+    cell = parsed.value.cells[0]
+    assert cell.html == "<b>bold</b> x&lt;y link"
+    assert any("<script> in a cell: removed" in p for p in parsed.problems)
+    assert any("<img> in a cell" in p for p in parsed.problems)
+    for path in task.export(parsed, tmp_path / "t"):
+        text = path.read_text()
+        assert "alert" not in text and "onerror" not in text and "onclick" not in text and "javascript:" not in text
