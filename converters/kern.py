@@ -184,6 +184,9 @@ def scan(text: str) -> tuple[str | None, list[str]]:
             continue
         if kind == "interpretation":
             fields = [f if _record_kind(f) == "interpretation" else "*" for f in fields]
+            if "*+" in fields:  # needs a **kern record for the new spine next; verovio segfaults without
+                problems.append(f"line {number}: spine addition *+ is not supported; read as *")
+                fields = ["*" if f == "*+" else f for f in fields]
             if all(f == "*-" for f in fields):
                 terminated = True
                 continue

@@ -181,7 +181,7 @@ def write_molecule(mol: Chem.Mol | None, text: str, stem: str | Path, image_size
     from docvlm.converters.molecule_render import draw
 
     stem = Path(stem)
-    written = [stem.with_suffix(".smi")]
+    written = [Path(f"{stem}.smi")]  # not with_suffix: stems may hold dots
     written[0].write_text(text.strip() + "\n", encoding="utf-8")
     if mol is None:
         return written
@@ -192,8 +192,8 @@ def write_molecule(mol: Chem.Mol | None, text: str, stem: str | Path, image_size
         files[".inchi"] = inchi + "\n"
         files[".inchikey"] = Chem.InchiToInchiKey(inchi) + "\n"
     for suffix, content in files.items():
-        written.append(stem.with_suffix(suffix))
+        written.append(Path(f"{stem}{suffix}"))
         written[-1].write_text(content, encoding="utf-8")
-    written.append(stem.with_suffix(".png"))
+    written.append(Path(f"{stem}.png"))
     draw(mol, image_size).save(written[-1])
     return written

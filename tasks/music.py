@@ -148,7 +148,7 @@ class MusicTask(Task):
         from docvlm.converters import kern_render
 
         stem = Path(stem)
-        krn = stem.with_suffix(".krn")
+        krn = Path(f"{stem}.krn")
         krn.write_text(parsed.value if parsed.value is not None else parsed.text, encoding="utf-8")
         written = [krn]
         if parsed.value is None:
@@ -160,7 +160,7 @@ class MusicTask(Task):
             ".png": kern_render.write_png,
         }
         for suffix, write in writers.items():
-            path = stem.with_suffix(suffix)
+            path = Path(f"{stem}{suffix}")  # not with_suffix: stems may hold dots
             try:
                 write(parsed.value, path)
                 written.append(path)

@@ -73,7 +73,7 @@ def test_fit_checkpoint_resume_and_export(tmp_path):
 def test_validate_writes_predictions(tmp_path):
     cli = main(["validate", "--config", str(REPO / "configs/demo.yaml"), *SMALL, f"--trainer.default_root_dir={tmp_path}"])
     rows = [json.loads(line) for line in next(Path(tmp_path).rglob("val-step0.jsonl")).read_text().splitlines()]
-    assert [r["id"] for r in rows] == [f"synthetic-1-{i}" for i in range(4)]
+    assert [r["id"] for r in rows] == [f"synthetic-0-{i}" for i in range(4)]
     assert cli.trainer.callback_metrics["val/samples"] == 4
 
 
@@ -92,7 +92,7 @@ def test_ddp_on_cpu_scores_the_whole_set_once(tmp_path):
     predictions = list(tmp_path.rglob("val-step2.jsonl"))
     assert len(predictions) == 1
     ids = [json.loads(line)["id"] for line in predictions[0].read_text().splitlines()]
-    assert sorted(ids) == sorted(f"synthetic-1-{i}" for i in range(7))
+    assert sorted(ids) == sorted(f"synthetic-0-{i}" for i in range(7))
     with next(tmp_path.rglob("metrics.csv")).open() as f:
         samples = [row["val/samples"] for row in csv.DictReader(f) if row.get("val/samples")]
     assert [float(s) for s in samples] == [7.0]
