@@ -95,7 +95,10 @@ class DocVLM(L.LightningModule):
     def training_step(self, batch: dict[str, Any], batch_idx: int):
         self.skipped_images += len(batch["skipped"])
         if "input_ids" not in batch:  # every image of the batch was unreadable and skipped
-            return None
+            if self.trainer.world_size == 1:
+                return None  # Lightning skips the step
+            # the other ranks step: join their gradient all-reduce with zero gradients, or DDP hangs
+            return sum(p.sum() for p in self.parameters() if p.requires_grad) * 0.0
         loss = self.loss(batch)
         size = batch["input_ids"].shape[0]
         self.log("train/loss", loss, prog_bar=True, batch_size=size)

@@ -126,3 +126,30 @@ def test_predict_writes_rows_from_a_manifest(tmp_path):
     rows = [json.loads(line) for line in next(tmp_path.rglob("predict-rank0.jsonl")).read_text().splitlines()]
     assert [r["id"] for r in rows] == ["page-0", "page-1", "page-2"]
     assert all(isinstance(r["prediction"], str) for r in rows)
+
+
+def test_ddp_survives_a_rank_whose_whole_batch_is_unreadable(tmp_path):
+    """With `on_bad_image: skip`, one rank's batch holds only a broken image: that rank must still join
+    the gradient all-reduce (a zero-loss step), or DDP waits forever."""
+    from helpers import text_image
+
+    rows = []
+    for i in range(4):
+        name = f"{i}.png"
+        if i == 1:  # rank 1 gets samples 1 and 3 with batch size 1; sample 1 is broken
+            (tmp_path / name).write_bytes(b"not an image")
+        else:
+            text_image(f"line {i}", 224).save(tmp_path / name)
+        rows.append(json.dumps({"image": name, "target": f"line {i}"}))
+    (tmp_path / "train.jsonl").write_text("\n".join(rows) + "\n")
+    docvlm = Path(sys.executable).parent / "docvlm"
+    command = [
+        sys.executable, str(docvlm), "fit", "--config", str(REPO / "configs/demo.yaml"),
+        "--trainer.strategy=ddp", "--trainer.devices=2", "--trainer.accelerator=cpu", "--trainer.max_steps=2",
+        "--trainer.limit_val_batches=0", f"--data.train.path={tmp_path / 'train.jsonl'}", "--data.train.synthetic=0",
+        "--data.val=null", "--data.batch_size=1", "--data.on_bad_image=skip", "--export.enabled=false",
+        f"--trainer.default_root_dir={tmp_path}",
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "1.png" in done.stderr  # the skipped file is named in the log
