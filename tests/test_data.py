@@ -135,3 +135,18 @@ def test_validation_data_is_not_augmented(tiny_small):
 def test_a_source_needs_data():
     with pytest.raises(ValueError, match="path"):
         Source().samples(tasks.get("text"))
+
+
+def test_metrics_are_reachable_by_name_and_load_lazily():
+    import subprocess
+    import sys
+
+    code = ("import sys, docvlm.tasks, docvlm.metrics as M; assert 'rdkit' not in sys.modules, 'rdkit loaded'; "
+            "assert M.cer(['ab'], ['ab']) == 0.0 and M.teds('<html><body><table><tr><td>a</td></tr></table></body></html>',"
+            " '<html><body><table><tr><td>a</td></tr></table></body></html>') == 1.0; print(sorted(M.__all__)[:2])")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    import docvlm.metrics
+
+    with pytest.raises(AttributeError):
+        docvlm.metrics.no_such_metric

@@ -1,9 +1,29 @@
-"""Metrics with the reference implementations' exact semantics, one module per domain."""
+"""Metrics with the reference implementations' exact semantics, one module per domain.
 
-from docvlm.metrics.text import cer, exact_match
-from docvlm.metrics.music import music_cer, music_ler, music_metrics, music_ser
-from docvlm.metrics.molecules import canonicalize_smiles, molecule_scores
-from docvlm.metrics.nlg import bleu, cider, nlg_scores, rouge_l
-from docvlm.metrics.chexpert import chexpert_scores, radgraph_f1
-from docvlm.metrics.teds import teds, teds_batch, teds_struct
-from docvlm.metrics.grits import grits, grits_con, grits_top
+`docvlm.metrics.teds(...)` and the rest are loaded on first use, so that importing one domain's
+metrics (as each task does) does not import every domain's libraries (RDKit, lxml, ...).
+"""
+
+import importlib
+
+_MODULES = {
+    "text": ["cer", "exact_match"],
+    "music": ["music_cer", "music_ler", "music_metrics", "music_ser"],
+    "molecules": ["canonicalize_smiles", "molecule_scores"],
+    "nlg": ["bleu", "cider", "nlg_scores", "rouge_l"],
+    "chexpert": ["chexpert_scores", "radgraph_f1"],
+    "teds": ["teds", "teds_batch", "teds_struct"],
+    "grits": ["grits", "grits_con", "grits_top"],
+}
+_WHERE = {name: module for module, names in _MODULES.items() for name in names}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
