@@ -20,6 +20,7 @@ from typing import Any
 import docvlm.tasks
 from docvlm.report import write_reports
 from docvlm.tasks.base import Task
+from docvlm.tasks.manifest import ManifestError, jsonl_rows
 
 SYNTHETIC_SEED = 1  # the seed of the tiny configs' validation sets (training uses 0)
 
@@ -77,17 +78,9 @@ def read_predictions(path: Path, limit: int | None) -> tuple[list[dict], list[Pa
     if not path.is_file():
         raise PredictionsError(f"{path}: no such predictions file")
     rows, images = [], []
-    with path.open(encoding="utf-8") as f:
-        for line_no, text in enumerate(f, start=1):
-            if not text.strip():
-                continue
+    try:
+        for line_no, row in jsonl_rows(path):
             where = f"{path}:{line_no}"
-            try:
-                row = json.loads(text)
-            except json.JSONDecodeError as e:
-                raise PredictionsError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
-            if not isinstance(row, dict):
-                raise PredictionsError(f"{where}: expected a JSON object, got {type(row).__name__}")
             for key in ("prediction", "target"):
                 if not isinstance(row.get(key), str):
                     raise PredictionsError(f"{where}: '{key}' must be a string, got {type(row.get(key)).__name__}")
@@ -99,6 +92,8 @@ def read_predictions(path: Path, limit: int | None) -> tuple[list[dict], list[Pa
             images.append(path.parent / image if image else None)
             if limit is not None and len(rows) >= limit:
                 break
+    except ManifestError as e:
+        raise PredictionsError(str(e)) from None
     return rows, images
 
 

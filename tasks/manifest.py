@@ -22,7 +22,7 @@ def read_manifest(path: str | Path) -> list[Sample]:
     path = Path(path)
     if not path.is_file():
         raise ManifestError(f"{path}: no such manifest file")
-    rows = _csv_rows(path) if path.suffix.lower() == ".csv" else _jsonl_rows(path)
+    rows = _csv_rows(path) if path.suffix.lower() == ".csv" else jsonl_rows(path)
     samples = []
     for line, row in rows:
         if not isinstance(row.get("image"), str) or not row["image"]:
@@ -40,7 +40,8 @@ def read_manifest(path: str | Path) -> list[Sample]:
     return samples
 
 
-def _jsonl_rows(path: Path) -> Iterator[tuple[int, dict]]:
+def jsonl_rows(path: Path) -> Iterator[tuple[int, dict]]:
+    """(line number, object) for each non-blank line; `ManifestError` names the file and line otherwise."""
     with path.open(encoding="utf-8") as f:
         for line, text in enumerate(f, start=1):
             if not text.strip():
