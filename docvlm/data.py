@@ -3,6 +3,7 @@ square input, collation through `PaliGemmaProcessor` (prefix-LM layout, labels o
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import warnings
 from dataclasses import dataclass
@@ -154,6 +155,9 @@ class DocDataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers
+        if augment is not None and task.targets_locate and (augment.rotate or augment.scale):
+            log.warning("targets hold coordinates: geometric augmentation (rotate, scale) turned off")
+            augment = dataclasses.replace(augment, rotate=0.0, scale=0.0)
         self.augment = augment
         self.overlength = overlength
         self.on_bad_image = on_bad_image

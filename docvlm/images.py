@@ -86,12 +86,12 @@ class Augment:
         """The albumentations pipeline; white fill where geometry exposes new pixels."""
         import albumentations as A
 
-        transforms = [
-            A.Affine(
+        transforms = []
+        if self.rotate or self.scale:
+            transforms.append(A.Affine(
                 rotate=(-self.rotate, self.rotate), scale=(1 - self.scale, 1 + self.scale),
                 fill=255, border_mode=0, p=self.p,
-            )
-        ]
+            ))
         if self.blur:
             transforms.append(A.GaussianBlur(blur_limit=(3, 3), p=self.p))
         if self.noise:

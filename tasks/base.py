@@ -76,6 +76,12 @@ class Task:
         """`n` synthetic samples rendered locally, deterministic in `seed` (tests, demo)."""
         raise NotImplementedError(f"task {self.name!r} has no synthetic data")
 
+    @property
+    def targets_locate(self) -> bool:
+        """True when targets hold image coordinates (`<locNNNN>`): geometric augmentation would make
+        them wrong, so the data module keeps only photometric transforms."""
+        return False
+
     def prompt(self, sample: Sample) -> str:
         """The prompt of one sample: the task's fixed prefix, then the sample's own part if any."""
         return f"{self.prefix} {sample.prefix}" if sample.prefix else self.prefix

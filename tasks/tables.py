@@ -53,6 +53,10 @@ class TablesTask(Task):
     synthetic_max_rows: int = 8
     synthetic_max_cols: int = 5
 
+    @property
+    def targets_locate(self) -> bool:
+        return self.coords
+
     def read(self, source: str | Path, split: str | None = None) -> list[Sample]:
         """A PubTabNet/FinTabNet jsonl or manifest file, or a dataset folder (see the module docstring)."""
         source = Path(source)

@@ -150,3 +150,12 @@ def test_metrics_are_reachable_by_name_and_load_lazily():
 
     with pytest.raises(AttributeError):
         docvlm.metrics.no_such_metric
+
+
+def test_targets_with_coordinates_get_no_geometric_augmentation():
+    located = DocDataModule(tasks.get("tables", coords=True), augment=Augment(rotate=3, scale=0.1, blur=False))
+    assert (located.augment.rotate, located.augment.scale) == (0.0, 0.0)
+    assert "Affine" not in [type(t).__name__ for t in located.augment.build().transforms]
+    plain = DocDataModule(tasks.get("tables"), augment=Augment(rotate=3, scale=0.1))
+    assert (plain.augment.rotate, plain.augment.scale) == (3, 0.1)
+    assert "Affine" in [type(t).__name__ for t in plain.augment.build().transforms]
