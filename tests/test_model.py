@@ -156,3 +156,26 @@ def test_load_from_a_local_folder_applies_the_transfer_settings(tmp_path, tiny):
     assert loaded_processor.image_seq_length == processor.image_seq_length
     batch = make_batch(loaded_processor, ["ocr", "ocr two"])
     assert generate(loaded.eval(), loaded_processor, batch, Decoding(), 6) == generate(model, processor, batch, Decoding(), 6)
+
+
+def test_896_px_patch_14_smoke_step_and_global_attention():
+    """The real geometry: 4096 image tokens, so the sequence is longer than the HF default window.
+    One training step runs; with the transfer settings the last positions see the first image tokens
+    through the "sliding" layer too, which the HF default window of 4096 would hide."""
+    from docvlm.model import build_tiny
+
+    model, processor = build_tiny(image_size=896, patch_size=14)
+    assert processor.image_seq_length == 4096
+    batch = make_batch(processor, ["ocr"], ["abc"])
+    assert batch["input_ids"].shape[1] > 4096
+    loss = suffix_loss(model, batch)
+    loss.backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+
+    model.eval()
+    global_logits = logits(model, batch)
+    model.config.text_config.sliding_window = 4096  # the Hugging Face default
+    windowed = logits(model, batch)
+    torch.testing.assert_close(windowed[0, :4096], global_logits[0, :4096])  # within the window: same
+    assert not torch.allclose(windowed[0, -4:], global_logits[0, -4:])  # beyond it: the window cuts
