@@ -1,8 +1,8 @@
 """TEDS: the reference (PubTabNet src/metric.py: apted 1.0.3 + Distance 0.1.3 + lxml) vs docvlm, side by side.
 
 Run: python bench/bench_teds.py   (needs the `bench` extra). Prints per-pair and total times, the
-speed-ups, the batch API on all cores, and the cost of a 200 x 50 table (ours only: the reference
-would take hours there). The reference is copied from the repository with one change: lxml 5+
+speed-ups, the batch API on all cores, and the time and peak memory of large tables (ours only: the
+reference would take hours there), each in a fresh subprocess so that its peak RSS is its own. The reference is copied from the repository with one change: lxml 5+
 takes the second positional argument of `html.fromstring` as `base_url`, so the parser is passed
 by keyword (the reference as written raises a TypeError on current lxml).
 """
@@ -13,6 +13,8 @@ import json
 import os
 import random
 import resource
+import subprocess
+import sys
 import time
 from collections import deque
 from pathlib import Path
@@ -22,7 +24,7 @@ from apted import APTED, Config
 from apted.helpers import Tree
 from lxml import html
 
-from docvlm.metrics.teds import teds, teds_batch
+from docvlm.metrics.tables_teds import teds, teds_batch
 
 SRC = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "pubtabnet" / "src"
 
@@ -139,11 +141,22 @@ def main() -> None:
     print(f"batch API, 200 pairs: 1 worker {t1:.2f} s, {cores} workers {tn:.2f} s, speed-up {t1 / tn:.2f}x")
 
     for rows, cols in ((50, 20), (100, 50), (200, 50)):
-        a, b = big_table(rows, cols, 0), big_table(rows, cols, 1)
-        t, score = timed(teds, a, b)
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        print(f"{rows} x {cols} table vs another: {t:.2f} s, TEDS {score:.4f}, peak RSS so far {peak:.0f} MiB")
+        out = subprocess.run([sys.executable, __file__, str(rows), str(cols)], capture_output=True, text=True, check=True)
+        print(out.stdout, end="")
+
+
+def large(rows: int, cols: int) -> None:
+    """One large case, run alone in this process: time, score, and peak RSS over the process's start."""
+    a, b = big_table(rows, cols, 0), big_table(rows, cols, 1)
+    start_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    t, score = timed(teds, a, b)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"{rows} x {cols} table vs another: {t:.2f} s, TEDS {score:.6f}, "
+          f"peak RSS {peak:.0f} MiB ({start_rss:.0f} MiB before the call)")
 
 
 if __name__ == "__main__":
-    main()
+    if len(sys.argv) == 3:
+        large(int(sys.argv[1]), int(sys.argv[2]))
+    else:
+        main()

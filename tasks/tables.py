@@ -138,8 +138,8 @@ class TablesTask(Task):
         return f"<html><body>{text}</body></html>" if text.strip() else ""
 
     def score(self, predictions: Sequence[str], references: Sequence[str]) -> dict[str, float]:
-        from docvlm.metrics.grits import grits
-        from docvlm.metrics.teds import teds_batch
+        from docvlm.metrics.tables_grits import grits
+        from docvlm.metrics.tables_teds import teds_batch
 
         if len(predictions) != len(references):
             raise ValueError(f"{len(predictions)} predictions for {len(references)} references")

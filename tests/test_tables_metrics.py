@@ -1,5 +1,6 @@
 """TEDS / TEDS-Struct at parity with PubTabNet's src/metric.py, and GriTS as table-transformer."""
 
+import importlib
 import json
 import random
 from pathlib import Path
@@ -97,7 +98,7 @@ def test_tree_edit_distance_equals_apted_on_random_trees():
     distance = pytest.importorskip("distance")
     from lxml import html
 
-    from docvlm.metrics.teds import _first_table, _Tree, tree_edit_distance
+    from docvlm.metrics.tables_teds import _first_table, _Tree, tree_edit_distance
 
     class Node(apted.helpers.Tree):
         def __init__(self, label, content, children):
@@ -121,6 +122,15 @@ def test_tree_edit_distance_equals_apted_on_random_trees():
         expected = apted.APTED(to_apted(t1), to_apted(t2), Config()).compute_edit_distance()
         assert tree_edit_distance(t1, t2) == pytest.approx(expected, abs=1e-9)
     assert html  # lxml is what both sides parse with
+
+
+def test_results_do_not_depend_on_the_block_size(samples, monkeypatch):
+    """Tiny blocks: rename costs one row at a time, forest distances one keyroot pair at a time."""
+    module = importlib.import_module("docvlm.metrics.tables_teds")
+    pairs = list(samples.values())
+    default = [module.teds(p, t) for p, t in pairs]
+    monkeypatch.setattr(module, "_FD_LIMIT", 64)
+    assert [module.teds(p, t) for p, t in pairs] == default
 
 
 def test_grits_matches_reference_values(samples):

@@ -12,8 +12,8 @@ _MODULES = {
     "molecules": ["canonicalize_smiles", "molecule_scores"],
     "nlg": ["bleu", "cider", "nlg_scores", "rouge_l"],
     "chexpert": ["chexpert_scores", "radgraph_f1"],
-    "teds": ["teds", "teds_batch", "teds_struct"],
-    "grits": ["grits", "grits_con", "grits_top"],
+    "tables_teds": ["teds", "teds_batch", "teds_struct"],
+    "tables_grits": ["grits", "grits_con", "grits_top"],
 }
 _WHERE = {name: module for module, names in _MODULES.items() for name in names}
 __all__ = sorted(_WHERE)

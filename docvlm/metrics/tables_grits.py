@@ -15,7 +15,7 @@ skip moves cost nothing, so a row is a running maximum) and rewards are computed
 Where the reference fails, this module defines: the HTML is read by lxml's HTML parser (the reference's
 XML parser rejects entities and unclosed tags) and the first `table` anywhere is used; grid positions no
 cell covers are empty 1x1 cells (the reference puts `0.0` there and crashes); spans below 1 or not
-integers are read as in `docvlm.metrics.teds`, then at least 1; no table or no cells is an empty grid
+integers are read as in `docvlm.metrics.tables_teds`, then at least 1; no table or no cells is an empty grid
 (score 1.0 against another empty grid, else 0.0).
 """
 
@@ -26,7 +26,7 @@ from difflib import SequenceMatcher
 import numpy as np
 from lxml import etree, html
 
-from docvlm.metrics.teds import _span
+from docvlm.metrics.tables_teds import _span
 
 
 def grits(pred: str, true: str) -> dict[str, float]:

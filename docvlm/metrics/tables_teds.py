@@ -8,14 +8,15 @@ computes the tree edit distance with insert/delete cost 1 and rename cost 1 when
 else (for `td`) the Levenshtein distance of the contents divided by the longer one. The score is
 `1 - distance / max(n1, n2)` with `n = len(table.xpath('.//*'))`.
 
-The reference spends nearly all of its time in pure-Python Levenshtein calls inside APTED. Here every
-rename cost of a pair of tables comes from one `rapidfuzz.process.cdist` call (tokens mapped to single
-code points, so that string Levenshtein equals token-list Levenshtein), and the tree edit distance is
-Zhang-Shasha's algorithm vectorised with numpy: keyroot pairs of equal heights are independent, so each
-such group runs as one batch, row by row, with the unit-cost insertions folded in by a running minimum.
-Trees are mirrored when that makes fewer and smaller keyroots (a table with a `thead` then keeps its
-big `tbody` off the keyroot list). The optimum is the same as APTED's; only the order of float
-additions differs (differences of ~1e-15).
+The reference spends nearly all of its time in pure-Python Levenshtein calls inside APTED. Here the
+rename costs of a pair of tables come from a few `rapidfuzz.process.cdist` calls (tokens mapped to
+single code points, so that string Levenshtein equals token-list Levenshtein), and the tree edit distance
+is Zhang-Shasha's algorithm vectorised with numpy: keyroot pairs of equal heights are independent, so
+each such group runs as one batch, row by row, with the unit-cost insertions folded in by a running
+minimum. Trees are mirrored when that makes fewer and smaller keyroots (a table with a `thead` then
+keeps its big `tbody` off the keyroot list). The optimum is the same as APTED's; only the order of float
+additions differs (differences of ~1e-15). Memory is one float64 n1 x n2 matrix (8 bytes per node pair,
+rename costs overwritten by tree distances) plus blocks of bounded size.
 
 Where the reference raises, this module returns a defined value:
 - both tables empty (`n = 0`, a ZeroDivisionError in the reference): 1.0;
@@ -36,7 +37,7 @@ from rapidfuzz.distance import Levenshtein
 from rapidfuzz.process import cdist
 
 _PI_TAG = "<?>"  # stands for the tag of processing instructions (lxml gives them a function as tag)
-_FD_LIMIT = 1 << 22  # elements of one batched forest-distance array (32 MiB)
+_FD_LIMIT = 1 << 20  # elements of one batched forest-distance array or block of rename costs (8 MiB)
 
 
 def teds(pred: str, true: str, structure_only: bool = False) -> float:
@@ -176,36 +177,49 @@ def _keyroots(lml: np.ndarray) -> np.ndarray:
     return np.sort(last[last >= 0])
 
 
-def _rename_costs(t1: _Tree, t2: _Tree) -> np.ndarray:
-    """Rename cost of every pair of preorder nodes, as the reference's `CustomConfig.rename`."""
+def _rename_costs(t1: _Tree, t2: _Tree, o1: np.ndarray, o2: np.ndarray) -> np.ndarray:
+    """Rename cost of every pair of nodes in postorder `o1` x `o2`, as the reference's `CustomConfig.rename`.
+
+    Cell contents go through `cdist` a block of rows at a time, so that no temporary of the full
+    matrix's size exists beside it.
+    """
     label_ids: dict[tuple, int] = {}
-    l1 = np.array([label_ids.setdefault(label, len(label_ids)) for label in t1.labels])
-    l2 = np.array([label_ids.setdefault(label, len(label_ids)) for label in t2.labels])
-    costs = (l1[:, None] != l2[None, :]).astype(np.float64)
-    cells1 = [i for i, c in enumerate(t1.contents) if c is not None]
-    cells2 = [j for j, c in enumerate(t2.contents) if c is not None]
-    if cells1 and cells2:
+    l1 = np.array([label_ids.setdefault(t1.labels[i], len(label_ids)) for i in o1])
+    l2 = np.array([label_ids.setdefault(t2.labels[j], len(label_ids)) for j in o2])
+    costs = np.empty((len(o1), len(o2)))
+    np.not_equal(l1[:, None], l2[None, :], out=costs)
+    cells1 = np.array([p for p, i in enumerate(o1) if t1.contents[i] is not None], dtype=np.int64)
+    cells2 = np.array([p for p, j in enumerate(o2) if t2.contents[j] is not None], dtype=np.int64)
+    if len(cells1) and len(cells2):
         token_ids: dict[str, int] = {}
 
         def as_text(tokens: list[str]) -> str:  # one code point per token, skipping the surrogates
             ids = (token_ids.setdefault(t, len(token_ids)) for t in tokens)
             return "".join(chr(k if k < 0xD800 else k + 0x800) for k in ids)
 
-        text1 = [as_text(t1.contents[i]) for i in cells1]
-        text2 = [as_text(t2.contents[j]) for j in cells2]
-        dist = cdist(text1, text2, scorer=Levenshtein.distance, dtype=np.int32, workers=1)
-        content = np.maximum(np.array([len(t) for t in text1])[:, None], np.array([len(t) for t in text2])[None, :])
-        content = content.astype(np.float64)
-        np.divide(dist, content, out=content, where=content > 0)  # both empty: stays 0, as the reference
-        del dist
-        content[costs[np.ix_(cells1, cells2)] != 0.0] = 1.0  # different spans
-        costs[np.ix_(cells1, cells2)] = content
+        text1 = [as_text(t1.contents[o1[p]]) for p in cells1]
+        text2 = [as_text(t2.contents[o2[p]]) for p in cells2]
+        len1 = np.array([len(t) for t in text1], dtype=np.float64)
+        len2 = np.array([len(t) for t in text2], dtype=np.float64)
+        step = max(1, _FD_LIMIT // len(cells2))
+        for r0 in range(0, len(cells1), step):
+            rows = slice(r0, r0 + step)
+            dist = cdist(text1[rows], text2, scorer=Levenshtein.distance, dtype=np.int32, workers=1)
+            content = np.maximum(len1[rows, None], len2[None, :])
+            np.divide(dist, content, out=content, where=content > 0)  # both empty: stays 0, as the reference
+            content[l1[cells1[rows], None] != l2[None, cells2]] = 1.0  # different spans
+            costs[np.ix_(cells1[rows], cells2)] = content
     return costs
 
 
 def tree_edit_distance(t1: _Tree, t2: _Tree) -> float:
-    """Tree edit distance under the reference's costs (Zhang-Shasha, batched over keyroot pairs)."""
-    rename = _rename_costs(t1, t2)
+    """Tree edit distance under the reference's costs (Zhang-Shasha, batched over keyroot pairs).
+
+    One n1 x n2 matrix serves as both Zhang-Shasha's rename costs and its tree distances: the
+    rename cost of (i, j) is read only by the keyroot pair that writes their tree distance (the one
+    with i and j on its leftmost paths), in the same row, and the tree distance is read only by
+    keyroot pairs of greater height, which come later.
+    """
     best = None
     for mirror in (False, True):
         o1, lml1, h1 = _postorder(t1.children, mirror)
@@ -215,25 +229,24 @@ def tree_edit_distance(t1: _Tree, t2: _Tree) -> float:
         if best is None or cost < best[0]:
             best = (cost, o1, lml1, h1, k1, o2, lml2, h2, k2)
     _, o1, lml1, h1, k1, o2, lml2, h2, k2 = best
-    rename = rename[np.ix_(o1, o2)]  # (the preorder matrix is freed here)
-    td = np.zeros((len(o1), len(o2)))
+    dist = _rename_costs(t1, t2, o1, o2)
     for height1 in np.unique(h1[k1]):
         group1 = k1[h1[k1] == height1]
         for height2 in np.unique(h2[k2]):
             group2 = k2[h2[k2] == height2]
             if (group1 - lml1[group1]).max() <= (group2 - lml2[group2]).max():
-                _keyroot_batch(group1, group2, lml1, lml2, rename, td)
+                _keyroot_batch(group1, group2, lml1, lml2, dist)
             else:  # iterate over the shorter side: the problem is symmetric
-                _keyroot_batch(group2, group1, lml2, lml1, rename.T, td.T)
-    return float(td[-1, -1])
+                _keyroot_batch(group2, group1, lml2, lml1, dist.T)
+    return float(dist[-1, -1])
 
 
-def _keyroot_batch(ka, kb, lmla, lmlb, rename, td) -> None:
+def _keyroot_batch(ka, kb, lmla, lmlb, dist) -> None:
     """Zhang-Shasha's forest distances for every keyroot pair of `ka` x `kb` at once, row by row.
 
     Row x of the forest distance of keyroots (a, b) covers the first x nodes of a's subtree in
     postorder; the insertion chain along a row, r[y] = min(c[y], r[y-1] + 1), is r = y + cummin(c - y).
-    Tree distances `td[i, j]` are written for i, j on the leftmost paths, as in the original.
+    Tree distances `dist[i, j]` replace rename costs for i, j on the leftmost paths, as in the original.
     """
     starts_b = lmlb[kb]
     sizes_b = kb - starts_b + 1
@@ -254,33 +267,45 @@ def _keyroot_batch(ka, kb, lmla, lmlb, rename, td) -> None:
         nb = len(kb[sl_b])
         chunk_a = max(1, _FD_LIMIT // (per_b * nb))
         for a0 in range(0, len(ka), chunk_a):
-            _keyroot_block(ka[a0 : a0 + chunk_a], lmla, rename, td, nodes_b[sl_b], on_path_b[sl_b], col_b[sl_b], steps)
+            _keyroot_block(ka[a0 : a0 + chunk_a], lmla, dist, nodes_b[sl_b], on_path_b[sl_b], col_b[sl_b], steps)
 
 
-def _keyroot_block(ka, lmla, rename, td, nodes_b, on_path_b, col_b, steps) -> None:
+def _keyroot_block(ka, lmla, dist, nodes_b, on_path_b, col_b, steps) -> None:
+    """One block of `_keyroot_batch`, keeping only the forest-distance rows that are read back.
+
+    Besides the previous row, row x is read only where a subtree starts after it (x = lml(v) - start
+    for an inner node v): for a table, one row per table row instead of one per cell.
+    """
     starts_a = lmla[ka]
     sizes_a = ka - starts_a + 1
     na, nb, width = len(ka), len(nodes_b), nodes_b.shape[1]
-    fd = np.empty((na, nb, int(sizes_a.max()) + 1, width + 1))
-    fd[:, :, 0, :] = steps
+    nodes = np.concatenate([np.arange(s, k + 1) for s, k in zip(starts_a, ka)])
+    inner = lmla[nodes] != nodes
+    kept = np.unique((lmla[nodes] - np.repeat(starts_a, sizes_a))[inner])
+    slot = np.full(int(sizes_a.max()) + 1, -1)  # -1: the last slot, which holds the previous row
+    slot[kept] = np.arange(len(kept))
+    fd = np.empty((na, nb, len(kept) + 1, width + 1))
+    fd[...] = steps
+    row = fd[:, :, -1, :]
     ia = np.arange(na)[:, None, None]
     ib = np.arange(nb)[None, :, None]
-    for x in range(1, fd.shape[2]):
+    for x in range(1, len(slot)):
         nodes_a = np.minimum(starts_a + x - 1, ka)
         lml_a = lmla[nodes_a]
         on_path_a = lml_a == starts_a
-        prev = fd[:, :, x - 1, :]
         both = on_path_a[:, None, None] & on_path_b[None]
         na_idx = nodes_a[:, None, None]
-        near = prev[:, :, :-1] + rename[na_idx, nodes_b[None]]
-        far = fd[ia, ib, (lml_a - starts_a)[:, None, None], col_b[None]] + td[na_idx, nodes_b[None]]
-        best = np.minimum(prev[:, :, 1:] + 1.0, np.where(both, near, far))
-        row = fd[:, :, x, :]
+        far = fd[ia, ib, slot[lml_a - starts_a][:, None, None], col_b[None]]
+        best = np.where(both, row[:, :, :-1], far)
+        best += dist[na_idx, nodes_b[None]]
+        np.minimum(best, row[:, :, 1:] + 1.0, out=best)
         row[:, :, 0] = x
         np.subtract(best, steps[1:], out=row[:, :, 1:])
         np.minimum.accumulate(row, axis=2, out=row)
         row += steps
+        if slot[x] >= 0:
+            fd[:, :, slot[x], :] = row
         write = both & (x <= sizes_a)[:, None, None]
         if write.any():
             ii, jj, yy = np.nonzero(write)
-            td[nodes_a[ii], nodes_b[jj, yy]] = row[ii, jj, yy + 1]
+            dist[nodes_a[ii], nodes_b[jj, yy]] = row[ii, jj, yy + 1]
