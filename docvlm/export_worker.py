@@ -1,5 +1,6 @@
-"""Parse and export one page at a time in a child process, so that native renderers crashing on odd
-model output (verovio segfaults on some **kern) cost only that page, never the whole `docvlm convert` run."""
+"""Parse and export one text at a time in a child process, so that native renderers crashing on odd
+model output (verovio segfaults on some **kern) cost only that page of `docvlm convert`, or that drawing
+of an evaluation report, never the whole run."""
 
 from __future__ import annotations
 
@@ -85,7 +86,7 @@ class ExportWorker:
 
     def _unprotected(self, reason: str) -> None:
         self.isolated = False
-        print(f"docvlm convert: warning: parse and export run in this process, unprotected from crashes: {reason}",
+        print(f"docvlm: warning: parse and export run in this process, unprotected from crashes: {reason}",
               file=sys.stderr)
 
     def start(self) -> None:

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from docvlm.export_worker import ExportError, ExportWorker
 from docvlm.images import BadImageError, load_image
 from docvlm.tasks.base import Task
 
@@ -25,6 +26,7 @@ LOWER_IS_BETTER = {"cer", "ser", "ler", "unparseable"}  # error rates: the worst
 PAGE_CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 FRAME_CSP = "default-src 'none'; style-src 'unsafe-inline'"
 THUMBNAIL = 640  # longest side of images shown in the page, in pixels
+EXPORT_TIMEOUT = 120.0  # seconds for rendering one case's text (verovio, RDKit) before it is given up
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:2em;color:#222}
 table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;vertical-align:top}
@@ -105,8 +107,12 @@ def html_page(task: Task, options: dict[str, Any], metrics: dict[str, float], me
     metric_rows = "".join(f"<tr><td>{e(k)}</td><td>{v:.4f}</td></tr>" for k, v in metrics.items())
     option_rows = "".join(f"<tr><td>{e(k)}</td><td>{e(str(v))}</td></tr>" for k, v in options.items() if v is not None)
     values = [row["score"][metric] for row in rows if row["score"] and row["score"].get(metric) is not None]
-    with tempfile.TemporaryDirectory() as tmp:
-        case_html = "".join(_case(task, row, image, metric, Path(tmp) / str(i)) for i, (row, image) in enumerate(cases))
+    worker = ExportWorker(task, EXPORT_TIMEOUT)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            case_html = "".join(_case(worker, row, image, metric, Path(tmp) / str(i)) for i, (row, image) in enumerate(cases))
+    finally:
+        worker.close()
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="Content-Security-Policy" content="{e(PAGE_CSP)}">
@@ -122,7 +128,7 @@ def html_page(task: Task, options: dict[str, Any], metrics: dict[str, float], me
 """
 
 
-def _case(task: Task, row: dict, image: Any, metric: str, stem: Path) -> str:
+def _case(worker: ExportWorker, row: dict, image: Any, metric: str, stem: Path) -> str:
     e = html.escape
     value = (row["score"] or {}).get(metric)
     problems = "".join(f"<li>{e(p)}</li>" for p in row["problems"])
@@ -130,8 +136,8 @@ def _case(task: Task, row: dict, image: Any, metric: str, stem: Path) -> str:
         f'<div class="case"><div><h3>{e(str(row["id"]))}</h3>'
         f"<p>{e(metric)}: {'n/a' if value is None else f'{value:.4f}'}</p>{_image(image)}"
         f'<ul class="problems">{problems}</ul></div>'
-        f"<div><h4>reference</h4><pre>{e(row['target'])}</pre>{_rendered(task, row['target'], stem.with_name(stem.name + '-ref'))}</div>"
-        f"<div><h4>prediction</h4><pre>{e(row['prediction'])}</pre>{_rendered(task, row['prediction'], stem)}</div></div>"
+        f"<div><h4>reference</h4><pre>{e(row['target'])}</pre>{_rendered(worker, row['target'], stem.with_name(stem.name + '-ref'))}</div>"
+        f"<div><h4>prediction</h4><pre>{e(row['prediction'])}</pre>{_rendered(worker, row['prediction'], stem)}</div></div>"
     )
 
 
@@ -147,14 +153,17 @@ def _image(source: Any) -> str:
     return f'<img alt="input image" src="{_data_uri(image)}">'
 
 
-def _rendered(task: Task, text: str, stem: Path) -> str:
-    """What the task's export makes of `text`, shown safely: HTML in a sandboxed frame, PNG inline."""
+def _rendered(worker: ExportWorker, text: str, stem: Path) -> str:
+    """What the task's export makes of `text`, shown safely: HTML in a sandboxed frame, PNG inline.
+
+    The export runs in the worker's child process: a renderer crashing on odd output (verovio segfaults on
+    some **kern) costs only this case's drawing, not the report."""
     try:
-        paths = task.export(task.parse(text), stem)
-    except Exception as err:  # noqa: BLE001  an export failing on odd output must not lose the report
-        return f'<p class="problems">export failed: {html.escape(f"{type(err).__name__}: {err}")}</p>'
+        paths, _ = worker.export(text, stem)
+    except ExportError as err:
+        return f'<p class="problems">{html.escape(str(err))}</p>'
     parts = []
-    for path in paths:
+    for path in map(Path, paths):
         if path.suffix == ".html":
             document = f'<meta http-equiv="Content-Security-Policy" content="{FRAME_CSP}">' + path.read_text(encoding="utf-8")
             parts.append(f'<iframe sandbox title="rendered HTML" srcdoc="{html.escape(document, quote=True)}"></iframe>')

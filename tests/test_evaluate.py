@@ -3,6 +3,8 @@
 import base64
 import io
 import json
+import os
+import resource
 import shutil
 import subprocess
 from pathlib import Path
@@ -12,7 +14,9 @@ from lxml import html as lxml_html
 from PIL import Image
 
 import docvlm.tasks
+import docvlm.tasks.base
 from docvlm.evaluate import main
+from docvlm.tasks.molecules import MoleculesTask
 from helpers import text_image
 
 PUBTABNET = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "pubtabnet"
@@ -55,6 +59,32 @@ def tables_report(tmp_path_factory):
     out = folder / "report"
     assert main(["--task", "tables", "--predictions", str(predictions), "--out", str(out)]) == 0
     return out, rows
+
+
+class AbortOnCrashText(MoleculesTask):
+    """The molecules task, except that drawing a text with CRASH in it kills the process as a segfault would."""
+
+    name = "test-abort-on-crash"
+
+    def export(self, parsed, stem):
+        if "CRASH" in parsed.text:
+            resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+            os.abort()
+        return super().export(parsed, stem)
+
+
+def test_a_renderer_crash_costs_only_its_drawing(tmp_path, monkeypatch):
+    monkeypatch.setitem(docvlm.tasks.base._REGISTRY, AbortOnCrashText.name, AbortOnCrashText)
+    predictions = tmp_path / "preds.jsonl"
+    rows = [{"id": "first", "target": "CCO", "prediction": "CRASH"}, {"id": "second", "target": "CCO", "prediction": "CCN"}]
+    predictions.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    out = tmp_path / "out"
+    assert main(["--task", AbortOnCrashText.name, "--predictions", str(predictions), "--out", str(out)]) == 0
+    cases = {c.xpath("string(.//h3)"): c for c in lxml_html.fromstring((out / "report.html").read_bytes()).xpath("//div[@class='case']")}
+    crashed = cases["first"].xpath("string(./div[3]//p[@class='problems'])")
+    assert crashed.startswith("the export process crashed (signal SIGABRT)")
+    assert not cases["first"].xpath("./div[3]//img") and cases["first"].xpath("./div[2]//img")  # its reference is drawn
+    assert len(cases["second"].xpath("./div[3]//img")) == 1  # the next case is drawn by a fresh process
 
 
 def test_synthetic_text_run_writes_three_reports_with_consistent_metrics(text_report):
