@@ -36,6 +36,25 @@ def test_every_config_parses(path, capsys):
     assert "model:" in printed and "data:" in printed and "task:" in printed
 
 
+REAL = sorted((REPO / "configs" / "paligemma2").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", REAL, ids=[p.stem for p in REAL])
+def test_every_real_config_trains_and_validates_on_the_tiny_model(path, tmp_path):
+    """Each real run with its own settings (precision, checkpointing, task options, loss, decoding), on the
+    tiny model, synthetic data and the CPU: only what needs a GPU, the hub or the dataset is overridden."""
+    cli = main(["fit", "--config", str(path), "--model.model.name_or_path=tiny", "--trainer.accelerator=cpu",
+                "--trainer.max_steps=2", "--trainer.val_check_interval=2", "--trainer.accumulate_grad_batches=1",
+                "--data.train.synthetic=4", "--data.val.synthetic=2", "--data.batch_size=2", "--data.eval_batch_size=2",
+                "--data.num_workers=0", "--model.decoding.max_new_tokens=8", f"--trainer.default_root_dir={tmp_path}"])
+    assert cli.trainer.global_step == 2 and cli.trainer.precision == "bf16-mixed"
+    assert cli.model.net.is_activation_checkpointing
+    task = cli.datamodule.task
+    assert cli.trainer.callback_metrics["val/samples"] == 2
+    assert f"val/{task.main_metric}" in cli.trainer.callback_metrics
+    assert (Path(cli.trainer.log_dir) / "hf" / "config.json").is_file()
+
+
 def run_fit(root, *extra):
     return main(["fit", "--config", str(REPO / "configs/demo.yaml"), *SMALL, f"--trainer.default_root_dir={root}", *extra])
 
