@@ -8,7 +8,10 @@ plus text at 896 px). `load` applies both before the weights are built.
 
 from __future__ import annotations
 
+import copy
+import os
 import string
+import tempfile
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -61,6 +64,10 @@ class ModelSpec:
         freeze_vision: keep the SigLIP vision tower fixed.
         freeze_projector: keep the image-to-text projection fixed.
         lora: train LoRA adapters on the language model instead of all its weights.
+        quantize: `nf4` loads the language model's linear layers in 4-bit NF4 (bitsandbytes, double
+            quantization, bf16 compute) and trains only the LoRA adapters on top: QLoRA. Needs `lora`.
+            The vision tower, projector and output head are kept in float32. Export dequantizes the
+            base weights the adapters were trained on and merges them into a plain float model.
         image_size: `tiny` only: input side in pixels.
         patch_size: `tiny` only: SigLIP patch side; (image_size / patch_size)^2 image tokens.
         seed: `tiny` only: seed of the random weights.
@@ -73,6 +80,7 @@ class ModelSpec:
     freeze_vision: bool = False
     freeze_projector: bool = False
     lora: LoraSpec | None = None
+    quantize: Literal["nf4"] | None = None
     image_size: int = 896
     patch_size: int = 56
     seed: int = 0
@@ -80,9 +88,18 @@ class ModelSpec:
 
 def load(spec: ModelSpec) -> tuple[torch.nn.Module, PaliGemmaProcessor]:
     """The model (transfer settings applied, freezing and LoRA set up) and its processor."""
+    if spec.quantize is not None and spec.lora is None:
+        raise ValueError("quantize: 4-bit base weights stay frozen (QLoRA), so `lora` must be set too")
     if spec.name_or_path == TINY:
         model, processor = build_tiny(spec.image_size, spec.patch_size, spec.seed, spec.attn_implementation)
         model.to(DTYPES[spec.dtype])
+        if spec.quantize is not None:  # quantized as a real checkpoint is, on loading from a folder
+            with tempfile.TemporaryDirectory() as folder:
+                model.save_pretrained(folder)
+                model = PaliGemmaForConditionalGeneration.from_pretrained(
+                    folder, dtype=DTYPES[spec.dtype], attn_implementation=spec.attn_implementation,
+                    **quantization(spec),
+                )
     else:
         config = AutoConfig.from_pretrained(spec.name_or_path)
         apply_transfer_settings(config)
@@ -91,9 +108,19 @@ def load(spec: ModelSpec) -> tuple[torch.nn.Module, PaliGemmaProcessor]:
             config=config,
             dtype=DTYPES[spec.dtype],
             attn_implementation=spec.attn_implementation,
+            **quantization(spec),
         )
         processor = PaliGemmaProcessor.from_pretrained(spec.name_or_path)
     processor.tokenizer.padding_side = "left"  # generation needs it; training is indifferent
+    if spec.quantize is not None:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)  # freezes the base
+        for module in model.modules():
+            # bitsandbytes repacks 4-bit weights for its AVX512-BF16 CPU kernel on the first inference pass,
+            # a layout that its dequantization (used at export) misreads: keep the standard layout
+            if hasattr(module, "support_avx512bf16_for_cpu"):
+                module.support_avx512bf16_for_cpu = False
     if spec.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
@@ -104,6 +131,24 @@ def load(spec: ModelSpec) -> tuple[torch.nn.Module, PaliGemmaProcessor]:
     if spec.lora is not None:
         model = add_lora(model, spec.lora)
     return model, processor
+
+
+def quantization(spec: ModelSpec) -> dict:
+    """`from_pretrained` arguments for QLoRA's 4-bit base: NF4 on the language model's linear layers,
+    placed on this process's GPU (each DDP rank loads its own copy), or the CPU without one."""
+    if spec.quantize is None:
+        return {}
+    from transformers import BitsAndBytesConfig
+
+    config = BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=spec.quantize,
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=torch.bfloat16,
+        llm_int8_skip_modules=["model.vision_tower", "model.multi_modal_projector", "lm_head"],
+    )
+    device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
+    return {"quantization_config": config, "device_map": {"": device}}
 
 
 def apply_transfer_settings(config: PaliGemmaConfig) -> PaliGemmaConfig:
@@ -135,14 +180,25 @@ def add_lora(model: PaliGemmaForConditionalGeneration, lora: LoraSpec) -> torch.
 
 
 def unwrap(model: torch.nn.Module) -> PaliGemmaForConditionalGeneration:
-    """The plain transformers model, LoRA merged into a copy of the weights when present."""
-    from peft import PeftModel
+    """The plain transformers model, LoRA merged into a copy of the weights when present.
 
-    if isinstance(model, PeftModel):
-        import copy
+    A 4-bit base (QLoRA) is dequantized first: the adapters are merged into exactly the weights they
+    were trained against, and the result is a float model that loads without bitsandbytes.
+    """
+    from peft import PeftModel, get_peft_model
 
-        return copy.deepcopy(model).merge_and_unload()
-    return model
+    if not isinstance(model, PeftModel):
+        return model
+    merged = copy.deepcopy(model)
+    if getattr(model.get_base_model(), "is_loaded_in_4bit", False):
+        # in the dtype the 4-bit layers computed with (bf16), then float32
+        merged = get_peft_model(merged.unload().dequantize(dtype=torch.float32), model.peft_config["default"])
+        adapters = dict(model.named_parameters())
+        with torch.no_grad():
+            for name, parameter in merged.named_parameters():
+                if "lora_" in name:
+                    parameter.copy_(adapters[name])
+    return merged.merge_and_unload()
 
 
 def build_tiny_tokenizer() -> GemmaTokenizer:

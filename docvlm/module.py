@@ -85,6 +85,9 @@ class DocVLM(L.LightningModule):
         if isinstance(model, dict):
             model = ModelSpec(**{**model, "lora": LoraSpec(**model["lora"]) if model.get("lora") else None})
         self.net, self.processor = load(model)
+        # a 4-bit base is rebuilt from `model.name_or_path` on loading: checkpoints keep the trained weights
+        self.base_in_checkpoint = model.quantize is None
+        self.strict_loading = self.base_in_checkpoint
         self.decoding = Decoding(**decoding) if isinstance(decoding, dict) else decoding
         self._outputs: list[dict[str, Any]] = []
         self.skipped_images = 0
@@ -183,6 +186,23 @@ class DocVLM(L.LightningModule):
         if "input_ids" not in batch:
             return []
         return [{"id": i, "prediction": p} for i, p in zip(batch["id"], self.decode(batch))]
+
+    # --------------------------------------------------------------------------------- checkpoints
+    def _trained_keys(self) -> set[str]:
+        return {f"net.{name}" for name, p in self.net.named_parameters() if p.requires_grad}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """QLoRA: keep only the trained weights (adapters); the frozen 4-bit base is not saved."""
+        if not self.base_in_checkpoint:
+            keep = self._trained_keys()
+            checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if not self.base_in_checkpoint:  # loading is not strict then: check that nothing trained is missing
+            missing = sorted(self._trained_keys() - checkpoint["state_dict"].keys())
+            if missing:
+                raise KeyError(f"the checkpoint lacks {len(missing)} trained weights of this model, e.g. {missing[0]}"
+                               " (was it saved with other LoRA settings?)")
 
     # -------------------------------------------------------------------------------------- export
     def export(self, directory: str | Path) -> Path:

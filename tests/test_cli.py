@@ -17,7 +17,7 @@ from docvlm.module import DocVLM
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "configs").rglob("*.yaml"))
 # Overlays hold only the keys they change and are applied on top of the demo.
-OVERLAYS = {p for p in CONFIGS if p.parent.name == "strategies" or p.name == "lora.yaml"}
+OVERLAYS = {p for p in CONFIGS if p.parent.name == "strategies" or p.name in ("lora.yaml", "qlora.yaml")}
 SMALL = ["--data.train.synthetic=8", "--data.val.synthetic=4", "--data.batch_size=4", "--model.decoding.max_new_tokens=8"]
 
 
@@ -87,6 +87,29 @@ def test_fit_checkpoint_resume_and_export(tmp_path):
     theirs = processor.batch_decode(generated[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
     assert ours == theirs
     assert model.config.text_config.final_logit_softcapping is None
+
+
+def test_qlora_checkpoints_hold_the_adapters_resume_and_export_a_float_model(tmp_path):
+    qlora = ["--config", str(REPO / "configs/qlora.yaml"), "--model.model.lora.r=4"]
+    cli = run_fit(tmp_path, *qlora, "--trainer.max_steps=3", "--trainer.val_check_interval=3")
+    checkpoint = next((Path(cli.trainer.log_dir) / "checkpoints").glob("*.ckpt"))
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+    trained = {f"net.{n}": p for n, p in cli.model.net.named_parameters() if p.requires_grad}
+    assert saved.keys() == trained.keys() and all("lora_" in k for k in saved)  # no 4-bit base in it
+    assert all(torch.equal(saved[k], p) for k, p in trained.items())
+
+    resumed = run_fit(tmp_path, *qlora, "--trainer.max_steps=5", "--trainer.val_check_interval=5", f"--ckpt_path={checkpoint}")
+    assert resumed.trainer.global_step == 5
+    restored = DocVLM.load_from_checkpoint(checkpoint, task=cli.datamodule.task, weights_only=True)
+    assert all(torch.equal(p, saved[f"net.{n}"]) for n, p in restored.net.named_parameters() if p.requires_grad)
+    incomplete = {**torch.load(checkpoint, map_location="cpu", weights_only=True), "state_dict": {}}
+    torch.save(incomplete, tmp_path / "incomplete.ckpt")
+    with pytest.raises(KeyError, match="lacks"):
+        DocVLM.load_from_checkpoint(tmp_path / "incomplete.ckpt", task=cli.datamodule.task, weights_only=True)
+
+    export = PaliGemmaForConditionalGeneration.from_pretrained(Path(resumed.trainer.log_dir) / "hf")
+    assert getattr(export.config, "quantization_config", None) is None
+    assert {p.dtype for p in export.parameters()} == {torch.float32}
 
 
 def test_validate_writes_predictions(tmp_path):

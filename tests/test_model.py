@@ -1,4 +1,4 @@
-"""The tiny model's attention semantics, the suffix-only loss, transfer settings, freezing and LoRA."""
+"""The tiny model's attention semantics, the suffix-only loss, transfer settings, freezing, LoRA and QLoRA."""
 
 import pytest
 import torch
@@ -130,6 +130,56 @@ def test_lora_trains_adapters_only_and_merges_on_export():
     torch.testing.assert_close(logits(merged, batch), logits(model, batch), rtol=1e-4, atol=1e-4)
     base = load(ModelSpec(name_or_path="tiny", image_size=224, patch_size=28))[0]
     assert not torch.allclose(logits(base, batch), logits(merged, batch))
+
+
+def test_qlora_trains_adapters_on_a_4bit_base_and_exports_the_weights_it_trained_against(tmp_path):
+    import bitsandbytes as bnb
+    from transformers import PaliGemmaForConditionalGeneration
+
+    spec = ModelSpec(name_or_path="tiny", image_size=224, patch_size=28, lora=LoraSpec(r=4), quantize="nf4")
+    model, processor = load(spec)
+    base = model.get_base_model()
+    q_proj = base.model.language_model.layers[0].self_attn.q_proj
+    assert isinstance(q_proj.base_layer, bnb.nn.Linear4bit)
+    assert type(base.model.vision_tower.encoder.layers[0].self_attn.q_proj) is torch.nn.Linear
+    trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n and "language_model" in n for n in trainable)
+
+    batch = make_batch(processor, ["ocr"], ["abc"])
+    optimizer = torch.optim.AdamW(trainable.values(), lr=1e-2)
+    before = {n: p.detach().clone() for n, p in trainable.items()}
+    for _ in range(3):
+        optimizer.zero_grad()
+        loss = suffix_loss(model, batch)
+        loss.backward()
+        optimizer.step()
+    assert torch.isfinite(loss) and all(not torch.equal(before[n], p) for n, p in trainable.items() if "lora_B" in n)
+
+    quantized_logits = logits(model, batch)
+    merged = unwrap(model)
+    assert torch.equal(logits(model, batch), quantized_logits)  # the training model is left as it was
+    assert not any(isinstance(m, bnb.nn.Linear4bit) for m in merged.modules())
+    assert not any("lora" in n for n, _ in merged.named_parameters())
+    # merged = dequantized NF4 base + B A * alpha / r, in float32
+    weight = q_proj.base_layer.weight
+    dequantized = bnb.functional.dequantize_4bit(weight.data, weight.quant_state).float()
+    delta = q_proj.lora_B["default"].weight @ q_proj.lora_A["default"].weight * q_proj.scaling["default"]
+    merged_q = merged.model.language_model.layers[0].self_attn.q_proj.weight
+    assert merged_q.dtype == torch.float32
+    torch.testing.assert_close(merged_q, dequantized + delta.detach(), rtol=0, atol=1e-6)
+
+    merged.save_pretrained(tmp_path)
+    reloaded = PaliGemmaForConditionalGeneration.from_pretrained(tmp_path)
+    assert getattr(reloaded.config, "quantization_config", None) is None
+    assert {p.dtype for p in reloaded.parameters()} == {torch.float32}
+    torch.testing.assert_close(logits(reloaded, batch), logits(merged, batch), rtol=0, atol=1e-5)  # SigLIP: sdpa vs eager
+    # the same function as the 4-bit model, up to its bf16 compute
+    torch.testing.assert_close(logits(reloaded, batch), quantized_logits, rtol=0, atol=0.01)
+
+
+def test_quantizing_without_lora_is_refused():
+    with pytest.raises(ValueError, match="lora"):
+        load(ModelSpec(name_or_path="tiny", quantize="nf4"))
 
 
 def test_unknown_dtype_is_refused():
