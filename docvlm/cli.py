@@ -42,7 +42,13 @@ class DocVLMCLI(LightningCLI):
 
 def main(args: list[str] | None = None) -> LightningCLI:
     """Run the CLI on `args` (default: the command line); returns the CLI, for tests and notebooks."""
-    return DocVLMCLI(DocVLM, DocDataModule, args=args, save_config_kwargs={"overwrite": True})
+    return DocVLMCLI(DocVLM, DocDataModule, args=args, save_config_kwargs={"overwrite": True},
+                     parser_kwargs={"description": DESCRIPTION})
+
+
+DESCRIPTION = """Fine-tune PaliGemma 2 for document OCR with Lightning: fit, validate, test, predict.
+Two more commands: `docvlm convert --help` (transcribe scanned documents with a model) and
+`docvlm evaluate --help` (score a model or a predictions file and write reports)."""
 
 
 COMMANDS = {"convert": "docvlm.convert", "evaluate": "docvlm.evaluate"}

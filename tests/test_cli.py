@@ -55,6 +55,13 @@ def test_every_real_config_trains_and_validates_on_the_tiny_model(path, tmp_path
     assert (Path(cli.trainer.log_dir) / "hf" / "config.json").is_file()
 
 
+def test_top_level_help_names_every_command(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    printed = capsys.readouterr().out
+    assert all(command in printed for command in ("fit", "predict", "docvlm convert", "docvlm evaluate"))
+
+
 def run_fit(root, *extra):
     return main(["fit", "--config", str(REPO / "configs/demo.yaml"), *SMALL, f"--trainer.default_root_dir={root}", *extra])
 
