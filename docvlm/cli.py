@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import sys
 
@@ -20,6 +21,8 @@ from docvlm.tasks.base import Task  # noqa: E402
 
 # Tasks are dataclasses; a config names the one to use by `class_path`.
 set_parsing_settings(subclasses_enabled=[Task])
+# Lightning advertises its cloud services ("💡 Tip: ...") in every run's log; keep its other messages.
+logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(lambda record: not str(record.msg).startswith("💡"))
 
 
 class DocVLMCLI(LightningCLI):

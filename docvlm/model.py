@@ -9,6 +9,7 @@ plus text at 896 px). `load` applies both before the weights are built.
 from __future__ import annotations
 
 import copy
+import logging
 import os
 import string
 import tempfile
@@ -26,6 +27,10 @@ from transformers import (
     SiglipImageProcessorPil,
     SiglipVisionConfig,
 )
+
+# bitsandbytes, imported by peft when it is installed, warns that it cannot fetch its AVX512-BF16 CPU kernel;
+# docvlm turns that kernel off (see `load`), so the warning is only noise.
+logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 TINY = "tiny"
