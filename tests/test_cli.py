@@ -46,13 +46,21 @@ def test_every_real_config_trains_and_validates_on_the_tiny_model(path, tmp_path
     cli = main(["fit", "--config", str(path), "--model.model.name_or_path=tiny", "--trainer.accelerator=cpu",
                 "--trainer.max_steps=2", "--trainer.val_check_interval=2", "--trainer.accumulate_grad_batches=1",
                 "--data.train.synthetic=4", "--data.val.synthetic=2", "--data.batch_size=2", "--data.eval_batch_size=2",
-                "--data.num_workers=0", "--model.decoding.max_new_tokens=8", f"--trainer.default_root_dir={tmp_path}"])
+                "--data.num_workers=0", "--model.decoding.max_new_tokens=8", "--trainer.log_every_n_steps=1",
+                f"--trainer.default_root_dir={tmp_path}"])
     assert cli.trainer.global_step == 2 and cli.trainer.precision == "bf16-mixed"
     assert cli.model.net.is_activation_checkpointing
     task = cli.datamodule.task
     assert cli.trainer.callback_metrics["val/samples"] == 2
     assert f"val/{task.main_metric}" in cli.trainer.callback_metrics
-    assert (Path(cli.trainer.log_dir) / "hf" / "config.json").is_file()
+    log_dir = Path(cli.trainer.log_dir)
+    assert (log_dir / "hf" / "config.json").is_file()
+    checkpoints = cli.trainer.checkpoint_callback  # the best by the task's metric, and the last
+    assert checkpoints.monitor in cli.trainer.callback_metrics and Path(checkpoints.best_model_path).is_file()
+    assert (log_dir / "checkpoints" / "last.ckpt").is_file()
+    with open(log_dir / "metrics.csv", newline="") as f:
+        rates = [float(row["lr-AdamW"]) for row in csv.DictReader(f) if row.get("lr-AdamW")]
+    assert rates and rates[0] > 0  # warm-up: the first step's rate is lr / warmup_steps
 
 
 def test_top_level_help_names_every_command(capsys):
