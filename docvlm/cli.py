@@ -1,5 +1,5 @@
 """`docvlm fit|validate|test|predict` through LightningCLI (`data.task` is linked to `model.task`);
-`docvlm convert` and `docvlm evaluate` are plain argparse commands of their own modules."""
+`docvlm convert`, `evaluate` and `export` are plain argparse commands of their own modules."""
 
 from __future__ import annotations
 
@@ -50,11 +50,12 @@ def main(args: list[str] | None = None) -> LightningCLI:
 
 
 DESCRIPTION = """Fine-tune PaliGemma 2 for document OCR with Lightning: fit, validate, test, predict.
-Two more commands: `docvlm convert --help` (transcribe scanned documents with a model) and
-`docvlm evaluate --help` (score a model or a predictions file and write reports)."""
+More commands: `docvlm convert --help` (transcribe scanned documents with a model), `docvlm evaluate
+--help` (score a model or a predictions file and write reports) and `docvlm export --help` (a
+checkpoint in Hugging Face format)."""
 
 
-COMMANDS = {"convert": "docvlm.convert", "evaluate": "docvlm.evaluate"}
+COMMANDS = {"convert": "docvlm.convert", "evaluate": "docvlm.evaluate", "export": "docvlm.export"}
 
 
 def run() -> None:

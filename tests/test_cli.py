@@ -12,6 +12,7 @@ import torch
 from transformers import PaliGemmaForConditionalGeneration, PaliGemmaProcessor
 
 from docvlm.cli import main
+from docvlm.export import main as export_main
 from docvlm.module import DocVLM
 
 REPO = Path(__file__).resolve().parents[1]
@@ -67,7 +68,7 @@ def test_top_level_help_names_every_command(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
     printed = capsys.readouterr().out
-    assert all(command in printed for command in ("fit", "predict", "docvlm convert", "docvlm evaluate"))
+    assert all(command in printed for command in ("fit", "predict", "docvlm convert", "docvlm evaluate", "docvlm export"))
 
 
 def run_fit(root, *extra):
@@ -102,6 +103,21 @@ def test_fit_checkpoint_resume_and_export(tmp_path):
     theirs = processor.batch_decode(generated[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
     assert ours == theirs
     assert model.config.text_config.final_logit_softcapping is None
+
+    # `docvlm export` writes a chosen checkpoint the same way
+    assert export_main([str(checkpoints[0]), str(tmp_path / "from-ckpt")]) == 0
+    exported = PaliGemmaForConditionalGeneration.from_pretrained(tmp_path / "from-ckpt")
+    assert all(torch.equal(v, state["state_dict"][f"net.{k}"]) for k, v in exported.state_dict().items())
+    assert PaliGemmaProcessor.from_pretrained(tmp_path / "from-ckpt").image_seq_length == processor.image_seq_length
+
+
+def test_export_names_a_missing_or_unreadable_checkpoint(tmp_path, capsys):
+    assert export_main([str(tmp_path / "none.ckpt"), str(tmp_path / "out")]) == 1
+    assert f"{tmp_path / 'none.ckpt'}: no such checkpoint file" in capsys.readouterr().err
+    (tmp_path / "torn.ckpt").write_bytes(b"PK\x03\x04 not a whole zip")
+    assert export_main([str(tmp_path / "torn.ckpt"), str(tmp_path / "out")]) == 1
+    assert f"{tmp_path / 'torn.ckpt'}: not a docvlm checkpoint" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 def test_qlora_checkpoints_hold_the_adapters_resume_and_export_a_float_model(tmp_path):
