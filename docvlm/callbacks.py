@@ -54,3 +54,57 @@ class PredictionsJSONL(BasePredictionWriter):
         with self._path.open("a", encoding="utf-8") as f:
             for row in prediction:
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+class PlotCurves(L.Callback):
+    """At the end of `fit`, draw the run's curves (training loss, learning rate, each validation metric
+    against the step) from the CSV logger's `metrics.csv` into `<log_dir>/curves.png`.
+
+    Args:
+        enabled: draw at all (only the CSV logger, Lightning's default, keeps a history to draw from).
+    """
+
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        from lightning.pytorch.loggers import CSVLogger
+
+        loggers = [lg for lg in trainer.loggers if isinstance(lg, CSVLogger)]
+        if not self.enabled or not loggers or not trainer.is_global_zero:
+            return
+        loggers[0].save()  # flush the rows still buffered
+        metrics = Path(loggers[0].log_dir) / "metrics.csv"
+        if metrics.is_file() and plot_curves(metrics, metrics.with_name("curves.png")):
+            rank_zero_info(f"docvlm: training curves in {metrics.with_name('curves.png')}")
+
+
+def plot_curves(metrics_csv: Path, out: Path) -> list[str]:
+    """One panel per logged series (`train/loss`, `lr-*`, `val/*`) against the step; returns the names drawn."""
+    import csv
+
+    from matplotlib.figure import Figure
+
+    series: dict[str, list[tuple[int, float]]] = {}
+    with metrics_csv.open(newline="") as f:
+        for row in csv.DictReader(f):
+            for name, value in row.items():
+                if name in ("step", "epoch") or not value or not row.get("step"):
+                    continue
+                if name.startswith(("train/", "val/", "lr-")) and name != "val/samples":
+                    series.setdefault(name, []).append((int(row["step"]), float(value)))
+    if not series:
+        return []
+    names = sorted(series, key=lambda n: (not n.startswith("train/"), not n.startswith("lr-"), n))
+    columns = min(3, len(names))
+    rows = -(-len(names) // columns)
+    figure = Figure(figsize=(4 * columns, 2.8 * rows), dpi=100)
+    for i, name in enumerate(names):
+        axes = figure.add_subplot(rows, columns, i + 1)
+        steps, values = zip(*series[name])
+        axes.plot(steps, values, marker="o" if len(steps) < 20 else None)
+        axes.set_title(name)
+        axes.set_xlabel("step")
+    figure.tight_layout()
+    figure.savefig(out)
+    return names

@@ -14,7 +14,7 @@ from jsonargparse import set_parsing_settings  # noqa: E402
 from lightning.pytorch.cli import LightningCLI  # noqa: E402
 
 import docvlm.tasks  # noqa: E402,F401  (registers every task, so short class names resolve)
-from docvlm.callbacks import ExportHF, PredictionsJSONL  # noqa: E402
+from docvlm.callbacks import ExportHF, PlotCurves, PredictionsJSONL  # noqa: E402
 from docvlm.data import DocDataModule  # noqa: E402
 from docvlm.module import DocVLM  # noqa: E402
 from docvlm.tasks.base import Task  # noqa: E402
@@ -30,6 +30,7 @@ class DocVLMCLI(LightningCLI):
         parser.link_arguments("data.task", "model.task", apply_on="instantiate")
         parser.add_lightning_class_args(ExportHF, "export")
         parser.add_lightning_class_args(PredictionsJSONL, "predictions")
+        parser.add_lightning_class_args(PlotCurves, "curves")
 
     def after_fit(self) -> None:
         self._print_metrics("val/")

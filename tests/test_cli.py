@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 from transformers import PaliGemmaForConditionalGeneration, PaliGemmaProcessor
 
+from docvlm.callbacks import plot_curves
 from docvlm.cli import main
 from docvlm.export import main as export_main
 from docvlm.module import DocVLM
@@ -62,6 +64,9 @@ def test_every_real_config_trains_and_validates_on_the_tiny_model(path, tmp_path
     with open(log_dir / "metrics.csv", newline="") as f:
         rates = [float(row["lr-AdamW"]) for row in csv.DictReader(f) if row.get("lr-AdamW")]
     assert rates and rates[0] > 0  # warm-up: the first step's rate is lr / warmup_steps
+    drawn = plot_curves(log_dir / "metrics.csv", tmp_path / "again.png")  # what fit drew into curves.png
+    assert {"train/loss", "lr-AdamW", f"val/{task.main_metric}"} <= set(drawn) and "val/samples" not in drawn
+    assert Image.open(log_dir / "curves.png").size == Image.open(tmp_path / "again.png").size
 
 
 def test_top_level_help_names_every_command(capsys):
