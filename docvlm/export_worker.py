@@ -158,7 +158,7 @@ class ExportWorker:
                 try:
                     conn.send(None)
                 except OSError:
-                    pass
+                    pass  # the child is gone already: nothing to ask it to stop
             conn.close()
         if process is None:
             return None
