@@ -64,7 +64,8 @@ class ModelSpec:
         name_or_path: hub id (`google/paligemma2-3b-pt-896`, `-10b-`, `-448`...), a local folder in
             Hugging Face format, or `tiny` for the random offline model of the same classes.
         dtype: weights' dtype. Keep float32 with `bf16-mixed` training (fp32 master weights).
-        attn_implementation: `eager` (the only one Gemma 2 supports on CPU) or `flex_attention` on GPUs.
+        attn_implementation: `eager`, or `flex_attention` on GPUs (same results, tested forward on the CPU;
+            its backward pass needs a GPU). Gemma 2 has no SDPA path in transformers 5.
         gradient_checkpointing: recompute activations in the backward pass to save memory.
         freeze_vision: keep the SigLIP vision tower fixed.
         freeze_projector: keep the image-to-text projection fixed.

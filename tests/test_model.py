@@ -182,6 +182,16 @@ def test_quantizing_without_lora_is_refused():
         load(ModelSpec(name_or_path="tiny", quantize="nf4"))
 
 
+def test_flex_attention_computes_what_eager_does():
+    """The GPU option `flex_attention` (forward only on the CPU) with the prefix-LM mask and left padding."""
+    eager, processor = load(ModelSpec(name_or_path="tiny", image_size=224, patch_size=28))
+    flex, _ = load(ModelSpec(name_or_path="tiny", image_size=224, patch_size=28, attn_implementation="flex_attention"))
+    assert flex.config.text_config._attn_implementation == "flex_attention"
+    batch = make_batch(processor, ["ocr", "ocr a longer prompt"], ["abc", "d"])
+    real = batch["attention_mask"].bool()
+    torch.testing.assert_close(logits(flex, batch)[real], logits(eager, batch)[real], rtol=0, atol=1e-5)
+
+
 def test_unknown_dtype_is_refused():
     with pytest.raises(KeyError):
         load(ModelSpec(name_or_path="tiny", dtype="int3"))
