@@ -11,6 +11,9 @@ reference) and `difflib.SequenceMatcher` block length ratio for texts.
 The dynamic programmes are the reference's, with its tie-breaking (diagonal, then up, then left), so the
 alignments and sums are identical; the 1-D alignments of all row pairs run at once with numpy (the
 skip moves cost nothing, so a row is a running maximum) and rewards are computed once per distinct value.
+Text rewards are the reference's values too, found with less work: pairs with no character in common
+are 0 without a look at the order, and below 200 characters (where SequenceMatcher has no autojunk) its
+blocks are found by its own recursion, without its bookkeeping (see `_matched_characters`).
 
 Where the reference fails, this module defines: the HTML is read by lxml's HTML parser (the reference's
 XML parser rejects entities and unclosed tags) and the first `table` anywhere is used; grid positions no
@@ -110,24 +113,79 @@ def _grids(true_cells, pred_cells, kind: str) -> tuple[np.ndarray, np.ndarray, n
         )
         rewards = np.divide(inter, hull, out=np.zeros_like(hull), where=hull > 0)
     else:
-        rewards = np.zeros((len(keys), len(keys)))
-        used_true, used_pred = np.unique(true_grid), np.unique(pred_grid)
-        for i in used_true:
-            for j in used_pred:
-                rewards[i, j] = _lcs_similarity(keys[i], keys[j])
+        rewards = _text_rewards(keys, np.unique(true_grid), np.unique(pred_grid))
     return true_grid, pred_grid, rewards
 
 
-def _lcs_similarity(a: str, b: str) -> float:
-    """The reference's `lcs_similarity` (SequenceMatcher's matching blocks, autojunk included)."""
-    if not a and not b:
-        return 1
-    if not a or not b:
-        return 0.0
-    if a == b and len(b) < 200:  # no autojunk below 200 characters: the whole string matches
-        return 1.0
-    blocks = SequenceMatcher(None, a, b).get_matching_blocks()
-    return 2 * sum(block.size for block in blocks) / (len(a) + len(b))
+def _text_rewards(texts: list[str], true_ids: np.ndarray, pred_ids: np.ndarray) -> np.ndarray:
+    """The reference's `lcs_similarity` of each (true text, pred text) pair, bit-identical.
+
+    Texts with no character in common have no matching block (0), found for all pairs at once; two
+    empty texts are 1 (the reference's convention).
+    """
+    rewards = np.zeros((len(texts), len(texts)))
+    chars = {c: k for k, c in enumerate(set().union(*texts))}
+    has_char = np.zeros((len(texts), max(1, len(chars))), dtype=np.float32)
+    for t, text in enumerate(texts):
+        has_char[t, [chars[c] for c in set(text)]] = 1
+    shared = has_char[true_ids] @ has_char[pred_ids].T > 0
+    for column, j in enumerate(pred_ids):
+        matched = _matched_characters(texts[j])
+        for i in true_ids[shared[:, column]]:
+            rewards[i, j] = 2 * matched(texts[i]) / (len(texts[i]) + len(texts[j]))
+    if "" in texts:
+        empty = texts.index("")
+        if empty in true_ids and empty in pred_ids:
+            rewards[empty, empty] = 1
+    return rewards
+
+
+def _matched_characters(b: str):
+    """`a -> sum of the sizes of SequenceMatcher(None, a, b).get_matching_blocks()`, b analysed once.
+
+    Below 200 characters SequenceMatcher has no junk (autojunk starts there), and its blocks are the
+    longest match (earliest in a, then in b), then the same on each side, recursively: that is done
+    here directly, without its bookkeeping. From 200 characters on, SequenceMatcher itself runs.
+    """
+    if len(b) >= 200:
+        matcher = SequenceMatcher(None, "", b)
+
+        def with_autojunk(a: str) -> int:
+            matcher.set_seq1(a)
+            return sum(block.size for block in matcher.get_matching_blocks())
+
+        return with_autojunk
+    b2j: dict[str, list[int]] = {}
+    for position, char in enumerate(b):
+        b2j.setdefault(char, []).append(position)
+
+    def without_junk(a: str) -> int:
+        total = 0
+        queue = [(0, len(a), 0, len(b))]
+        while queue:  # SequenceMatcher.get_matching_blocks and find_longest_match, junk-free
+            alo, ahi, blo, bhi = queue.pop()
+            besti = bestj = bestsize = 0
+            j2len: dict[int, int] = {}
+            for i in range(alo, ahi):
+                newj2len = {}
+                for j in b2j.get(a[i], ()):
+                    if j < blo:
+                        continue
+                    if j >= bhi:
+                        break
+                    k = newj2len[j] = j2len.get(j - 1, 0) + 1
+                    if k > bestsize:
+                        besti, bestj, bestsize = i - k + 1, j - k + 1, k
+                j2len = newj2len
+            if bestsize:
+                total += bestsize
+                if alo < besti and blo < bestj:
+                    queue.append((alo, besti, blo, bestj))
+                if besti + bestsize < ahi and bestj + bestsize < bhi:
+                    queue.append((besti + bestsize, ahi, bestj + bestsize, bhi))
+        return total
+
+    return without_junk
 
 
 def _align_rows(true_grid: np.ndarray, pred_grid: np.ndarray, rewards: np.ndarray) -> np.ndarray:
