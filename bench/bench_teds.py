@@ -1,14 +1,21 @@
-"""TEDS: the reference (PubTabNet src/metric.py: apted 1.0.3 + Distance 0.1.3 + lxml) vs docvlm, side by side.
+"""TEDS: PubTabNet's reference (src/metric.py: apted + Distance + lxml) vs docvlm, side by side.
 
-Run: python bench/bench_teds.py   (needs the `bench` extra). Prints per-pair and total times, the
-speed-ups, the batch API on all cores, and the time and peak memory of large tables (ours only: the
-reference would take hours there), each in a fresh subprocess so that its peak RSS is its own. The reference is copied from the repository with one change: lxml 5+
-takes the second positional argument of `html.fromstring` as `base_url`, so the parser is passed
-by keyword (the reference as written raises a TypeError on current lxml).
+Run: python bench/bench_teds.py --reference /path/to/PubTabNet/src/metric.py   (needs the `bench` extra).
+The reference is imported from your copy of PubTabNet's repository, not shipped here. Prints per-pair and
+total times, the speed-ups, the batch API on all cores, and the time and peak memory of large tables (ours
+only: the reference would take hours there), each in a fresh subprocess so that its peak RSS is its own.
+Without `--reference` only docvlm's figures are printed.
+
+Two shims make the reference importable as it is: its `from parallel import parallel_process` (a helper
+used only with n_jobs > 1) gets an empty module when `parallel.py` is not next to it, and where a version
+passes the lxml parser as the second positional argument of `html.fromstring` (lxml 5+ reads that as
+`base_url`), it is handed over by keyword.
 """
 
 from __future__ import annotations
 
+import argparse
+import importlib.util
 import json
 import os
 import random
@@ -16,12 +23,9 @@ import resource
 import subprocess
 import sys
 import time
-from collections import deque
+import types
 from pathlib import Path
 
-import distance
-from apted import APTED, Config
-from apted.helpers import Tree
 from lxml import html
 
 from docvlm.metrics.tables_teds import teds, teds_batch
@@ -29,71 +33,21 @@ from docvlm.metrics.tables_teds import teds, teds_batch
 SRC = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "pubtabnet" / "src"
 
 
-class TableTree(Tree):
-    def __init__(self, tag, colspan=None, rowspan=None, content=None, *children):
-        self.tag = tag; self.colspan = colspan; self.rowspan = rowspan; self.content = content
-        self.children = list(children)
-
-class CustomConfig(Config):
-    @staticmethod
-    def maximum(*sequences):
-        return max(map(len, sequences))
-    def normalized_distance(self, *sequences):
-        return float(distance.levenshtein(*sequences)) / self.maximum(*sequences)
-    def rename(self, node1, node2):
-        if (node1.tag != node2.tag) or (node1.colspan != node2.colspan) or (node1.rowspan != node2.rowspan):
-            return 1.
-        if node1.tag == 'td':
-            if node1.content or node2.content:
-                return self.normalized_distance(node1.content, node2.content)
-        return 0.
-
-class ReferenceTEDS:
-    def __init__(self, structure_only=False):
-        self.structure_only = structure_only; self.__tokens__ = []
-    def tokenize(self, node):
-        self.__tokens__.append('<%s>' % node.tag)
-        if node.text is not None:
-            self.__tokens__ += list(node.text)
-        for n in node.getchildren():
-            self.tokenize(n)
-        if node.tag != 'unk':
-            self.__tokens__.append('</%s>' % node.tag)
-        if node.tag != 'td' and node.tail is not None:
-            self.__tokens__ += list(node.tail)
-    def load_html_tree(self, node, parent=None):
-        if node.tag == 'td':
-            if self.structure_only:
-                cell = []
-            else:
-                self.__tokens__ = []
-                self.tokenize(node)
-                cell = self.__tokens__[1:-1].copy()
-            new_node = TableTree(node.tag, int(node.attrib.get('colspan', '1')), int(node.attrib.get('rowspan', '1')), cell, *deque())
-        else:
-            new_node = TableTree(node.tag, None, None, None, *deque())
-        if parent is not None:
-            parent.children.append(new_node)
-        if node.tag != 'td':
-            for n in node.getchildren():
-                self.load_html_tree(n, new_node)
-        if parent is None:
-            return new_node
-    def evaluate(self, pred, true):  # parser passed by keyword, see the module docstring
-        if (not pred) or (not true):
-            return 0.0
-        parser = html.HTMLParser(remove_comments=True, encoding='utf-8')
-        pred = html.fromstring(pred, parser=parser)
-        true = html.fromstring(true, parser=parser)
-        if pred.xpath('body/table') and true.xpath('body/table'):
-            pred = pred.xpath('body/table')[0]
-            true = true.xpath('body/table')[0]
-            n_nodes = max(len(pred.xpath(".//*")), len(true.xpath(".//*")))
-            tree_pred = self.load_html_tree(pred)
-            tree_true = self.load_html_tree(true)
-            d = APTED(tree_pred, tree_true, CustomConfig()).compute_edit_distance()
-            return 1.0 - (float(d) / n_nodes)
-        return 0.0
+def load_reference(path: Path):
+    """PubTabNet's `metric` module from `path`, with the two shims of the module docstring."""
+    sys.path.insert(0, str(path.parent))
+    try:
+        importlib.import_module("parallel")
+    except ImportError:
+        sys.modules["parallel"] = types.SimpleNamespace(parallel_process=None)
+    spec = importlib.util.spec_from_file_location("pubtabnet_metric", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.html = types.SimpleNamespace(
+        HTMLParser=html.HTMLParser,
+        fromstring=lambda text, parser=None: html.fromstring(text, parser=parser),
+    )
+    return module
 
 
 def timed(fn, *args, repeat: int = 1) -> tuple[float, object]:
@@ -114,24 +68,29 @@ def big_table(rows: int, cols: int, seed: int) -> str:
     return f"<html><body><table><thead><tr>{'<td>h</td>' * cols}</tr></thead><tbody>{body}</tbody></table></body></html>"
 
 
-def main() -> None:
+def main(reference_path: Path | None) -> None:
     gt = json.loads((SRC / "sample_gt.json").read_text(encoding="utf-8"))
     pred = json.loads((SRC / "sample_pred.json").read_text(encoding="utf-8"))
     names = list(gt)
-    reference = ReferenceTEDS()
+    reference = load_reference(reference_path).TEDS() if reference_path else None
     ref_total = ours_total = 0.0
     worst = 0.0
     for name in names:
-        t_ref, s_ref = timed(reference.evaluate, pred[name], gt[name]["html"])
         t_ours, s_ours = timed(teds, pred[name], gt[name]["html"], False, repeat=3)
-        ref_total += t_ref
         ours_total += t_ours
+        if reference is None:
+            continue
+        t_ref, s_ref = timed(reference.evaluate, pred[name], gt[name]["html"])
+        ref_total += t_ref
         worst = max(worst, abs(s_ref - s_ours))
         if name.startswith("PMC4219599_004_00"):
             print(f"largest pair PMC4219599_004_00: reference {t_ref:.3f} s, ours {t_ours * 1000:.1f} ms, "
                   f"speed-up {t_ref / t_ours:.0f}x")
-    print(f"20 pairs, one core: reference {ref_total:.2f} s, ours {ours_total:.3f} s, speed-up {ref_total / ours_total:.0f}x; "
-          f"largest |difference| {worst:.1e}")
+    if reference is None:
+        print(f"20 pairs, one core: ours {ours_total:.3f} s (no --reference: the reference was not run)")
+    else:
+        print(f"20 pairs, one core: reference {ref_total:.2f} s, ours {ours_total:.3f} s, "
+              f"speed-up {ref_total / ours_total:.0f}x; largest |difference| {worst:.1e}")
 
     preds, trues = [pred[n] for n in names] * 10, [gt[n]["html"] for n in names] * 10
     t1, serial = timed(teds_batch, preds, trues, False, 1)
@@ -156,7 +115,9 @@ def large(rows: int, cols: int) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 3:
+    if len(sys.argv) == 3 and sys.argv[1].isdigit():
         large(int(sys.argv[1]), int(sys.argv[2]))
     else:
-        main()
+        parser = argparse.ArgumentParser(description="TEDS: PubTabNet's reference vs docvlm")
+        parser.add_argument("--reference", type=Path, help="PubTabNet's src/metric.py")
+        main(parser.parse_args().reference)
