@@ -4,8 +4,8 @@
 
 Full-page transcriptions are built by chaining the 5 GrandStaff samples (thousands of characters each,
 like SMT's full-page GrandStaff); predictions chain the CNNT predictions the same way. The reference is
-SMT's `eval_functions.compute_poliphony_metrics` with its `utils.levenshtein`, restated here verbatim in
-behaviour (pure Python, O(n*m)); both must give the same numbers.
+SMT's `eval_functions.compute_poliphony_metrics` with its `utils.levenshtein`, restated here with the
+same behaviour (textbook pure-Python Levenshtein, O(n*m)); both must give the same numbers.
 """
 
 from __future__ import annotations
