@@ -106,8 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("inputs", nargs="+", metavar="INPUT",
                         help="image files, PDFs, or folders (searched recursively for images and PDFs)")
     parser.add_argument("--task", required=True, choices=docvlm.tasks.names(), help="the task the model was trained for")
-    parser.add_argument("--model", required=True, metavar="DIR_OR_ID",
-                        help="Hugging Face folder (e.g. a run's exported hf/), hub id, or `tiny` (random test model)")
+    parser.add_argument("--model", required=True, metavar="MODEL",
+                        help="Hugging Face folder (e.g. a run's exported hf/), hub id, a `docvlm fit` checkpoint "
+                             "(.ckpt), or `tiny` (random test model)")
     parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder (created)")
     parser.add_argument("--pages", type=_page_range, metavar="RANGES",
                         help="pages of PDFs and multi-page TIFFs, e.g. 1-3,7 or 2- (to the end); default all. "
@@ -348,7 +349,7 @@ def _convert(args, task: Task, out: Path, todo: list[Job], manifest: Manifest, f
     from tqdm import tqdm
 
     from docvlm.decode import Decoding
-    from docvlm.model import ModelSpec, load
+    from docvlm.model import load_for_inference
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -364,7 +365,7 @@ def _convert(args, task: Task, out: Path, todo: list[Job], manifest: Manifest, f
     worker.start()  # the child imports while the model loads
     try:
         try:
-            model, processor = load(ModelSpec(name_or_path=args.model, dtype=dtype))
+            model, processor = load_for_inference(args.model, dtype)
         except Exception as e:  # noqa: BLE001  missing folder, unknown hub id, no network, bad files
             print(f"docvlm convert: error: cannot load model {args.model!r}: {type(e).__name__}: {e}", file=sys.stderr)
             return EXIT_USAGE

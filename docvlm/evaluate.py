@@ -32,7 +32,8 @@ class PredictionsError(ValueError):
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="docvlm evaluate", description=__doc__.split("\n\n")[0])
     parser.add_argument("--task", required=True, choices=docvlm.tasks.names())
-    parser.add_argument("--model", help="Hugging Face folder or hub id, or `tiny` (needed unless --predictions)")
+    parser.add_argument("--model", help="Hugging Face folder, hub id, a `docvlm fit` checkpoint (.ckpt), or `tiny` "
+                                        "(needed unless --predictions)")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--data", help="dataset folder or file, read by the task's reader")
     source.add_argument("--synthetic", type=int, metavar="N", help="decode N synthetic samples of the task")
@@ -107,7 +108,7 @@ def decode(task: Task, args: argparse.Namespace) -> tuple[list[dict], list[Any]]
     from docvlm.data import Collator, Source, TaskDataset
     from docvlm.decode import Decoding, generate
     from docvlm.images import BadImageError
-    from docvlm.model import ModelSpec, load
+    from docvlm.model import load_for_inference
 
     samples = Source(path=args.data, split=args.split, synthetic=args.synthetic or 0, seed=SYNTHETIC_SEED,
                      limit=args.limit).samples(task)
@@ -118,7 +119,7 @@ def decode(task: Task, args: argparse.Namespace) -> tuple[list[dict], list[Any]]
         samples = [s for s in samples if s.target is not None]
     targets = [task.to_target(s) for s in samples]
 
-    model, processor = load(ModelSpec(name_or_path=args.model, dtype=args.dtype))
+    model, processor = load_for_inference(args.model, args.dtype)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model.to(device).eval()
     dataset = TaskDataset(samples, task, processor.image_processor.size["height"], targets=targets)

@@ -139,6 +139,17 @@ def load(spec: ModelSpec) -> tuple[torch.nn.Module, PaliGemmaProcessor]:
     return model, processor
 
 
+def load_for_inference(name_or_path: str, dtype: str = "float32") -> tuple[torch.nn.Module, PaliGemmaProcessor]:
+    """A model to decode with and its processor: from a `docvlm fit` checkpoint (`.ckpt`; LoRA merged, a
+    4-bit base dequantized), or from anything `load` takes (Hugging Face folder, hub id, `tiny`)."""
+    if str(name_or_path).endswith(".ckpt"):
+        from docvlm.module import DocVLM
+
+        module = DocVLM.load_from_checkpoint(name_or_path, map_location="cpu", weights_only=True)
+        return unwrap(module.net).to(DTYPES[dtype]), module.processor
+    return load(ModelSpec(name_or_path=name_or_path, dtype=dtype))
+
+
 def quantization(spec: ModelSpec) -> dict:
     """`from_pretrained` arguments for QLoRA's 4-bit base: NF4 on the language model's linear layers,
     placed on this process's GPU (each DDP rank loads its own copy), or the CPU without one."""

@@ -14,7 +14,9 @@ from transformers import PaliGemmaForConditionalGeneration, PaliGemmaProcessor
 
 from docvlm.callbacks import plot_curves
 from docvlm.cli import main
+from docvlm.evaluate import main as evaluate_main
 from docvlm.export import main as export_main
+from docvlm.model import load_for_inference
 from docvlm.module import DocVLM
 
 REPO = Path(__file__).resolve().parents[1]
@@ -114,6 +116,14 @@ def test_fit_checkpoint_resume_and_export(tmp_path):
     exported = PaliGemmaForConditionalGeneration.from_pretrained(tmp_path / "from-ckpt")
     assert all(torch.equal(v, state["state_dict"][f"net.{k}"]) for k, v in exported.state_dict().items())
     assert PaliGemmaProcessor.from_pretrained(tmp_path / "from-ckpt").image_seq_length == processor.image_seq_length
+    # convert and evaluate decode from a checkpoint directly, with the weights export writes
+    ckpt_model, ckpt_processor = load_for_inference(str(checkpoints[0]))
+    assert all(torch.equal(v, exported.state_dict()[k]) for k, v in ckpt_model.state_dict().items())
+    assert ckpt_processor.image_seq_length == processor.image_seq_length
+    out = tmp_path / "eval-ckpt"
+    assert evaluate_main(["--task", "text", "--model", str(checkpoints[0]), "--synthetic", "2",
+                          "--max-new-tokens", "4", "--out", str(out)]) == 0
+    assert len(json.loads((out / "report.json").read_text(encoding="utf-8"))["rows"]) == 2
 
 
 def test_export_names_a_missing_or_unreadable_checkpoint(tmp_path, capsys):
