@@ -1,15 +1,20 @@
-"""Molecule metrics with MolScribe's semantics (thomas0809/MolScribe, `molscribe/evaluate.py`).
+"""Molecule metrics with the semantics of MolScribe's top-level `evaluate.py`.
 
-`canonicalize_smiles` reproduces MolScribe's function of the same name, quirks included, so that our
+The reference is `evaluate.py` at the top of thomas0809/MolScribe (commit 7296a30413eb55436702011efdff78131f66d162),
+the standalone script its README tells users to run (`SmilesEvaluator(gold, tanimoto=True)`), not the
+package's `molscribe/evaluate.py`, which compares graphs without removing `/` `\\` first.
+
+`canonicalize_smiles` reproduces that script's function of the same name, quirks included, so that our
 numbers compare with published ones:
 
+- with `ignore_cistrans`, `/` and `\\` are removed from the text first;
 - SMILES are cut into tokens with SmilesPE's atom-wise pattern, and characters that the pattern does
   not know (`X`, `Z`, `H` outside brackets, ...) are silently dropped;
 - bracket tokens `[R<n>]` become `[<n>*]`, any other bracket token RDKit cannot read as an atom
   (`[Ph]`, `[Ar']`, ...) becomes `*`;
 - on failure the (modified) text itself is compared, so an unparseable prediction still matches an
   identical unparseable gold;
-- an empty gold never matches.
+- a gold whose canonical form is empty (`""`, `"/"`, `"XZ"`, ...) becomes `<empty>` and never matches.
 
 One deliberate difference: SMILES longer than `MAX_SMILES_CHARS` are not given to RDKit (they count as
 unparseable), because RDKit crashes the process on chains of some 20k atoms where MolScribe would die.
@@ -18,14 +23,16 @@ unparseable), because RDKit crashes the process on chains of some 20k atoms wher
 
 - `canon_smiles`: exact match of canonical SMILES with `/` `\\` removed (cis/trans ignored, chirality kept),
   MolScribe's headline metric;
-- `graph`: exact match without any stereo (`useChiral=False`);
+- `graph`: exact match with `/` `\\` removed and without chirality or isotopes (`useChiral=False`);
 - `chiral`: `canon_smiles` over the pairs whose canonical gold has a `@`; absent when there are none
   (MolScribe reports -1, which is no score);
-- `tanimoto`: mean Tanimoto similarity of RDKit Morgan fingerprints (radius 2, 2048 bits, i.e. ECFP4-like;
-  30x faster than RDKit's path fingerprint); 0 for a pair where either side does not parse (not a
-  MolScribe metric);
-- `inchi`: Standard InChI equality (DECIMER's convention); a side without an InChI never matches;
-- `valid`: share of predictions MolScribe's canonicalization accepts (its `pred_valid`).
+- `tanimoto`: mean Tanimoto similarity of RDKit's path fingerprints (`Chem.RDKFingerprint`, defaults) of
+  the SMILES as written (no R-group replacement: `[R1]CC` does not parse and scores 0, as in MolScribe);
+  0 for a pair where either side does not parse;
+- `inchi`: Standard InChI equality of the SMILES as written (DECIMER's convention); a side without an
+  InChI never matches (not a MolScribe metric);
+- `valid`: share of predictions that MolScribe's canonicalization accepts without removing `/` `\\`
+  (`pred_valid` of the package's `molscribe/evaluate.py`; the top-level script reports none).
 """
 
 from __future__ import annotations
@@ -38,7 +45,6 @@ from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 
 from rdkit import Chem, DataStructs, rdBase
-from rdkit.Chem import rdFingerprintGenerator
 
 from docvlm.converters.molecules import MAX_SMILES_CHARS
 
@@ -46,9 +52,9 @@ from docvlm.converters.molecules import MAX_SMILES_CHARS
 _ATOMWISE = re.compile(
     r"(\[[^\]]+]|Br?|Cl?|N|O|S|P|F|I|b|c|n|o|s|p|\(|\)|\.|=|#|-|\+|\\|\/|:|~|@|\?|>|\*|\$|\%[0-9]{2}|[0-9])"
 )
-_FINGERPRINT = rdFingerprintGenerator.GetMorganGenerator(radius=2, fpSize=2048)
 PARALLEL_FROM = 2000  # pairs; below this a process pool costs more than it saves
 METRICS = ("canon_smiles", "graph", "chiral", "tanimoto", "inchi", "valid")
+EMPTY_GOLD = "<empty>"  # MolScribe's `_replace_empty`
 
 
 def atomwise_tokens(smiles: str) -> list[str]:
@@ -57,7 +63,7 @@ def atomwise_tokens(smiles: str) -> list[str]:
 
 
 def replace_rgroups(smiles: str) -> str:
-    """MolScribe's `replace_rgroup`: `[R1]` -> `[1*]`, unknown bracket atoms -> `*` (via the tokenizer)."""
+    """MolScribe's R-group replacement: `[R1]` -> `[1*]`, unknown bracket atoms -> `*` (via the tokenizer)."""
     tokens = atomwise_tokens(smiles)
     for i, token in enumerate(tokens):
         if token[0] == "[" and token[-1] == "]":
@@ -69,6 +75,13 @@ def replace_rgroups(smiles: str) -> str:
     return "".join(tokens)
 
 
+def _mol(text: object) -> Chem.Mol | None:
+    """RDKit's reading of `text`, None when it is not a string, too long, or does not parse."""
+    if not isinstance(text, str) or len(text) > MAX_SMILES_CHARS:
+        return None
+    return Chem.MolFromSmiles(text)
+
+
 def canonicalize_smiles(smiles: object, ignore_chiral: bool = False, ignore_cistrans: bool = False) -> tuple[str, bool]:
     """MolScribe's `canonicalize_smiles` (with `replace_rgroup=True`): (canonical or modified text, success)."""
     if not isinstance(smiles, str) or smiles == "":
@@ -77,28 +90,35 @@ def canonicalize_smiles(smiles: object, ignore_chiral: bool = False, ignore_cist
         smiles = smiles.replace("/", "").replace("\\", "")
     with rdBase.BlockLogs():
         smiles = replace_rgroups(smiles)
-        mol = Chem.MolFromSmiles(smiles) if len(smiles) <= MAX_SMILES_CHARS else None
+        mol = _mol(smiles)
     if mol is None:
         return smiles, False
     return Chem.MolToSmiles(mol, not ignore_chiral), True
 
 
-class _Forms:
-    """The three canonical forms MolScribe compares, from at most two RDKit parses of one SMILES."""
+class _Side:
+    """What MolScribe compares of one SMILES, from at most three RDKit parses (one for most SMILES)."""
 
     def __init__(self, smiles: object):
-        self.mol = None
         if not isinstance(smiles, str) or smiles == "":
-            self.canon = self.graph = self.cistrans = ""
-            self.ok = False
+            self.stereo = self.graph = ""
+            self.valid, self.mol = False, None
             return
-        text = replace_rgroups(smiles)
-        self.mol = Chem.MolFromSmiles(text) if len(text) <= MAX_SMILES_CHARS else None
-        self.ok = self.mol is not None
-        self.canon = Chem.MolToSmiles(self.mol, True) if self.ok else text
-        self.graph = Chem.MolToSmiles(self.mol, False) if self.ok else text
         stripped = smiles.replace("/", "").replace("\\", "")
-        self.cistrans = self.canon if stripped == smiles else canonicalize_smiles(stripped)[0]
+        text = replace_rgroups(stripped)
+        mol = _mol(text)
+        # canonicalize_smiles(ignore_cistrans=True) and (ignore_chiral=True, ignore_cistrans=True)
+        self.stereo = text if mol is None else Chem.MolToSmiles(mol, True)
+        self.graph = text if mol is None else Chem.MolToSmiles(mol, False)
+        written = replace_rgroups(smiles) if stripped != smiles else text
+        self.valid = (mol if written == text else _mol(written)) is not None  # canonicalize_smiles(smiles)[1]
+        self.mol = mol if smiles == text else _mol(smiles)  # as written, for the fingerprint and the InChI
+
+    def fingerprint(self):
+        try:
+            return None if self.mol is None else Chem.RDKFingerprint(self.mol)
+        except Exception:  # MolScribe's `tanimoto_similarity` scores any failure 0
+            return None
 
     def inchi(self) -> str:
         if self.mol is None:
@@ -112,21 +132,15 @@ class _Forms:
 def score_pair(prediction: object, reference: object) -> tuple[bool, bool, bool, float, bool, bool]:
     """(canon_smiles match, graph match, reference is chiral, tanimoto, InChI match, prediction valid)."""
     with rdBase.BlockLogs():  # RDKit's messages are noise here: a failure is a score of 0
-        gold = _Forms(reference)
-        pred = gold if prediction == reference else _Forms(prediction)
-        if gold.canon == "":  # MolScribe's `_replace_empty`: an empty gold never matches
-            return False, False, False, 0.0, False, pred.ok
+        gold = _Side(reference)
+        pred = gold if prediction == reference else _Side(prediction)
+        gold_stereo = gold.stereo or EMPTY_GOLD
+        gold_graph = gold.graph or EMPTY_GOLD
+        gold_fp, pred_fp = gold.fingerprint(), pred.fingerprint()
+        tanimoto = 0.0 if gold_fp is None or pred_fp is None else DataStructs.FingerprintSimilarity(gold_fp, pred_fp)
         gold_inchi = gold.inchi()
-        if gold.ok and pred.ok and pred.canon == gold.canon:  # the same molecule, stereo included
-            tanimoto, inchi = 1.0, bool(gold_inchi)
-        else:
-            tanimoto = 0.0
-            if gold.ok and pred.ok:
-                tanimoto = DataStructs.TanimotoSimilarity(
-                    _FINGERPRINT.GetFingerprint(gold.mol), _FINGERPRINT.GetFingerprint(pred.mol)
-                )
-            inchi = bool(gold_inchi) and gold_inchi == pred.inchi()
-        return gold.cistrans == pred.cistrans, gold.graph == pred.graph, "@" in gold.cistrans, tanimoto, inchi, pred.ok
+        inchi = bool(gold_inchi) and gold_inchi == pred.inchi()
+        return (gold_stereo == pred.stereo, gold_graph == pred.graph, "@" in gold_stereo, tanimoto, inchi, pred.valid)
 
 
 def _score_chunk(pairs: list[tuple[object, object]]) -> list[tuple]:
