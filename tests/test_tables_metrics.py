@@ -12,7 +12,7 @@ import pytest
 from docvlm.metrics import grits, teds, teds_batch, teds_struct
 from docvlm.metrics.tables_grits import _factored_2dmss, _grids, _text_rewards, html_to_cells
 
-# Per-file TEDS of the official implementation (SOURCE.txt of the shared PubTabNet sample).
+# Per-file TEDS of the official implementation (tests/data/pubtabnet/SOURCE.txt).
 REFERENCE_TEDS = {
     "PMC2094709_004_00": 1.0, "PMC2871264_002_00": 1.0, "PMC2915972_003_00": 0.9298260149130074,
     "PMC3160368_005_00": 0.994615695248351, "PMC3568059_003_00": 0.9609420535891124,
@@ -27,8 +27,8 @@ REFERENCE_TEDS = {
 
 
 @pytest.fixture(scope="module")
-def samples():
-    src = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "pubtabnet" / "src"
+def samples(data_dir):
+    src = data_dir / "pubtabnet" / "src"
     gt = json.loads((src / "sample_gt.json").read_text(encoding="utf-8"))
     pred = json.loads((src / "sample_pred.json").read_text(encoding="utf-8"))
     return {name.removesuffix(".png"): (pred[name], gt[name]["html"]) for name in gt}
@@ -225,3 +225,15 @@ def test_grits_defined_on_bad_input():
     assert 0.0 < ragged["grits_top"] < 1.0 and 0.0 < ragged["grits_con"] < 1.0
     spans = grits('<table><tr><td colspan="2">a</td></tr></table>', good)
     assert spans["grits_top"] == pytest.approx(0.5)  # IoU of [0,0,2,1] and [0,0,1,1] (and mirror) is 1/2
+
+
+def test_grits_of_cells_outside_any_row():
+    """A `td` before the first `tr` (model output does that) opens a row of its own. The reference crashes
+    when no `tr` follows and otherwise writes such cells over the last row; recorded on the tables with
+    those cells wrapped in a `tr` (tests/data/grits_stray_cells.json, see SOURCE)."""
+    recorded = json.loads((Path(__file__).parent / "data" / "grits_stray_cells.json").read_text(encoding="utf-8"))
+    assert sum(isinstance(c["reference_as_given"], str) for c in recorded["cases"]) == 3  # IndexError, as in the issue
+    for case in recorded["cases"]:
+        assert html_to_cells(case["pred"]) == html_to_cells(case["pred_read_as"])
+        assert html_to_cells(case["true"]) == html_to_cells(case["true_read_as"])
+        assert ours_in_full(case["pred"], case["true"]) == case["reference"], case

@@ -19,7 +19,10 @@ Where the reference fails, this module defines: the HTML is read by lxml's HTML 
 XML parser rejects entities and unclosed tags) and the first `table` anywhere is used; grid positions no
 cell covers are empty 1x1 cells (the reference puts `0.0` there and crashes); spans below 1 or not
 integers are read as in `docvlm.metrics.tables_teds`, then at least 1; no table or no cells is an empty grid
-(score 1.0 against another empty grid, else 0.0).
+(score 1.0 against another empty grid, else 0.0); cells before the first `tr` (`<table><td>x</td>...`) form a
+row of their own, the first `tr` then starts the next row (the reference gives them row -1: it crashes when
+no `tr` follows, and otherwise writes them into the grid's last row, over what is there). Cells after a
+closed `tr` join the row last started, as in the reference.
 """
 
 from __future__ import annotations
@@ -67,6 +70,7 @@ def html_to_cells(text: str) -> list[tuple[list[int], list[int], str]]:
         if node.tag == "tr":
             row += 1
         if node.tag in ("td", "th"):
+            row = max(row, 0)  # cells before the first `tr` open a row of their own
             colspan, rowspan = max(1, _span(node, "colspan")), max(1, _span(node, "rowspan"))
             taken = occupied.setdefault(row, set())
             column = 0
