@@ -1,41 +1,184 @@
 """Image loading and per-task geometry: pad to a white square or stretch, then resize; augmentation.
 
 Everything here runs in the data-loader workers, so it works on numpy arrays and PIL only.
+`load_image` is the one loader of training, `convert` and the reports: whatever Pillow reads (16-bit and
+float scans, transparency, CMYK, EXIF rotation) reaches the model as the scan looks, and whatever goes
+wrong (a corrupt or truncated file, a decompression bomb, a FIFO) is a `BadImageError` naming the file.
 """
 
 from __future__ import annotations
 
 import os
+import stat
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
+
+from docvlm.errors import DataError
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no version check over the network
 
+Image.init()
+# Every format Pillow reads except EPS, which Pillow renders by running Ghostscript on the file's
+# PostScript: a program, not pixels, and nothing to run on an untrusted input named `.png`.
+FORMATS = tuple(f for f in Image.ID if f != "EPS")
 
-class BadImageError(ValueError):
+
+class BadImageError(DataError):
     """An image that cannot be used; the message names the file and the problem."""
 
 
-def load_image(source) -> Image.Image:
-    """An RGB image from a path, a PIL image or a zero-argument callable returning one."""
-    if isinstance(source, Image.Image):
-        return source.convert("RGB")
-    if callable(source):
-        return load_image(source())
-    path = Path(source)
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISDIR, "a folder")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def special_file_problem(path: str | Path) -> str | None:
+    """Why `path` is not a regular file (or a link to one), or None when it is; never opens it.
+    A missing file (not a dangling link) raises `FileNotFoundError`, for the caller to word.
+
+    Reading a FIFO blocks until someone writes to it, and a device can stream forever, so only
+    regular files are inputs."""
     try:
-        with Image.open(path) as image:
-            image.load()
-            return image.convert("RGB")
+        mode = os.stat(path).st_mode  # follows links
     except FileNotFoundError:
-        raise BadImageError(f"{path}: no such image file") from None
+        if os.path.islink(path):
+            return f"a link to a missing file ({os.readlink(path)})"
+        raise
+    except (OSError, ValueError) as e:  # permissions, a loop of links, a NUL byte in the name
+        return f"cannot be read ({getattr(e, 'strerror', None) or e})"
+    return None if stat.S_ISREG(mode) else f"{_kind(mode)}, not a regular file"
+
+
+def open_regular(path: str | Path) -> BinaryIO:
+    """`path` opened for reading if it is a regular file, else `BadImageError` naming it
+    (`FileNotFoundError` when there is nothing there).
+
+    Checked before opening (a FIFO is never opened) and again on the open descriptor, opened
+    non-blocking, so a file swapped for a FIFO in between cannot hang the run either."""
+    problem = special_file_problem(path)
+    if problem is not None:
+        raise BadImageError(f"{path}: {problem}")
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise BadImageError(f"{path}: {_kind(mode)}, not a regular file")
+    return os.fdopen(fd, "rb")
+
+
+def check_size(image: Image.Image, where: str) -> None:
+    """`BadImageError` for a frame over Pillow's `MAX_IMAGE_PIXELS`: a header can claim 100000 x 100000
+    pixels in a few bytes, and decoding it would take tens of GB (Pillow checks only the first frame)."""
+    width, height = image.size
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit and width * height > limit:
+        raise BadImageError(f"{where}: {width}x{height} pixels is over the limit of {limit} pixels "
+                            "(a decompression bomb, or a scan far larger than the model needs)")
+
+
+def _to_8bit(image: Image.Image) -> Image.Image:
+    """A 16-bit, 32-bit or float greyscale image as 8-bit `L`, scaled by its range, never clipped.
+
+    The range is the type's for 16-bit (0-65535, and `I` images whose values fit in it, as 16-bit PNGs
+    were opened before Pillow 10); 0-1 or 0-255 for float images whose values fit in one of them;
+    otherwise the image's own minimum to maximum. Pixels equal to a `transparency` value become white."""
+    values = np.asarray(image, dtype=np.float64)
+    finite = values[np.isfinite(values)]
+    low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    if image.mode.startswith("I;16") or (image.mode == "I" and low >= 0 and high <= 65535):
+        low, high = 0.0, 65535.0
+    elif image.mode == "F" and low >= 0 and high <= 1:
+        low, high = 0.0, 1.0
+    elif image.mode == "F" and low >= 0 and high <= 255:
+        low, high = 0.0, 255.0
+    values = np.nan_to_num(values, nan=high, posinf=high, neginf=low)
+    scaled = np.rint((values - low) * (255.0 / max(high - low, 1e-12)))
+    transparent = image.info.get("transparency")
+    if isinstance(transparent, (int, float)):
+        scaled[np.asarray(image) == transparent] = 255
+    return Image.fromarray(np.clip(scaled, 0, 255).astype(np.uint8), "L")
+
+
+_LAB_TO_SRGB = None
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """`image` as 8-bit RGB, as it looks: EXIF orientation applied, transparency composited on white,
+    16-bit and float greyscale scaled by range (`_to_8bit`), CMYK, palettes, LAB and 1-bit converted.
+
+    The one conversion of `load_image` and of multi-page TIFF pages, so the same file gives the same
+    pixels to training, `convert` and the reports."""
+    global _LAB_TO_SRGB
+    image = ImageOps.exif_transpose(image)
+    if image.mode.startswith("I") or image.mode == "F":
+        image = _to_8bit(image)
+    if image.mode == "LAB":  # Pillow's plain convert copies the channels
+        if _LAB_TO_SRGB is None:
+            _LAB_TO_SRGB = ImageCms.buildTransform(ImageCms.createProfile("LAB"), ImageCms.createProfile("sRGB"),
+                                                   "LAB", "RGB")
+        return ImageCms.applyTransform(image, _LAB_TO_SRGB)
+    if "A" in image.mode or "a" in image.mode or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def load_image(source, name: str | None = None, page: int | None = None) -> Image.Image:
+    """An RGB image (`to_rgb`) from a path, an open binary file, a PIL image or a zero-argument callable
+    returning one of these; `page` (1-based) picks a frame of a multi-page file.
+
+    Every failure is a `BadImageError` naming `name` (default: the path) and the page: Pillow raises
+    many types on hostile or damaged files (OSError, SyntaxError, ValueError, struct.error, EOFError,
+    IndexError, TypeError, DecompressionBombError, MemoryError...), and a batch run must be able to
+    report and skip them all alike."""
+    where = name if name is not None else str(source) if isinstance(source, (str, Path)) else "image"
+    if page is not None:
+        where = f"{where}, page {page}"
+    try:
+        if callable(source):
+            return load_image(source(), where, None)
+        if isinstance(source, Image.Image):
+            check_size(source, where)
+            return to_rgb(source)
+        if isinstance(source, (str, Path)):
+            with open_regular(source) as f:
+                return _read(f, where, page)
+        return _read(source, where, page)
+    except BadImageError:
+        raise
+    except FileNotFoundError:
+        raise BadImageError(f"{where}: no such image file") from None
     except UnidentifiedImageError:
-        raise BadImageError(f"{path}: not an image file (or a format Pillow cannot read)") from None
-    except (OSError, SyntaxError, ValueError) as e:  # truncated or corrupt data
-        raise BadImageError(f"{path}: corrupt image ({e})") from None
+        raise BadImageError(f"{where}: not an image file (or a format Pillow cannot read)") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise BadImageError(f"{where}: too large to decode ({e})") from None
+    except MemoryError:
+        raise BadImageError(f"{where}: too large to decode (out of memory)") from None
+    except EOFError:
+        raise BadImageError(f"{where}: truncated image (or no page {page})" if page else
+                            f"{where}: truncated image") from None
+    except Exception as e:  # noqa: BLE001  see the docstring
+        raise BadImageError(f"{where}: corrupt image ({type(e).__name__}: {e})") from None
+
+
+def _read(f: BinaryIO, where: str, page: int | None) -> Image.Image:
+    with warnings.catch_warnings():  # Pillow only warns between 1x and 2x MAX_IMAGE_PIXELS
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with Image.open(f, formats=FORMATS) as image:
+            if page is not None:
+                image.seek(page - 1)
+            check_size(image, where)
+            image.load()
+            return to_rgb(image)
 
 
 def pad_to_square(image: Image.Image, fill=(255, 255, 255)) -> Image.Image:

@@ -3,7 +3,9 @@ and multi-page TIFFs, with page ranges (`1-3,7`, `5-`).
 
 Nothing here loads pixels up front: `expand` lists the pages (opening each PDF only to count its pages),
 and `Page.load` renders one when it is needed. An input that cannot be used is returned as an
-`InputError` naming the file, never raised, so that one bad file does not stop a batch.
+`InputError` naming the file, never raised, so that one bad file does not stop a batch. Only regular
+files (and links to them) are opened: a FIFO named `x.png` would block the run forever, a device stream
+without end; such entries are reported and skipped.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from docvlm.images import BadImageError, load_image
+from docvlm.images import FORMATS, BadImageError, load_image, open_regular, special_file_problem
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".jpe", ".tif", ".tiff", ".bmp", ".gif", ".webp", ".ppm", ".pgm", ".pbm")
 PDF_SUFFIX = ".pdf"
@@ -107,20 +109,7 @@ class Page:
         """The page as an RGB image; raises `BadImageError` naming the file (and page) on failure."""
         if self.kind == "pdf":
             return render_pdf_page(self.input, self.page, dpi)
-        if self.kind == "tiff":
-            try:
-                with Image.open(self.input) as image:
-                    image.seek(self.page - 1)
-                    image.load()
-                    return image.convert("RGB")
-            except Exception as e:  # noqa: BLE001  Pillow raises many types on corrupt frames
-                raise BadImageError(f"{self.where}: cannot read this TIFF page ({type(e).__name__}: {e})") from None
-        try:
-            return load_image(self.input)
-        except BadImageError:
-            raise
-        except Exception as e:  # noqa: BLE001  e.g. Image.DecompressionBombError
-            raise BadImageError(f"{self.input}: cannot read image ({type(e).__name__}: {e})") from None
+        return load_image(self.input, page=self.page)  # TIFF pages get the same conversion as images
 
 
 @dataclass(frozen=True)
@@ -136,6 +125,7 @@ def render_pdf_page(path: Path, page: int, dpi: float) -> Image.Image:
     import pypdfium2 as pdfium
 
     where = f"{path}, page {page}"
+    _require_regular(path)
     try:
         document = pdfium.PdfDocument(str(path))
     except Exception as e:  # noqa: BLE001  PdfiumError, OSError
@@ -164,6 +154,7 @@ def pdf_page_count(path: Path) -> int:
     """Number of pages; raises `BadImageError` naming the file when pdfium cannot open it."""
     import pypdfium2 as pdfium
 
+    _require_regular(path)
     try:
         document = pdfium.PdfDocument(str(path))
     except Exception as e:  # noqa: BLE001  PdfiumError (corrupt, truncated, encrypted), OSError
@@ -174,17 +165,27 @@ def pdf_page_count(path: Path) -> int:
         document.close()
 
 
+def _require_regular(path: Path) -> None:
+    """`BadImageError` unless `path` is a regular file: pdfium opens files by name, so check first."""
+    try:
+        problem = special_file_problem(path)
+    except FileNotFoundError:
+        problem = "no such file"
+    if problem is not None:
+        raise BadImageError(f"{path}: {problem}")
+
+
 def _is_pdf(path: Path) -> bool:
     if path.suffix.lower() == PDF_SUFFIX:
         return True
-    with path.open("rb") as f:
+    with open_regular(path) as f:
         return f.read(5) == b"%PDF-"
 
 
 def _tiff_frames(path: Path) -> int:
     """Frames of a TIFF (1 when it cannot be read: loading the page then reports the problem)."""
     try:
-        with Image.open(path) as image:
+        with open_regular(path) as f, Image.open(f, formats=FORMATS) as image:
             return getattr(image, "n_frames", 1)
     except Exception:  # noqa: BLE001
         return 1
@@ -198,9 +199,11 @@ def _name(relative: Path) -> str:
     return (relative.parent / stem).as_posix() if relative.parent != Path(".") else stem
 
 
-def _walk(folder: Path, exclude: Path | None) -> list[Path]:
-    """Images and PDFs under `folder`, sorted, hidden files and folders and `exclude` left out."""
-    found = []
+def _walk(folder: Path, exclude: Path | None) -> tuple[list[Path], list[InputError]]:
+    """Images and PDFs under `folder`, sorted, hidden files and folders and `exclude` left out; and the
+    entries named like images that are not regular files (FIFOs, sockets, devices, dangling links),
+    as errors, never opened."""
+    found, errors = [], []
     for root, dirs, files in os.walk(folder):
         root_path = Path(root)
         dirs[:] = sorted(
@@ -209,8 +212,20 @@ def _walk(folder: Path, exclude: Path | None) -> list[Path]:
         )
         for name in sorted(files):
             if not name.startswith(".") and Path(name).suffix.lower() in (*IMAGE_SUFFIXES, PDF_SUFFIX):
-                found.append(root_path / name)
-    return found
+                path = root_path / name
+                problem = _entry_problem(path)
+                if problem is None:
+                    found.append(path)
+                else:
+                    errors.append(InputError(path, f"{path}: {problem}: skipped"))
+    return found, errors
+
+
+def _entry_problem(path: Path) -> str | None:
+    try:
+        return special_file_problem(path)
+    except FileNotFoundError:  # removed while the folder was listed
+        return "no such file"
 
 
 def _file_pages(path: Path, name: str, pages: PageRange | None, warnings: list[str]) -> list[Page]:
@@ -258,15 +273,19 @@ def expand(
     for given in inputs:
         path = Path(os.path.abspath(given))
         if path.is_dir():
-            files = _walk(path, exclude_real)
-            if not files:
+            files, skipped = _walk(path, exclude_real)
+            errors.extend(skipped)
+            if not files and not skipped:
                 errors.append(InputError(path, f"{path}: folder has no images or PDFs "
                                                f"(looked for {', '.join((*IMAGE_SUFFIXES, PDF_SUFFIX))})"))
             entries = [(f, _name(f.relative_to(path))) for f in files]
         elif path.is_file():
             entries = [(path, _name(Path(path.name)))]
         elif path.exists():
-            errors.append(InputError(path, f"{path}: not a file or folder"))
+            errors.append(InputError(path, f"{path}: {_entry_problem(path)}, nor a folder: skipped"))
+            continue
+        elif path.is_symlink():
+            errors.append(InputError(path, f"{path}: {_entry_problem(path)}"))
             continue
         else:
             errors.append(InputError(path, f"{path}: no such file or folder"))
