@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test browser
+.PHONY: demo test test-fast browser
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
@@ -21,5 +21,10 @@ browser:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
 	  echo "chromium is not installed: the browser test of the evaluation report will be skipped"
 
+# Everything, the long runs (`slow`: every real config trained, DDP, the 800-step overfit) included: CI runs this.
 test: $(VENV)/.installed browser
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
+
+# The quick loop while developing: everything but the `slow` runs.
+test-fast: $(VENV)/.installed
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not slow"

@@ -1,4 +1,4 @@
-"""Shared fixtures: offline settings, one tiny model per session, the shared sample data."""
+"""Shared fixtures: offline settings, one tiny model per session, the sample data in tests/data."""
 
 import os
 
@@ -11,12 +11,18 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
 
 
 @pytest.fixture(scope="session")
 def repo() -> Path:
     return REPO
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """The sample data every test reads (real dataset excerpts with their licenses and sources; see
+    tests/data/README.md): inside the repository, so that a clone on its own passes `make test`."""
+    return REPO / "tests" / "data"
 
 
 @pytest.fixture(scope="session")

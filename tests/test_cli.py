@@ -44,6 +44,7 @@ def test_every_config_parses(path, capsys):
 REAL = sorted((REPO / "configs" / "paligemma2").glob("*.yaml"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", REAL, ids=[p.stem for p in REAL])
 def test_every_real_config_trains_and_validates_on_the_tiny_model(path, tmp_path):
     """Each real run with its own settings (precision, checkpointing, task options, loss, decoding), on the
@@ -53,7 +54,7 @@ def test_every_real_config_trains_and_validates_on_the_tiny_model(path, tmp_path
                 "--data.train.synthetic=4", "--data.val.synthetic=2", "--data.batch_size=2", "--data.eval_batch_size=2",
                 "--data.num_workers=0", "--model.decoding.max_new_tokens=8", "--trainer.log_every_n_steps=1",
                 f"--trainer.default_root_dir={tmp_path}"])
-    assert cli.trainer.global_step == 2 and cli.trainer.precision == "bf16-mixed"
+    assert cli.trainer.global_step == 2
     assert cli.model.net.is_activation_checkpointing
     task = cli.datamodule.task
     assert cli.trainer.callback_metrics["val/samples"] == 2
@@ -165,6 +166,7 @@ def test_validate_writes_predictions(tmp_path):
     assert cli.trainer.callback_metrics["val/samples"] == 4
 
 
+@pytest.mark.slow
 def test_ddp_on_cpu_scores_the_whole_set_once(tmp_path):
     """7 validation samples on 2 ranks: the sampler pads one duplicate; metrics see 7, each once."""
     docvlm = Path(sys.executable).parent / "docvlm"
@@ -216,6 +218,7 @@ def test_predict_writes_rows_from_a_manifest(tmp_path):
     assert all(isinstance(r["prediction"], str) for r in rows)
 
 
+@pytest.mark.slow
 def test_ddp_survives_a_rank_whose_whole_batch_is_unreadable(tmp_path):
     """With `on_bad_image: skip`, one rank's batch holds only a broken image: that rank must still join
     the gradient all-reduce (a zero-loss step), or DDP waits forever."""

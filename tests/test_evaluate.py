@@ -19,7 +19,6 @@ from docvlm.evaluate import main
 from docvlm.tasks.molecules import MoleculesTask
 from helpers import text_image
 
-PUBTABNET = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "pubtabnet"
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
 
 # Hostile model outputs: scripts and handlers inside a table, a frame breakout, an attribute breakout, and
@@ -43,10 +42,10 @@ def text_report(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def tables_report(tmp_path_factory):
+def tables_report(tmp_path_factory, data_dir):
     """A predictions file as validation writes it (+ images): one real PubTabNet image, one missing."""
     folder = tmp_path_factory.mktemp("tables")
-    real = docvlm.tasks.get("tables").read(PUBTABNET / "examples" / "PubTabNet_Examples.jsonl")[0]
+    real = docvlm.tasks.get("tables").read(data_dir / "pubtabnet" / "examples" / "PubTabNet_Examples.jsonl")[0]
     rows = [
         {"id": real.id, "image": str(real.image), "target": real.target, "prediction": HOSTILE[0]},
         {"id": "missing-image", "image": "missing.png", "target": "<table><tr><td>x</td></tr></table>",
@@ -168,9 +167,9 @@ def test_corrupt_image_names_the_file_and_keeps_finished_predictions(tmp_path, c
     assert [k["id"] for k in kept] == ["a.png", "b.png"] and not (out / "report.json").exists()
 
 
-def test_real_pubtabnet_data_is_decoded_with_images_inline(tmp_path):
+def test_real_pubtabnet_data_is_decoded_with_images_inline(tmp_path, data_dir):
     out = tmp_path / "out"
-    source = PUBTABNET / "examples" / "PubTabNet_Examples.jsonl"
+    source = data_dir / "pubtabnet" / "examples" / "PubTabNet_Examples.jsonl"
     code = main(["--task", "tables", "--model", "tiny", "--data", str(source), "--limit", "2",
                  "--max-new-tokens", "4", "--out", str(out)])
     assert code == 0

@@ -14,17 +14,13 @@ from docvlm.tasks.manifest import ManifestError
 
 
 @pytest.fixture(scope="module")
-def data() -> Path:
-    return Path(__file__).resolve().parents[1].parent / "shared" / "data" / "molecules"
+def data(data_dir) -> Path:
+    return data_dir / "molecules"
 
 
 @pytest.fixture(scope="module")
 def task():
     return docvlm.tasks.get("molecules")
-
-
-def test_task_settings(task) -> None:
-    assert (task.max_target_tokens, task.image_mode, task.canonical) == (256, "pad", True)
 
 
 @pytest.mark.parametrize("name", ["CLEF", "JPO"])

@@ -15,8 +15,8 @@ MARKUSH = "O=C(NO)[CH]1[Y][*][W][CH2]N1S(=O)(=O)C1=CC=C([Z][Ar])C=C1"  # CLEF ..
 
 
 @pytest.fixture(scope="module")
-def data() -> Path:
-    return Path(__file__).resolve().parents[1].parent / "shared" / "data" / "molecules"
+def data(data_dir) -> Path:
+    return data_dir / "molecules"
 
 
 # (prediction, gold, expected scores): values follow MolScribe's rules, worked out by hand.

@@ -13,6 +13,3 @@ def test_tiny_music_fit_logs_cer_ser_ler(tmp_path: Path) -> None:
     assert {"val/cer", "val/ser", "val/ler", "val/valid"} <= set(metrics)
     # 8 new tokens against targets of hundreds of characters: nearly every reference symbol is missed
     assert all(float(metrics[f"val/{k}"]) > 50.0 for k in ("cer", "ser", "ler"))
-    task = cli.datamodule.task
-    assert (task.name, task.image_mode, task.max_target_tokens) == ("music", "stretch", 1024)
-    assert cli.model.hparams.label_smoothing == 0.1 and cli.model.hparams.lr == 1e-3

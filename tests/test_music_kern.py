@@ -17,8 +17,8 @@ from docvlm.converters import kern, kern_render, kern_synth
 
 
 @pytest.fixture(scope="module")
-def data() -> Path:
-    return Path(__file__).resolve().parents[1].parent / "shared" / "data" / "grandstaff"
+def data(data_dir) -> Path:
+    return data_dir / "grandstaff"
 
 
 def _gt(data: Path) -> list[str]:

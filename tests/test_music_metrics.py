@@ -10,7 +10,7 @@ import pytest
 import docvlm.tasks
 from docvlm.metrics.music import edit_distance, music_cer, music_ler, music_metrics, music_ser
 
-# /work/shared/data/grandstaff/SOURCE.txt: corpus values over the 5 samples (ijdar = ScoreVision's parsing)
+# tests/data/grandstaff/SOURCE.txt: corpus values over the 5 samples (ijdar = ScoreVision's parsing)
 REFERENCE = {
     "cnnt": dict(cer=4.3064, smt2024=4.4218, ijdar=3.7781, ser=5.7903, ler=20.7171),
     "crnn": dict(cer=4.7205, smt2024=4.8469, ijdar=5.6672, ser=7.9030, ler=23.1076),
@@ -18,8 +18,8 @@ REFERENCE = {
 
 
 @pytest.fixture(scope="module")
-def data() -> Path:
-    return Path(__file__).resolve().parents[1].parent / "shared" / "data" / "grandstaff"
+def data(data_dir) -> Path:
+    return data_dir / "grandstaff"
 
 
 def _read(folder: Path) -> list[str]:

@@ -16,8 +16,8 @@ from docvlm.metrics.nlg import bleu, cider, nlg_scores, rouge_l, tokenize
 
 
 @pytest.fixture(scope="module")
-def chexpert_dir() -> Path:
-    return Path(__file__).resolve().parents[1].parent / "shared" / "data" / "chexpert"
+def chexpert_dir(data_dir) -> Path:
+    return data_dir / "chexpert"
 
 
 # Report pairs written for these tests (prediction, reference), in MIMIC's style.

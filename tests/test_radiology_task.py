@@ -154,6 +154,3 @@ def test_tiny_radiology_fit_logs_report_metrics(tmp_path: Path) -> None:
     assert {"val/bleu4", "val/rouge_l", "val/cider", "val/chexpert_f1_micro_14", "val/chexpert_f1_micro_5"} <= set(metrics)
     # 8 new tokens from a barely trained model against ~40-word reports: far from the references
     assert float(metrics["val/rouge_l"]) < 0.5
-    task = cli.datamodule.task
-    assert (task.name, task.image_mode, task.max_target_tokens) == ("radiology", "stretch", 256)
-    assert cli.model.hparams.decoding["num_beams"] == 1  # greedy, as the paper

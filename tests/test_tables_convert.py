@@ -18,8 +18,8 @@ from docvlm.converters.tables import (
 
 
 @pytest.fixture(scope="module")
-def annotations():
-    path = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "pubtabnet" / "examples"
+def annotations(data_dir):
+    path = data_dir / "pubtabnet" / "examples"
     rows = [json.loads(line) for line in (path / "PubTabNet_Examples.jsonl").read_text(encoding="utf-8").splitlines()]
     return path, rows
 

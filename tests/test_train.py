@@ -2,6 +2,7 @@
 Lightning module, then docvlm's decoder (greedy, left padding, KV cache) reproduces every target."""
 
 import lightning as L
+import pytest
 import torch
 
 import docvlm.tasks as tasks
@@ -11,6 +12,7 @@ from docvlm.model import ModelSpec
 from docvlm.module import DocVLM
 
 
+@pytest.mark.slow
 def test_overfit_then_decode_reproduces_all_targets(tmp_path):
     torch.manual_seed(0)
     task = tasks.get("text", synthetic_size=224)
