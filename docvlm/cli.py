@@ -1,51 +1,25 @@
-"""`docvlm fit|validate|test|predict` through LightningCLI (`data.task` is linked to `model.task`);
-`docvlm convert`, `evaluate` and `export` are plain argparse commands of their own modules."""
+"""`docvlm fit|validate|test|predict` through LightningCLI (`docvlm.lightning_cli.DocVLMCLI`);
+`docvlm convert`, `evaluate` and `export` are plain argparse commands of their own modules.
+
+This module imports nothing heavy, so that the console script (`run`) catches what happens while
+torch and Lightning load: known user errors (`DataError`: a bad manifest, image or checkpoint path)
+and Ctrl-C are one line on stderr, not a traceback."""
 
 from __future__ import annotations
 
 import importlib
-import logging
-import os
 import sys
 
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-
-from jsonargparse import set_parsing_settings  # noqa: E402
-from lightning.pytorch.cli import LightningCLI  # noqa: E402
-
-import docvlm.tasks  # noqa: E402,F401  (registers every task, so short class names resolve)
-from docvlm.callbacks import ExportHF, PlotCurves, PredictionsJSONL  # noqa: E402
-from docvlm.data import DocDataModule  # noqa: E402
-from docvlm.module import DocVLM  # noqa: E402
-from docvlm.tasks.base import Task  # noqa: E402
-
-# Tasks are dataclasses; a config names the one to use by `class_path`.
-set_parsing_settings(subclasses_enabled=[Task])
-# Lightning advertises its cloud services ("💡 Tip: ...") in every run's log; keep its other messages.
-logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(lambda record: not str(record.msg).startswith("💡"))
+from docvlm.errors import DataError
 
 
-class DocVLMCLI(LightningCLI):
-    def add_arguments_to_parser(self, parser) -> None:
-        parser.link_arguments("data.task", "model.task", apply_on="instantiate")
-        parser.add_lightning_class_args(ExportHF, "export")
-        parser.add_lightning_class_args(PredictionsJSONL, "predictions")
-        parser.add_lightning_class_args(PlotCurves, "curves")
+def main(args: list[str] | None = None):
+    """Run the CLI on `args` (default: the command line); returns the `LightningCLI`, for tests and
+    notebooks. Errors are raised (`run` reports them)."""
+    from docvlm.lightning_cli import DocVLMCLI
+    from docvlm.data import DocDataModule
+    from docvlm.module import DocVLM
 
-    def after_fit(self) -> None:
-        self._print_metrics("val/")
-
-    def after_test(self) -> None:
-        self._print_metrics("test/")
-
-    def _print_metrics(self, prefix: str) -> None:
-        metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items() if k.startswith(prefix)}
-        if metrics and self.trainer.is_global_zero:
-            print("docvlm: " + "  ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items())))
-
-
-def main(args: list[str] | None = None) -> LightningCLI:
-    """Run the CLI on `args` (default: the command line); returns the CLI, for tests and notebooks."""
     return DocVLMCLI(DocVLM, DocDataModule, args=args, save_config_kwargs={"overwrite": True},
                      parser_kwargs={"description": DESCRIPTION})
 
@@ -58,12 +32,25 @@ checkpoint in Hugging Face format)."""
 
 COMMANDS = {"convert": "docvlm.convert", "evaluate": "docvlm.evaluate", "export": "docvlm.export"}
 
+EXIT_USER_ERROR = 2  # as argparse exits on bad arguments
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
+
 
 def run() -> None:
-    """The `docvlm` console script."""
-    if len(sys.argv) > 1 and sys.argv[1] in COMMANDS:
-        sys.exit(importlib.import_module(COMMANDS[sys.argv[1]]).main(sys.argv[2:]))
-    main()
+    """The `docvlm` console script: `DataError` -> `docvlm <command>: error: <message>`, exit 2;
+    Ctrl-C -> one line, exit 130."""
+    argv = sys.argv[1:]
+    prog = f"docvlm {argv[0]}" if argv and not argv[0].startswith("-") else "docvlm"
+    try:
+        if argv and argv[0] in COMMANDS:
+            sys.exit(importlib.import_module(COMMANDS[argv[0]]).main(argv[1:]))
+        main()
+    except DataError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
+    except KeyboardInterrupt:
+        print(f"\n{prog}: interrupted", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)
 
 
 if __name__ == "__main__":

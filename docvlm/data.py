@@ -1,5 +1,10 @@
 """The LightningDataModule: samples from a task's readers or synthesizer, images fitted to the model's
-square input, collation through `PaliGemmaProcessor` (prefix-LM layout, labels on the suffix only)."""
+square input, collation through `PaliGemmaProcessor` (prefix-LM layout, labels on the suffix only).
+
+Data problems are found in `setup`, before the model trains a step, and raised as `DataError`s naming
+the file and line (a sample's row is its `meta["source"]`) and what to do: missing targets, every
+target over the token budget, unreadable images (every image header is opened up front).
+"""
 
 from __future__ import annotations
 
@@ -7,13 +12,16 @@ import dataclasses
 import logging
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
 
-from docvlm.images import Augment, BadImageError, augment, fit, load_image
+from docvlm.errors import DataError
+from docvlm.images import Augment, BadImageError, augment, check_image, fit, load_image
 from docvlm.tasks.base import Sample, Task
 
 log = logging.getLogger(__name__)
@@ -43,8 +51,24 @@ class Source:
         elif self.path:
             samples = list(task.read(self.path, self.split))
         else:
-            raise ValueError("a data source needs a `path` or a number of `synthetic` samples")
+            raise DataError("a data source needs a `path` or a number of `synthetic` samples")
         return samples[: self.limit] if self.limit is not None else samples
+
+
+def row(sample: Sample) -> str:
+    """Where a sample comes from, for messages: its manifest `file:line` when the reader kept it."""
+    return sample.meta.get("source") or f"sample {sample.id!r}"
+
+
+def image_problem(sample: Sample, error: BadImageError) -> str:
+    """The error prefixed with the sample's row, unless the row is already the image's name."""
+    source = sample.meta.get("source")
+    return f"{source}: {error}" if source and not str(error).startswith(source) else str(error)
+
+
+def _image_name(sample: Sample) -> str | None:
+    """How `load_image` names an image that is not a path: by the sample's row."""
+    return None if isinstance(sample.image, (str, Path)) else f"{row(sample)}: image"
 
 
 class TaskDataset(Dataset):
@@ -67,9 +91,9 @@ class TaskDataset(Dataset):
         item = {"index": index, "id": sample.id, "prompt": self.task.prompt(sample), "target": self.targets[index],
                 "truncated": sample.meta.get("truncated", False)}
         try:
-            image = fit(load_image(sample.image), self.image_size, self.task.image_mode)
+            image = fit(load_image(sample.image, _image_name(sample)), self.image_size, self.task.image_mode)
         except BadImageError as e:
-            return {**item, "error": str(e)}
+            return {**item, "error": image_problem(sample, e)}
         if self.augment is not None:
             if self._pipeline is None:  # built lazily: once per worker process
                 self._pipeline = self.augment.build()
@@ -80,8 +104,10 @@ class TaskDataset(Dataset):
 class Collator:
     """Batches through `PaliGemmaProcessor`: `<image>`×N `<bos>` prompt `\\n` [target `<eos>`], left-padded.
 
-    Items whose image failed to load are dropped (`on_bad_image="skip"`) and listed under `skipped`,
-    or raise with the file named (`"error"`).
+    Items whose image failed to load raise with the file named (`on_bad_image="error"`), or are dropped
+    and listed under `skipped` (`"skip"`) for the caller to log or raise: `DocDataModule` raises in the
+    main process, since an exception raised in a data-loader worker arrives there wrapped in the
+    worker's traceback text.
     """
 
     def __init__(self, processor, with_targets: bool, on_bad_image: str = "error"):
@@ -93,8 +119,6 @@ class Collator:
         bad = [item for item in items if "error" in item]
         if bad and self.on_bad_image == "error":
             raise BadImageError(bad[0]["error"])
-        for item in bad:
-            log.warning("skipped: %s", item["error"])
         items = [item for item in items if "error" not in item]
         batch: dict[str, Any] = {"skipped": [item["error"] for item in bad]}
         if not items:
@@ -132,7 +156,9 @@ class DocDataModule(L.LightningDataModule):
         augment: training augmentation; `null` turns it off. Never applied to val/test/predict.
         overlength: what to do with targets longer than the task's `max_target_tokens`: `skip`
             drops them, `truncate` cuts them (without `<eos>`); either way they are counted in the log.
-        on_bad_image: `error` stops with the file named; `skip` drops the sample and logs it.
+        on_bad_image: `error` stops with the file (and manifest line) named; `skip` drops the sample and
+            logs it. Every image header is checked in `setup`, before training; an image that fails
+            only when decoded (truncated data) is handled the same way when its batch is loaded.
     """
 
     def __init__(
@@ -176,7 +202,14 @@ class DocDataModule(L.LightningDataModule):
                 continue
             samples = source.samples(self.task)
             if not samples:
-                raise ValueError(f"the {split} source {source} gave no samples")
+                raise DataError(f"data.{split}: {source.path or source} gave no samples "
+                                f"(split {source.split!r}); check data.{split}.path and data.{split}.split")
+            if split != "predict":
+                missing = [s for s in samples if s.target is None]
+                if missing:
+                    raise DataError(f"{row(missing[0])}: no 'target' ({len(missing)} of {len(samples)} samples of "
+                                    f"data.{split} have none): {split} samples need the text their image should give")
+            samples = self._check_images(split, samples)
             targets = [self.task.to_target(s) if s.target is not None else None for s in samples]
             if split == "train":
                 samples, targets = self._limit_length(samples, targets)
@@ -184,8 +217,41 @@ class DocDataModule(L.LightningDataModule):
                 samples, self.task, size, self.augment if split == "train" else None, targets
             )
 
+    def _check_images(self, split: str, samples: list[Sample]) -> list[Sample]:
+        """The samples whose image file opens (header only, `check_image`); the others raise a
+        `BadImageError` naming the first and counting the rest (`on_bad_image: error`), or are logged
+        and left out (`skip`). A progress bar shows for large sets."""
+        bad: dict[int, str] = {}
+        paths = [(i, s) for i, s in enumerate(samples) if isinstance(s.image, (str, Path))]
+        for i, sample in tqdm(paths, desc=f"checking data.{split} images", unit="image", leave=False,
+                              disable=len(paths) < 1000 or None):
+            try:
+                check_image(sample.image)
+            except BadImageError as e:
+                bad[i] = image_problem(sample, e)
+        if not bad:
+            return samples
+        first = next(iter(bad.values()))
+        if self.on_bad_image == "error":
+            more = f" (and {len(bad) - 1} more unreadable images in data.{split})" if len(bad) > 1 else ""
+            raise BadImageError(f"{first}{more}; fix or remove them, or set data.on_bad_image: skip to leave them out")
+        for message in bad.values():
+            log.warning("skipped: %s", message)
+        if len(bad) == len(samples):
+            raise DataError(f"data.{split}: none of its {len(samples)} images can be read; the first: {first}")
+        return [s for i, s in enumerate(samples) if i not in bad]
+
+    def on_before_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
+        """Images that failed to decode in the workers: raised here, in the main process, as one clean
+        `BadImageError` (`on_bad_image: error`), or logged (`skip`)."""
+        for problem in batch["skipped"]:
+            if self.on_bad_image == "error":
+                raise BadImageError(f"{problem}; fix or remove it, or set data.on_bad_image: skip to leave it out")
+            log.warning("skipped: %s", problem)
+        return batch
+
     def _limit_length(self, samples: list[Sample], targets: list[str | None]):
-        """Skip or cut targets over `max_target_tokens`; count them."""
+        """Skip or cut targets over `max_target_tokens`; count them. Skipping them all is an error."""
         limit = self.task.max_target_tokens
         tokenizer = self.processor.tokenizer
         encoded = tokenizer([t or "" for t in targets], add_special_tokens=False, return_offsets_mapping=True)
@@ -200,6 +266,13 @@ class DocDataModule(L.LightningDataModule):
             kept_samples.append(sample)
             kept_targets.append(target)
         self.overlength_counts["train"] = over
+        if not kept_samples:
+            shortest = min(len(ids) for ids in encoded["input_ids"]) + 1
+            source = self.sources["train"]
+            raise DataError(
+                f"{source.path or 'data.train'}: all {len(samples)} training targets are longer than the task's "
+                f"max_target_tokens={limit} (the shortest has {shortest} tokens with <eos>): raise "
+                "data.task.init_args.max_target_tokens, or set data.overlength: truncate")
         if over:
             log.warning("%d of %d training targets exceed max_target_tokens=%d: %s", over, len(samples), limit,
                         "skipped" if self.overlength == "skip" else "truncated")
@@ -215,7 +288,7 @@ class DocDataModule(L.LightningDataModule):
             shuffle=shuffle,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
-            collate_fn=Collator(self.processor, with_targets, self.on_bad_image),
+            collate_fn=Collator(self.processor, with_targets, "skip"),  # see `on_before_batch_transfer`
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import stat
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -140,19 +141,38 @@ def load_image(source, name: str | None = None, page: int | None = None) -> Imag
     many types on hostile or damaged files (OSError, SyntaxError, ValueError, struct.error, EOFError,
     IndexError, TypeError, DecompressionBombError, MemoryError...), and a batch run must be able to
     report and skip them all alike."""
-    where = name if name is not None else str(source) if isinstance(source, (str, Path)) else "image"
-    if page is not None:
-        where = f"{where}, page {page}"
-    try:
+    where = _where(source, name, page)
+    with _named(where):
         if callable(source):
-            return load_image(source(), where, None)
+            return load_image(source(), where)
         if isinstance(source, Image.Image):
             check_size(source, where)
             return to_rgb(source)
         if isinstance(source, (str, Path)):
             with open_regular(source) as f:
-                return _read(f, where, page)
-        return _read(source, where, page)
+                return _read(f, where, page, load=True)
+        return _read(source, where, page, load=True)
+
+
+def check_image(path: str | Path, name: str | None = None) -> None:
+    """`BadImageError` (as `load_image` words it) unless `path` is a regular file whose header Pillow
+    reads and whose size is within the limit; the pixels are not decoded, so a set of 100k images is
+    checked in seconds before training starts."""
+    where = _where(path, name, None)
+    with _named(where), open_regular(path) as f:
+        _read(f, where, None, load=False)
+
+
+def _where(source, name: str | None, page: int | None) -> str:
+    where = name if name is not None else str(source) if isinstance(source, (str, Path)) else "image"
+    return f"{where}, page {page}" if page is not None else where
+
+
+@contextmanager
+def _named(where: str):
+    """Whatever goes wrong inside as a `BadImageError` naming `where` (see `load_image`)."""
+    try:
+        yield
     except BadImageError:
         raise
     except FileNotFoundError:
@@ -164,19 +184,20 @@ def load_image(source, name: str | None = None, page: int | None = None) -> Imag
     except MemoryError:
         raise BadImageError(f"{where}: too large to decode (out of memory)") from None
     except EOFError:
-        raise BadImageError(f"{where}: truncated image (or no page {page})" if page else
-                            f"{where}: truncated image") from None
-    except Exception as e:  # noqa: BLE001  see the docstring
+        raise BadImageError(f"{where}: truncated image (or no such page)") from None
+    except Exception as e:  # noqa: BLE001  see `load_image`
         raise BadImageError(f"{where}: corrupt image ({type(e).__name__}: {e})") from None
 
 
-def _read(f: BinaryIO, where: str, page: int | None) -> Image.Image:
+def _read(f: BinaryIO, where: str, page: int | None, load: bool) -> Image.Image | None:
     with warnings.catch_warnings():  # Pillow only warns between 1x and 2x MAX_IMAGE_PIXELS
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         with Image.open(f, formats=FORMATS) as image:
             if page is not None:
                 image.seek(page - 1)
             check_size(image, where)
+            if not load:
+                return None
             image.load()
             return to_rgb(image)
 

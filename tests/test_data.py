@@ -79,19 +79,29 @@ def test_corrupt_and_missing_images_are_named(tmp_path):
 
 
 def test_bad_image_in_a_batch_errors_or_is_skipped(image_folder, tiny_small):
+    """An image whose header is bad is found in `setup`; one that fails only when decoded (truncated
+    data) when its batch is loaded, raised in the main process. Either way the manifest line is named."""
     _, processor = tiny_small
     (image_folder / "broken.png").write_bytes(b"not an image")
+    data = (image_folder / "c.png").read_bytes()
+    (image_folder / "cut.png").write_bytes(data[: len(data) // 2])
     rows = [{"image": "a.png", "target": "x"}, {"image": "broken.png", "target": "y"}, {"image": "b.png", "target": "z"}]
     manifest = write_manifest(image_folder, rows)
     dm = module(processor, train=Source(path=str(manifest)), batch_size=3)
-    dm.setup("fit")
-    with pytest.raises(BadImageError, match="broken.png"):
-        next(iter(dm.train_dataloader()))
-    dm = module(processor, train=Source(path=str(manifest)), batch_size=3, on_bad_image="skip")
+    with pytest.raises(BadImageError, match=rf"{manifest}:2: .*broken\.png: not an image file.*data\.on_bad_image: skip"):
+        dm.setup("fit")
+    rows[1]["image"] = "cut.png"
+    manifest = write_manifest(image_folder, rows)
+    dm = module(processor, train=Source(path=str(manifest)), batch_size=3)
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
+    with pytest.raises(BadImageError, match=rf"{manifest}:2: .*cut\.png: .*data\.on_bad_image: skip"):
+        dm.on_before_batch_transfer(batch, 0)
+    dm = module(processor, train=Source(path=str(manifest)), batch_size=3, on_bad_image="skip")
+    dm.setup("fit")
+    batch = dm.on_before_batch_transfer(next(iter(dm.train_dataloader())), 0)
     assert batch["input_ids"].shape[0] == 2
-    assert len(batch["skipped"]) == 1 and "broken.png" in batch["skipped"][0]
+    assert len(batch["skipped"]) == 1 and f"{manifest}:2: " in batch["skipped"][0] and "cut.png" in batch["skipped"][0]
 
 
 def test_overlong_targets_are_skipped_or_truncated_and_counted(image_folder, tiny_small):
