@@ -62,7 +62,9 @@ class ModelSpec:
 
     Attributes:
         name_or_path: hub id (`google/paligemma2-3b-pt-896`, `-10b-`, `-448`...), a local folder in
-            Hugging Face format, or `tiny` for the random offline model of the same classes.
+            Hugging Face format, `tiny` for the random offline model of the same classes, or a name of
+            `RANDOM_ARCHITECTURES` (`random:paligemma2-3b-896`): a real architecture built from its config
+            with random weights and the tiny tokenizer, for speed and memory measurements without a download.
         dtype: weights' dtype. Keep float32 with `bf16-mixed` training (fp32 master weights).
         attn_implementation: `eager`, or `flex_attention` on GPUs (same results, tested forward on the CPU;
             its backward pass needs a GPU). Gemma 2 has no SDPA path in transformers 5.
@@ -96,8 +98,12 @@ def load(spec: ModelSpec) -> tuple[torch.nn.Module, PaliGemmaProcessor]:
     """The model (transfer settings applied, freezing and LoRA set up) and its processor."""
     if spec.quantize is not None and spec.lora is None:
         raise ValueError("quantize: 4-bit base weights stay frozen (QLoRA), so `lora` must be set too")
-    if spec.name_or_path == TINY:
-        model, processor = build_tiny(spec.image_size, spec.patch_size, spec.seed, spec.attn_implementation)
+    if spec.name_or_path == TINY or spec.name_or_path in RANDOM_ARCHITECTURES:
+        if spec.name_or_path == TINY:
+            model, processor = build_tiny(spec.image_size, spec.patch_size, spec.seed, spec.attn_implementation)
+        else:
+            config = RANDOM_ARCHITECTURES[spec.name_or_path]()
+            model, processor = build_random(config, spec.seed, spec.attn_implementation)
         model.to(DTYPES[spec.dtype])
         if spec.quantize is not None:  # quantized as a real checkpoint is, on loading from a folder
             with tempfile.TemporaryDirectory() as folder:
@@ -255,6 +261,64 @@ def build_tiny(
         image_token_id=processor.image_token_id,
     )
     apply_transfer_settings(config)
+    config._attn_implementation = attn_implementation
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = PaliGemmaForConditionalGeneration(config)
+    model.generation_config.pad_token_id = 0
+    model.generation_config.eos_token_id = 1
+    model.generation_config.bos_token_id = 2
+    return model, processor
+
+
+def paligemma2_3b_896_config() -> PaliGemmaConfig:
+    """The architecture of `google/paligemma2-3b-pt-896`, transfer settings applied.
+
+    SigLIP So400m/14 at 896 px (4096 image tokens, 27 layers, hidden 1152, MLP 4304, 16 heads, no pooling
+    head) and Gemma 2 2B (26 layers, hidden 2304, 8 heads, 4 KV heads, head dim 256, MLP 9216, vocabulary
+    257,216), as transformers' PaliGemma 2 conversion script builds them.
+    """
+    vision = SiglipVisionConfig(
+        hidden_size=1152, intermediate_size=4304, num_hidden_layers=27, num_attention_heads=16,
+        image_size=896, patch_size=14, projection_dim=2304, hidden_act="gelu_pytorch_tanh", vision_use_head=False,
+    )
+    text = Gemma2Config(
+        vocab_size=257216, hidden_size=2304, intermediate_size=9216, num_hidden_layers=26, num_attention_heads=8,
+        num_key_value_heads=4, head_dim=256, query_pre_attn_scalar=256, hidden_activation="gelu_pytorch_tanh",
+        pad_token_id=0, eos_token_id=1, bos_token_id=2,
+    )
+    config = PaliGemmaConfig(
+        vision_config=vision.to_dict(), text_config=text.to_dict(), projection_dim=2304, image_token_id=257152,
+        pad_token_id=0, eos_token_id=1, bos_token_id=2,
+    )
+    return apply_transfer_settings(config)
+
+
+# Real architectures that `ModelSpec(name_or_path=...)` builds with random weights (no weights to download).
+RANDOM_ARCHITECTURES = {"random:paligemma2-3b-896": paligemma2_3b_896_config}
+
+
+def build_random(
+    config: PaliGemmaConfig, seed: int = 0, attn_implementation: str = "eager"
+) -> tuple[PaliGemmaForConditionalGeneration, PaliGemmaProcessor]:
+    """A model of `config` with random weights and a processor with the tiny tokenizer.
+
+    Speed and memory depend on the architecture and the sequence lengths, not on the weights or on which
+    tokens a text becomes, so this measures the real model offline. The processor's `<image>` token is
+    the one the model replaces by image features. Built on the current default device: under
+    `torch.device("cuda")` the weights are initialised on the GPU directly (seconds instead of minutes
+    on the CPU for 3B).
+    """
+    config = copy.deepcopy(config)
+    vision = config.vision_config
+    image_processor = SiglipImageProcessorPil(
+        size={"height": vision.image_size, "width": vision.image_size}, image_mean=[0.5] * 3, image_std=[0.5] * 3
+    )
+    image_processor.image_seq_length = (vision.image_size // vision.patch_size) ** 2
+    processor = PaliGemmaProcessor(image_processor=image_processor, tokenizer=build_tiny_tokenizer())
+    if len(processor.tokenizer) > config.text_config.vocab_size:
+        raise ValueError(f"the tiny tokenizer's {len(processor.tokenizer)} tokens exceed the vocabulary of the config")
+    config.image_token_id = processor.image_token_id
     config._attn_implementation = attn_implementation
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
