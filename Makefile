@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test test-fast browser
+.PHONY: demo test test-fast browser java
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
@@ -21,8 +21,15 @@ browser:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
 	  echo "chromium is not installed: the browser test of the evaluation report will be skipped"
 
+# The report metrics are compared with Java's PTBTokenizer (the jar pycocoevalcap ships). As root on Debian
+# Java is installed here; elsewhere those comparisons are skipped, with this note.
+java:
+	@command -v java >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq default-jre-headless >/dev/null; } || \
+	  echo "java is not installed: the comparisons with Java's PTBTokenizer will be skipped"
+
 # Everything, the long runs (`slow`: every real config trained, DDP, the 800-step overfit) included: CI runs this.
-test: $(VENV)/.installed browser
+test: $(VENV)/.installed browser java
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
 
 # The quick loop while developing: everything but the `slow` runs.

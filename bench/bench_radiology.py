@@ -16,7 +16,8 @@ import time
 from docvlm.converters import reports
 from docvlm.converters.radiograph_render import random_case, report_text
 from docvlm.metrics.chexpert import chexpert_scores
-from docvlm.metrics.nlg import bleu, cider, rouge_l, tokenize
+from docvlm.metrics.nlg import bleu, cider, rouge_l
+from docvlm.metrics.ptb import tokenize
 
 
 def corpus(n: int, seed: int) -> list[str]:

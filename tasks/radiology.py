@@ -2,7 +2,8 @@
 
 As PaliGemma 2's MIMIC-CXR transfer: the INDICATION section is the per-sample prompt part, the target
 is `FINDINGS: ... IMPRESSION: ...`, decoding is greedy. Metrics: BLEU-1..4, ROUGE-L and CIDEr-D with
-pycocoevalcap's semantics on PTB-style tokens of the marker-free report text (`docvlm.metrics.nlg`),
+pycocoevalcap's scorers on the marker-free report text, prepared in the convention of the `tokenizer`
+option (`docvlm.metrics.nlg`),
 CheXpert-style clinical-efficacy precision/recall/F1 (`docvlm.metrics.chexpert`), and RadGraph F1
 when asked for and the optional `radgraph` package is installed.
 """
@@ -17,6 +18,7 @@ import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from docvlm.converters import reports
 from docvlm.converters.radiograph_render import random_case, render, report_text
@@ -43,6 +45,11 @@ class RadiologyTask(Task):
         reports_root: folder holding `files/pXX/pNNNNNNNN/sNNNNNNNN.txt` when the reports are not
             beside the images (MIMIC-CXR-JPG and the reports are separate downloads).
         radgraph: also compute RadGraph F1 (needs the optional `radgraph` package and its weights).
+        tokenizer: how report text is prepared for BLEU, ROUGE-L and CIDEr-D: `r2gen` (R2Gen's
+            `clean_report_mimic_cxr`, then the scorers: the convention of most MIMIC-CXR report-generation
+            papers, hence the default, and it needs no Java), `ptb` (pycocoevalcap's COCO pipeline: Java's
+            PTBTokenizer, punctuation dropped; a pure-Python imitation without Java) or `none` (the text as
+            given, split on white space).
         synthetic_size: side of synthetic films, in pixels.
     """
 
@@ -55,6 +62,7 @@ class RadiologyTask(Task):
     one_image_per_study: bool = True
     reports_root: str | None = None
     radgraph: bool = False
+    tokenizer: Literal["r2gen", "ptb", "none"] = "r2gen"
     synthetic_size: int = 448
 
     # -- samples ------------------------------------------------------------------------------------
@@ -129,7 +137,8 @@ class RadiologyTask(Task):
 
         hyps = [reports.report_text(p) for p in predictions]
         refs = [reports.report_text(r) for r in references]
-        scores = {**nlg_scores(hyps, refs), **chexpert_scores(hyps, refs)}
+        log.info("BLEU, ROUGE-L and CIDEr-D in the %r convention (the radiology task's `tokenizer` option)", self.tokenizer)
+        scores = {**nlg_scores(hyps, refs, tokenizer=self.tokenizer), **chexpert_scores(hyps, refs)}
         if self.radgraph:
             scores["radgraph_f1"] = radgraph_f1(hyps, refs)
         return scores

@@ -1,18 +1,26 @@
-"""Radiology metrics: pycocoevalcap parity (BLEU-1..4, ROUGE-L, CIDEr-D), the PTB-style tokenizer,
-the CheXpert labeler against the original's published output, and clinical-efficacy F1."""
+"""Radiology metrics: pycocoevalcap parity (BLEU-1..4, ROUGE-L, CIDEr-D) in R2Gen's, COCO's (PTB) and no
+pre-processing, the PTB tokenizer against Java's, the CheXpert labeler against the original's published
+output, and clinical-efficacy F1."""
 
 from __future__ import annotations
 
 import csv
+import json
 import random
-import shutil
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from docvlm.metrics.chexpert import CATEGORIES, chexpert_scores, label, label_matrix, radgraph_f1
-from docvlm.metrics.nlg import bleu, cider, nlg_scores, rouge_l, tokenize
+import docvlm.tasks
+from docvlm.converters import reports
+from docvlm.metrics import ptb
+from docvlm.metrics.nlg import bleu, cider, clean_report_r2gen, nlg_scores, rouge_l
+from docvlm.metrics.ptb import ptb_tokenize, tokenize
+
+JAVA = pytest.mark.skipif(ptb.ptb_jar() is None, reason="the reference PTBTokenizer needs Java and pycocoevalcap")
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +67,7 @@ RECORDED_MULTI = {
 
 @pytest.mark.parametrize(("refs", "recorded"), [(REFS, RECORDED_SINGLE), (MULTI_REFS, RECORDED_MULTI)])
 def test_nlg_equals_recorded_pycocoevalcap(refs, recorded) -> None:
-    ours = nlg_scores(HYPS, refs)
+    ours = nlg_scores(HYPS, refs, tokenizer="ptb")
     assert ours.keys() == recorded.keys()
     for key, value in recorded.items():
         assert ours[key] == pytest.approx(value, abs=1e-9), key
@@ -100,19 +108,116 @@ def test_nlg_equals_pycocoevalcap_on_random_corpora() -> None:
 def test_nlg_equals_pycocoevalcap_on_the_report_pairs() -> None:
     pytest.importorskip("pycocoevalcap")
     expected = _reference_scores([tokenize(h) for h in HYPS], [[tokenize(r)] for r in REFS])
-    ours = nlg_scores(HYPS, REFS)
+    ours = nlg_scores(HYPS, REFS, tokenizer="ptb")
     for key, value in expected.items():
         assert ours[key] == pytest.approx(value, abs=1e-9)
 
 
-@pytest.mark.skipif(shutil.which("java") is None, reason="the reference PTBTokenizer needs Java")
+@JAVA
 def test_tokenize_matches_the_java_ptb_tokenizer() -> None:
-    pytest.importorskip("pycocoevalcap")
     from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
     texts = HYPS + REFS + ["The patient's ET tube can't be seen (rotated); 1.5cm nodule, 3/4 views -- d/c'd?"]
-    ptb = PTBTokenizer().tokenize({i: [{"caption": t}] for i, t in enumerate(texts)})
-    assert [tokenize(t) for t in texts] == [ptb[i][0] for i in range(len(texts))]
+    java = PTBTokenizer().tokenize({i: [{"caption": t}] for i, t in enumerate(texts)})
+    assert [tokenize(t) for t in texts] == [java[i][0] for i in range(len(texts))]
+    assert ptb_tokenize(texts) == [java[i][0] for i in range(len(texts))]
+
+
+@pytest.fixture(scope="module")
+def recorded() -> dict:
+    """pycocoevalcap (with Java) and R2Gen run on report texts and tokenizer edge cases (see its SOURCE)."""
+    return json.loads((Path(__file__).parent / "data" / "report_metrics_reference.json").read_text(encoding="utf-8"))
+
+
+# The one class of text where docvlm's pure-Python PTB tokens differ from Java's (docvlm.metrics.ptb): a
+# one-letter abbreviation before a capitalised sentence opener keeps its period.
+ONE_LETTER_BEFORE_OPENER = re.compile(r"\b[A-Za-z]\. +(?:The|A|An|It|This|There|He|She|We)\b")
+
+
+@JAVA
+def test_ptb_tokens_are_javas(recorded) -> None:
+    texts, tokens = recorded["ptb"]["texts"], recorded["ptb"]["tokens"]
+    assert ptb_tokenize(texts) == tokens
+
+
+def test_python_ptb_tokens_equal_javas_recorded(recorded) -> None:
+    """The issue's classes (`No pneumothorax.;` `!!` `?!` curly quotes, dashes, `0.5-1.0`, `@home`, `O'Brien`,
+    `µg`, `Fig. 2`, `No. 3`, `Views: PA.` ...), report text and random strings, without Java."""
+    texts, tokens = recorded["ptb"]["texts"], recorded["ptb"]["tokens"]
+    ours = ptb_tokenize(texts, java=False)
+    differ = {text for text, java, mine in zip(texts, tokens, ours) if java != mine}
+    assert differ == {"Stage I. The", "is A. The"}
+    assert all(ONE_LETTER_BEFORE_OPENER.search(text) for text in differ)
+    examples = dict(zip(texts, ours))
+    assert examples["No pneumothorax.;"] == "no pneumothorax."
+    assert examples["Free air?!"] == "free air ?!"
+    assert examples["0.5-1.0 cm"] == "0.5-1 .0 cm"
+    assert examples["\u201cQuoted\u201d finding"] == "quoted finding"
+    assert examples["Views: PA."] == "views pa."
+
+
+@JAVA
+def test_python_ptb_tokens_equal_javas_on_random_text() -> None:
+    """New seeded strings from report words and the characters that matter to the lexer, Java run live."""
+    rng = random.Random(7)
+    pieces = list("abcXYZ 019.,;:!?-'\"()/_@#&*+%$<>=\t") + [
+        "\u2019", "\u201c", "\u2013", "\u2026", "\u00bd", "\u00b5", "\u00e9", "\u00a0", "Dr.", "e.g.", "PA", "No.", "cm", "n't", "'s",
+        "Fig", "ca", " The ", "Mass.", "Sept.", "Co.", ":)", "'90s", "O'", "cannot", "#tag", "US$", "&amp;", "http://a.b/c",
+        "a@b.com", " effusion", " pneumothorax", "<b>", "5 7/8", "gonna", "'tis",
+    ]
+    texts = ["".join(rng.choice(pieces) for _ in range(rng.randint(1, 30))) for _ in range(400)]
+    java, ours = ptb_tokenize(texts), ptb_tokenize(texts, java=False)
+    assert [t for t, j, o in zip(texts, java, ours) if j != o and not ONE_LETTER_BEFORE_OPENER.search(t)] == []
+
+
+def test_r2gen_cleaning_equals_r2gens(recorded) -> None:
+    for text, cleaned in recorded["r2gen"]["cleaned"].items():
+        assert clean_report_r2gen(text) == " ".join(cleaned.split()), text
+
+
+def _pairs(recorded) -> tuple[list[str], list[str]]:
+    return recorded["pairs"]["predictions"], recorded["pairs"]["references"]
+
+
+def test_r2gen_scores_equal_r2gens_compute_scores(recorded) -> None:
+    ours = nlg_scores(*_pairs(recorded), tokenizer="r2gen")
+    theirs = recorded["r2gen"]["compute_scores"]
+    names = {"bleu1": "BLEU_1", "bleu2": "BLEU_2", "bleu3": "BLEU_3", "bleu4": "BLEU_4", "rouge_l": "ROUGE_L", "cider": "CIDEr"}
+    for ours_name, their_name in names.items():
+        assert ours[ours_name] == pytest.approx(theirs[their_name], abs=1e-12), ours_name
+
+
+def test_none_scores_equal_the_scorers_on_the_texts_as_given(recorded) -> None:
+    ours = nlg_scores(*_pairs(recorded), tokenizer="none")
+    for name, value in recorded["pycocoevalcap_none"].items():
+        assert ours[name] == pytest.approx(value, abs=1e-12), name
+
+
+@pytest.mark.parametrize("java", [pytest.param(True, marks=JAVA), False], ids=["java", "pure-python"])
+def test_ptb_scores_equal_pycocoevalcaps_pipeline(recorded, monkeypatch, java) -> None:
+    if not java:
+        monkeypatch.setattr(ptb, "ptb_jar", lambda: None)
+    ours = nlg_scores(*_pairs(recorded), tokenizer="ptb")
+    for name, value in recorded["pycocoevalcap_ptb"].items():
+        assert ours[name] == pytest.approx(value, abs=1e-12), name
+
+
+def test_radiology_task_scores_in_the_convention_it_is_given(recorded) -> None:
+    """The task's `tokenizer` option (R2Gen's by default) reaches the scorers; the texts go through
+    `report_text` (markers removed) first."""
+    predictions, references = _pairs(recorded)
+    predictions, references = [f"FINDINGS: {p}" for p in predictions[:60]], [f"FINDINGS: {r}" for r in references[:60]]
+    plain = ([reports.report_text(p) for p in predictions], [reports.report_text(r) for r in references])
+    assert docvlm.tasks.get("radiology").tokenizer == "r2gen"
+    seen = []
+    for tokenizer in ("r2gen", "ptb", "none"):
+        scores = docvlm.tasks.get("radiology", tokenizer=tokenizer).score(predictions, references)
+        expected = nlg_scores(*plain, tokenizer=tokenizer)
+        assert {k: scores[k] for k in expected} == expected
+        seen.append(scores["bleu4"])
+    assert len(set(seen)) == 3
+    with pytest.raises(ValueError, match="unknown tokenizer 'moses'"):
+        nlg_scores(["a"], ["a"], tokenizer="moses")
 
 
 def test_tokenize_examples() -> None:

@@ -16,15 +16,21 @@ text, to 1e-9:
   the difference of the *bigram* counts (the reference's `length` counts n-grams with index 1), the
   mean over n, the mean over references, times 10; the corpus score is the mean over images.
 
-Pre-processing (`tokenize`): pycocoevalcap's pipeline runs Stanford's Java PTBTokenizer
-(`-preserveLines -lowerCase`) and drops its punctuation tokens. `tokenize` is a pure-Python
-re-implementation of that for report text: lower case, PTB token splitting (decimals, times and
-ratios stay whole, `1.5cm` -> `1.5 cm`, clitics `'s`/`n't` split, `cannot` -> `can not`, `e.g.`/`vs.`/`dr.` kept with their
-period), brackets become `-lrb-`, `-rrb-`, ... which stay in the text exactly as in pycocoevalcap
-(its punctuation list holds the upper-case forms only), and the tokens `'' ' `` ` . ? ! , : - -- ... ;`
-are removed. On ordinary report text it gives the Java tokenizer's output (tested on the reports in
-`tests/test_radiology_metrics.py` when Java and pycocoevalcap are installed); it can differ on text
-with missing spaces after periods (`pneumothorax.2.`) and on rare abbreviations.
+Pre-processing, the `tokenizer` of `nlg_scores` (the conventions papers publish with):
+
+- `r2gen`: R2Gen's `clean_report_mimic_cxr` (cuhksz-nlp/R2Gen `modules/tokenizers.py`, commit
+  5a2e63f6d8da670725b1926317b4bfd1393ec51b), its tokens joined by single spaces as its `decode` gives them,
+  then the scorers called directly, as its `modules/metrics.py` `compute_scores` does: what most MIMIC-CXR
+  report-generation papers report (R2Gen and the work built on its code). R2Gen also cuts gold reports to
+  its `max_seq_length` (100 tokens for MIMIC-CXR) and maps words rarer than its vocabulary threshold to
+  `<unk>` before scoring; both depend on its training split and are not done here.
+- `ptb`: pycocoevalcap's pipeline (COCO's captioning convention): Stanford's Java PTBTokenizer
+  (`-preserveLines -lowerCase`) with its punctuation tokens removed, references and predictions each
+  tokenised as one file; brackets become `-lrb-`, `-rrb-`, ... which stay in the text exactly as in
+  pycocoevalcap (its punctuation list holds the upper-case forms only). Java runs when `java` and
+  pycocoevalcap are installed, else a pure-Python imitation with a warning (`docvlm.metrics.ptb` says
+  where the two differ).
+- `none`: the texts as given (already tokenised), split on white space by the scorers.
 
 Empty corpora score 0.0 (the reference returns NaN or fails).
 """
@@ -39,29 +45,45 @@ from collections.abc import Sequence
 import numpy as np
 from rapidfuzz.distance import LCSseq
 
+from docvlm.metrics.ptb import ptb_tokenize
+
 References = Sequence[str | Sequence[str]]
+TOKENIZERS = ("r2gen", "ptb", "none")
 
-_PUNCTUATION = {"''", "'", "``", "`", ".", "?", "!", ",", ":", "-", "--", "...", ";"}
-_BRACKETS = {"(": "-lrb-", ")": "-rrb-", "[": "-lsb-", "]": "-rsb-", "{": "-lcb-", "}": "-rcb-"}
-_ABBREVIATIONS = "dr|mr|mrs|ms|st|jr|sr|vs|etc|dept|cf|prof|inc|co|ltd"
-_TOKEN = re.compile(
-    r"___+"  # MIMIC de-identification
-    r"|(?:[a-z]\.){2,}"  # e.g. i.e. a.m. u.s.
-    rf"|\b(?:{_ABBREVIATIONS})\."
-    r"|\d+(?:[.,:/]\d+)+"  # 1.5  10:30  3/4  1,000
-    r"|n't|'(?:s|d|m|re|ll|ve)\b"  # clitics, split off below
-    r"|[a-z0-9]+(?:[-/.][a-z0-9]+)*"  # words: x-ray  d/c  t7-8  2nd
-    r"|--|\.\.\.|\S"
-)
-_CANNOT = re.compile(r"\bcannot\b")
-_CLITIC = re.compile(r"(?<=[a-z])(?=n't\b)|(?<=[a-z0-9_])(?='(?:s|d|m|re|ll|ve)\b)")
+# R2Gen's `clean_report_mimic_cxr`, step by step: (old, new, how many times `str.replace` runs).
+_R2GEN_REPLACE = [("\n", " ", 1), ("__", "_", 7), ("  ", " ", 6), ("..", ".", 8), ("1. ", "", 1)] + [
+    (old, ". ", 1) for old in (". 2. ", ". 3. ", ". 4. ", ". 5. ", " 2. ", " 3. ", " 4. ", " 5. ")
+]
+# Its sentence cleaner's character class `[.,?;*!%^&_+():-\[\]{}]`: `:-\[` is the range U+003A..U+005B
+# (`: ; < = > ? @ A-Z [`), so `-` itself is kept.
+_R2GEN_DROP = re.compile(r"[.,*!%^&_+()\]{}\x3a-\x5b]")
+_R2GEN_QUOTES = str.maketrans("", "", "\"/\\'")
 
 
-def tokenize(text: str) -> str:
-    """PTB-style tokens of `text`, lower-cased, punctuation removed, joined by single spaces."""
-    text = _CLITIC.sub(" ", _CANNOT.sub("can not", text.lower().replace("\n", " ")))
-    tokens = (_BRACKETS.get(t, t) for t in _TOKEN.findall(text.replace('"', " '' ")))
-    return " ".join(t for t in tokens if t not in _PUNCTUATION)
+def clean_report_r2gen(text: str) -> str:
+    """R2Gen's `clean_report_mimic_cxr`, then its tokens joined by single spaces (what its `decode` returns).
+
+    Runs of `_`, spaces and periods shrink by repeated replacement, enumeration marks `1. `... `5. ` go,
+    the report is lower-cased and cut at `. `; each sentence loses `" / \\ '` and the characters of
+    `_R2GEN_DROP`; the sentences are joined by ` . ` and end with ` .` (an empty report is `.`).
+    """
+    for old, new, times in _R2GEN_REPLACE:
+        for _ in range(times):
+            text = text.replace(old, new)
+    sentences = text.strip().lower().split(". ")
+    cleaned = [_R2GEN_DROP.sub("", sentence.translate(_R2GEN_QUOTES).strip().lower()) for sentence in sentences]
+    return " ".join((" . ".join(cleaned) + " .").split())
+
+
+def prepare(texts: Sequence[str], tokenizer: str) -> list[str]:
+    """`texts` as the scorers read them under the convention `tokenizer` (one of `TOKENIZERS`)."""
+    if tokenizer == "r2gen":
+        return [clean_report_r2gen(t) for t in texts]
+    if tokenizer == "ptb":
+        return ptb_tokenize(texts)
+    if tokenizer == "none":
+        return list(texts)
+    raise ValueError(f"unknown tokenizer {tokenizer!r}; use one of {', '.join(TOKENIZERS)}")
 
 
 def _as_lists(references: References) -> list[list[str]]:
@@ -185,14 +207,16 @@ def cider(predictions: Sequence[str], references: References, n: int = 4, sigma:
     return float(np.mean(np.array(scores)))
 
 
-def nlg_scores(predictions: Sequence[str], references: References, pretokenized: bool = False) -> dict[str, float]:
-    """BLEU-1..4, ROUGE-L and CIDEr-D of raw texts (tokenised with `tokenize` unless `pretokenized`)."""
-    if not pretokenized:
-        predictions = [tokenize(p) for p in predictions]
-        references = [[tokenize(r)] if isinstance(r, str) else [tokenize(x) for x in r] for r in references]
+def nlg_scores(predictions: Sequence[str], references: References, tokenizer: str = "r2gen") -> dict[str, float]:
+    """BLEU-1..4, ROUGE-L and CIDEr-D of raw texts, prepared under the convention `tokenizer` (see above)."""
+    refs = _check(predictions, references)
     if not predictions:
-        _check(predictions, references)
         return {"bleu1": 0.0, "bleu2": 0.0, "bleu3": 0.0, "bleu4": 0.0, "rouge_l": 0.0, "cider": 0.0}
+    # references, then predictions, each as one list: pycocoevalcap's order and grouping (a PTB token may
+    # depend on the next text)
+    prepared = iter(prepare([r for hyp_refs in refs for r in hyp_refs], tokenizer))
+    references = [[next(prepared) for _ in hyp_refs] for hyp_refs in refs]
+    predictions = prepare(predictions, tokenizer)
     b = bleu(predictions, references)
     return {
         "bleu1": b[0],
