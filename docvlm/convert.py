@@ -1,42 +1,50 @@
 """`docvlm convert`: transcribe scanned documents in bulk with a (fine-tuned) model.
 
-    docvlm convert --task T --model DIR_OR_ID INPUTS... --out DIR [--pages 1-3,7] [--skip-existing]
+    docvlm convert --model DIR_OR_ID INPUTS... --out DIR [--pages 1-3,7] [--skip-existing]
+    docvlm convert --model DIR INPUTS... --out DIR --devices 8 [--num-nodes 4]   # or --shard I/N
 
-Inputs are image files, folders (searched recursively for images and PDFs) and PDFs, whose pages are
-rasterised with pypdfium2. Each page is fitted to the model's input with the task's image mode, decoded
-with the task's prompt, parsed, and exported with the task's `export` to `<out>/<name>.*`, where `<name>`
-is the input's name without its suffix (relative to the folder given, for files found in folders),
-`-p<N>` added for pages of PDFs and multi-page TIFFs, and `-2`, `-3`... when two inputs would share it.
+Inputs are image files, folders (searched recursively for images and PDFs), PDFs, whose pages are
+rasterised with pypdfium2, and manifests (`.jsonl`/`.csv` with `{image, prefix?}` rows, read as training
+reads them) whose `prefix` is the page's own prompt part (a radiology INDICATION). Each page is fitted to the
+model's input with the task's image mode, decoded with the task's prompt exactly as validation decodes
+(`docvlm.inference`), parsed, and exported with the task's `export` to `<out>/<name>.*`, where `<name>` is
+the input's name without its suffix (relative to the folder given, for files found in folders; dots made
+`_`), `-p<N>` added for pages of PDFs and multi-page TIFFs, and `-2`, `-3`... when two inputs would share it.
 
-`<out>/manifest.jsonl` gets one row per page as soon as its batch is done (appended, flushed, synced):
-`{input, page, id, task, outputs, problems, error, text}`. A file that cannot be read (missing, corrupt,
-truncated) gives an error row naming it and the run goes on. An interrupted run keeps every finished row
-and file; `--skip-existing` then converts only the pages that have no successful row with all its files.
-When a page is converted again, its newer row replaces the older one (the manifest is compacted at the end).
+Every page gets one manifest row as soon as it is done (`{input, page, id, task, outputs, problems, error,
+text}`, see `docvlm.convert_manifest`). A file that cannot be read gives an error row naming it and the run
+goes on. An interrupted run keeps every finished row and file; `--skip-existing` then converts only the pages
+that have no successful row with all its files, whatever the number of processes of either run.
 
-Parsing and export run in a child process: the renderers behind some exports are native code that can
-abort or crash the whole process on odd model output (verovio segfaults on some **kern, for one). A crash
-there costs only that page (an error row), and the child is restarted for the next page.
+Pages are spread over processes by a stable hash of (input, page): `--devices N --num-nodes M` through
+Lightning Fabric (under `torchrun` or SLURM the world comes from the environment, as in Lightning), or
+`--shard I/N` for one shard of a job array. Parsing and export run in `--export-workers` child processes
+while the model decodes: the renderers behind some exports are native code that can crash on odd model
+output, and such a crash (or a hang past `--export-timeout`) costs only that page.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
+import contextlib
+import hashlib
 import os
+import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import docvlm.tasks
-from docvlm.export_worker import ExportError, ExportWorker
+from docvlm.convert_manifest import RunManifest, safe_relative
+from docvlm.export_worker import ExportError, ExportPool
+from docvlm.inference import (
+    Model, ModelLoadError, TaskMismatchError, add_model_arguments, check_task_early, load_from_args, positive,
+)
 from docvlm.pages import Page, PageRange, PageRangeError, expand, parse_page_range
-from docvlm.tasks.base import Task
+from docvlm.tasks.base import Sample, Task
 
-MANIFEST = "manifest.jsonl"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+MANIFEST_SUFFIXES = (".jsonl", ".csv")
 
 EPILOG = r"""exit status:
   0    every page was converted (pages whose output has parse problems count as converted:
@@ -47,10 +55,12 @@ EPILOG = r"""exit status:
   130  interrupted: finished pages are kept; run again with --skip-existing to finish
 
 examples:
-  docvlm convert --task tables --model runs/pubtabnet-3b-896/lightning_logs/version_0/hf \
-      scans/ report.pdf --pages 2-5 --out converted/
-  docvlm convert --task music --model runs/grandstaff-3b-896/lightning_logs/version_0/hf \
-      scores/ --out out/ --skip-existing
+  docvlm convert --model runs/pubtabnet/lightning_logs/version_0/hf scans/ report.pdf --pages 2-5 --out converted/
+  docvlm convert --model runs/mimic/hf studies.jsonl --out reports/          # per-page INDICATION prefixes
+  docvlm convert --model google/paligemma2-3b-pt-896 --task tables scans/ --out out/
+  docvlm convert --model runs/grandstaff/hf scores/ --out out/ --devices 8 --skip-existing
+  srun docvlm convert --model hf/ corpus/ --out out/ --devices 4 --num-nodes 2   # SLURM, 2 x 4 GPUs
+  docvlm convert --model hf/ corpus/ --out out/ --shard $((SLURM_ARRAY_TASK_ID + 1))/16
 """
 
 
@@ -62,166 +72,172 @@ def _page_range(text: str) -> PageRange:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def _task_option(text: str) -> tuple[str, Any]:
-    key, sep, value = text.partition("=")
-    if not sep or not key.strip():
-        raise argparse.ArgumentTypeError(f"{text!r}: expected key=value (e.g. encoding=bekern)")
-    return key.strip(), parse_scalar(value)
-
-
-def parse_scalar(text: str) -> Any:
-    """A `--task-option` value as a YAML scalar (`512` -> int, `true` -> bool, `null` -> None); text that
-    is not a YAML scalar (`a: b`, `[x`) stays the string it is."""
-    import yaml
-
-    try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-    return value if value is None or isinstance(value, (str, int, float, bool)) else text
-
-
-def _positive(kind: type):
-    def check(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if not 0 < value < float("inf"):
-            raise argparse.ArgumentTypeError(f"{text!r} must be a positive number")
-        return value
-
-    return check
+def _shard(text: str) -> tuple[int, int]:
+    index, sep, count = text.partition("/")
+    if not (sep and index.isdigit() and count.isdigit() and 1 <= int(index) <= int(count)):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected I/N with 1 <= I <= N, e.g. 3/16")
+    return int(index), int(count)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="docvlm convert",
-        description="Convert scanned documents (images, folders, PDFs) with a fine-tuned model; one manifest "
-                    "row per page in <out>/manifest.jsonl. A file that cannot be read gives an error row and the "
-                    "run goes on; the exit status is then 1 (see below).",
+        description="Convert scanned documents (images, folders, PDFs, manifests) with a fine-tuned model; one "
+                    "manifest row per page in <out>/manifest.jsonl. A file that cannot be read gives an error row "
+                    "and the run goes on; the exit status is then 1 (see below).",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("inputs", nargs="+", metavar="INPUT",
-                        help="image files, PDFs, or folders (searched recursively for images and PDFs)")
-    parser.add_argument("--task", required=True, choices=docvlm.tasks.names(), help="the task the model was trained for")
-    parser.add_argument("--model", required=True, metavar="MODEL",
-                        help="Hugging Face folder (e.g. a run's exported hf/), hub id, a `docvlm fit` checkpoint "
-                             "(.ckpt), or `tiny` (random test model)")
-    parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder (created)")
+                        help="image files, PDFs, folders (searched recursively for images and PDFs), or "
+                             ".jsonl/.csv manifests of {image, prefix?} rows")
+    parser.add_argument("--out", required=True, type=Path, metavar="DIR",
+                        help="output folder (created); it may not contain the inputs")
     parser.add_argument("--pages", type=_page_range, metavar="RANGES",
                         help="pages of PDFs and multi-page TIFFs, e.g. 1-3,7 or 2- (to the end); default all. "
                              "Single images are always converted")
-    parser.add_argument("--dpi", type=_positive(float), default=200.0,
+    parser.add_argument("--dpi", type=positive(float), default=200.0,
                         help="PDF rasterisation resolution (default 200; pages over 40 megapixels are rendered smaller)")
-    parser.add_argument("--batch-size", type=_positive(int), default=8, help="pages per decoding batch (default 8)")
-    parser.add_argument("--num-beams", type=_positive(int), default=1, help="beam width; 1 = greedy (default)")
-    parser.add_argument("--max-new-tokens", type=_positive(int),
-                        help="longest output in tokens (default: the task's max_target_tokens)")
-    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
-                        help="weights' dtype (default auto: bfloat16 on CUDA, float32 on CPU)")
-    parser.add_argument("--device", help="torch device, e.g. cpu, cuda, cuda:1 (default: cuda if available)")
     parser.add_argument("--skip-existing", "--resume", action="store_true", dest="skip_existing",
                         help="skip pages the manifest records as done (no error, all outputs present); "
                              "failed and missing pages are converted")
-    parser.add_argument("--task-option", action="append", type=_task_option, default=[], metavar="KEY=VALUE",
-                        help="task option, value read as a YAML scalar (repeatable), e.g. encoding=bekern")
-    parser.add_argument("--num-workers", type=int, default=0,
-                        help="processes that load and rasterise pages while the model decodes (default 0)")
-    parser.add_argument("--export-timeout", type=_positive(float), default=300.0, metavar="SECONDS",
-                        help="longest parse + export of one page before it is stopped and counted failed (default 300)")
+    add_model_arguments(parser)
+    work = parser.add_argument_group("processes")
+    work.add_argument("--num-workers", type=int, default=2,
+                      help="processes that load and rasterise pages ahead of the model (default 2)")
+    work.add_argument("--export-workers", type=positive(int), default=2,
+                      help="processes that parse and export outputs while the model decodes (default 2)")
+    work.add_argument("--export-timeout", type=positive(float), default=300.0, metavar="SECONDS",
+                      help="longest parse + export of one page before it is stopped and counted failed (default 300)")
+    work.add_argument("--devices", type=positive(int), default=1,
+                      help="devices per node, one process each, through Lightning Fabric (default 1)")
+    work.add_argument("--num-nodes", type=positive(int), default=1, help="nodes (default 1)")
+    work.add_argument("--accelerator", default="auto", choices=["auto", "cpu", "cuda", "gpu", "mps"],
+                      help="accelerator of --devices (default auto)")
+    work.add_argument("--shard", type=_shard, metavar="I/N",
+                      help="convert only shard I of N (1-based), e.g. one task of a job array; no launcher needed")
     return parser
 
 
-def make_task(name: str, options: list[tuple[str, Any]]) -> Task:
-    """`docvlm.tasks.get(name, **options)`, with a message listing the task's options on a bad key."""
-    kwargs = dict(options)
-    cls = type(docvlm.tasks.get(name))
-    known = [f.name for f in dataclasses.fields(cls)] if dataclasses.is_dataclass(cls) else []
-    unknown = sorted(set(kwargs) - set(known)) if known else []
-    if unknown:
-        raise ValueError(f"task {name!r} has no option {', '.join(map(repr, unknown))}; its options: {', '.join(known)}")
-    try:
-        return docvlm.tasks.get(name, **kwargs)
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"task {name!r}: bad --task-option ({e})") from None
+# ---- the world: which pages are this process's ------------------------------------------------------
+@dataclass
+class World:
+    """This process's place among all processes of the run (Fabric ranks times shards)."""
+
+    rank: int = 0
+    size: int = 1
+    fabric: Any = None
+
+    @property
+    def leads(self) -> bool:
+        """Merges the manifest parts: rank zero of a Fabric world, or every shard (each in turn)."""
+        return self.fabric is None or self.fabric.global_rank == 0
+
+    def owns(self, key: tuple[str, int | None]) -> bool:
+        digest = hashlib.sha256(f"{key[0]}\0{key[1]}".encode()).digest()
+        return int.from_bytes(digest[:8], "big") % self.size == self.rank
+
+    def barrier(self) -> None:
+        if self.fabric is not None:
+            self.fabric.barrier()
+
+    def worst(self, code: int) -> int:
+        """The highest exit status of all Fabric ranks, so that the launching process reports any failure."""
+        if self.fabric is None:
+            return code
+        import torch
+
+        return int(self.fabric.all_reduce(torch.tensor(code), reduce_op="max"))
 
 
-# ---- manifest --------------------------------------------------------------------------------------
-def row_key(row: dict) -> tuple[str, int | None]:
-    return str(row.get("input")), row.get("page")
+def _launched_by_torchrun() -> bool:
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and "LOCAL_WORLD_SIZE" in os.environ
 
 
-class Manifest:
-    """`<out>/manifest.jsonl`: rows appended as pages finish; the latest row for an (input, page) counts."""
+def launch(args: argparse.Namespace) -> tuple[World, Any]:
+    """(this process's World, its device): Fabric launches `--devices` x `--num-nodes` processes (or joins
+    the ones `torchrun`/SLURM started); `--shard` multiplies the world."""
+    from docvlm.inference import resolve_device
 
-    def __init__(self, path: Path):
-        self.path = path
-        self.rows: list[dict] = []
-        self.broken = 0
-        if path.is_file():
-            with path.open(encoding="utf-8") as f:
-                for line_no, text in enumerate(f, start=1):
-                    if not text.strip():
-                        continue
-                    try:
-                        row = json.loads(text)
-                    except json.JSONDecodeError:
-                        row = None
-                    if not isinstance(row, dict) or "input" not in row:
-                        # an interrupted write leaves a cut last line; anything else is not ours
-                        print(f"docvlm convert: warning: {path}:{line_no}: not a manifest row, ignored", file=sys.stderr)
-                        self.broken += 1
-                        continue
-                    self.rows.append(row)
-        self.latest: dict[tuple[str, int | None], dict] = {}
-        for row in self.rows:
-            self.latest[row_key(row)] = row
+    shard_index, shard_count = args.shard or (1, 1)
+    devices, nodes = args.devices, args.num_nodes
+    if _launched_by_torchrun() and devices == 1 and nodes == 1:
+        devices = int(os.environ["LOCAL_WORLD_SIZE"])
+        nodes = int(os.environ["WORLD_SIZE"]) // devices
+    if devices * nodes == 1:
+        return World(shard_index - 1, shard_count), resolve_device(args.device)
+    from lightning.fabric import Fabric
 
-    def append(self, rows: list[dict]) -> None:
-        """Append rows and make them durable before returning."""
-        if not rows:
-            return
-        needs_newline = False
-        if self.path.is_file() and self.path.stat().st_size:
-            with self.path.open("rb") as f:
-                f.seek(-1, os.SEEK_END)
-                needs_newline = f.read(1) != b"\n"
-        with self.path.open("a", encoding="utf-8") as f:
-            if needs_newline:  # after a cut last line
-                f.write("\n")
-            for row in rows:
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        self.rows.extend(rows)
-        for row in rows:
-            self.latest[row_key(row)] = row
+    fabric = Fabric(accelerator=args.accelerator, devices=devices, num_nodes=nodes, strategy="ddp")
+    fabric.launch()
+    size = fabric.world_size
+    return World((shard_index - 1) * size + fabric.global_rank, shard_count * size, fabric), fabric.device
 
-    def compact(self) -> None:
-        """Keep only the latest row per (input, page), dropping a file-level error row of an input that
-        gave pages later; rewritten atomically, only when something is to be dropped."""
-        keep: dict[tuple[str, int | None], int] = {}
-        for i, row in enumerate(self.rows):
-            keep.pop(row_key(row), None)
-            keep[row_key(row)] = i
-        paged_since = {}
-        for key, i in keep.items():
-            if key[1] is not None:
-                paged_since[key[0]] = max(paged_since.get(key[0], -1), i)
-        keep = {k: i for k, i in keep.items() if not (k[1] is None and paged_since.get(k[0], -1) > i)}
-        if len(keep) == len(self.rows) and not self.broken:
-            return
-        rows = [self.rows[i] for i in sorted(keep.values())]
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with tmp.open("w", encoding="utf-8") as f:
-            for row in rows:
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
-        self.rows, self.broken = rows, 0
+
+# ---- pages and their output names -------------------------------------------------------------------
+@dataclass
+class Job:
+    page: Page
+    id: str  # output stem relative to <out>, posix
+    prefix: str = ""  # the page's own prompt part (from a manifest row)
+
+    @property
+    def key(self) -> tuple[str, int | None]:
+        return str(self.page.input), self.page.page
+
+
+def gather_pages(inputs: list[str], pages: PageRange | None, out: Path):
+    """(pages with their prompt parts, input errors, warnings); manifests expand into their rows' images.
+    Raises `ValueError` for a manifest that cannot be read (named with its line)."""
+    from docvlm.tasks.manifest import ManifestError, read_manifest
+
+    found, errors, warnings = [], [], []
+    for given in inputs:
+        if Path(given).suffix.lower() in MANIFEST_SUFFIXES and Path(given).is_file():
+            try:
+                samples = read_manifest(given)
+            except ManifestError as e:
+                raise ValueError(str(e)) from None
+            for sample in samples:
+                listed, failed, warned = expand([sample.image], pages, exclude=out)
+                found += [(page, sample.prefix) for page in listed]
+                errors += failed
+                warnings += warned
+        else:
+            listed, failed, warned = expand([given], pages, exclude=out)
+            found += [(page, "") for page in listed]
+            errors += failed
+            warnings += warned
+    return found, errors, warnings
+
+
+def inputs_inside(pages: list[tuple[Page, str]], out: Path) -> list[Path]:
+    """Input files inside the output folder, where an output could overwrite them."""
+    root = os.path.realpath(out)
+    return [p.input for p, _ in pages if os.path.commonpath([root, os.path.realpath(p.input)]) == root]
+
+
+def plan(pages: list[tuple[Page, str]], known: dict[tuple[str, int | None], dict]) -> list[Job]:
+    """One job per distinct (input, page), each with an output name no other page of the manifest or of
+    this run has (compared case-insensitively); a page the manifest knows keeps its earlier name. Every
+    process of a run computes the same plan, so names never depend on which process converts a page."""
+    taken = {str(r["id"]).casefold() for r in known.values() if r.get("id")}
+    jobs, seen = [], set()
+    for page, prefix in pages:
+        key = (str(page.input), page.page)
+        if key in seen:
+            continue
+        seen.add(key)
+        earlier = known.get(key)
+        if earlier is not None and earlier.get("id"):
+            jobs.append(Job(page, str(earlier["id"]), prefix))
+            continue
+        name, n = page.name, 2
+        while name.casefold() in taken:
+            name, n = f"{page.name}-{n}", n + 1
+        taken.add(name.casefold())
+        jobs.append(Job(page, name, prefix))
+    return jobs
 
 
 def is_done(row: dict | None, task: str, out: Path) -> bool:
@@ -232,177 +248,230 @@ def is_done(row: dict | None, task: str, out: Path) -> bool:
     )
 
 
-# ---- the run -----------------------------------------------------------------------------------------
-@dataclass
-class Job:
-    page: Page
-    id: str  # output stem relative to <out>, posix
-
-    @property
-    def key(self) -> tuple[str, int | None]:
-        return str(self.page.input), self.page.page
-
-
-def plan(pages: list[Page], manifest: Manifest) -> list[Job]:
-    """One job per distinct (input, page), each with an output name no other page of the manifest or of
-    this run has (compared case-insensitively); a page the manifest knows keeps its earlier name."""
-    taken = {str(r["id"]).casefold() for r in manifest.latest.values() if r.get("id")}
-    jobs, seen = [], set()
-    for page in pages:
-        key = (str(page.input), page.page)
-        if key in seen:
-            continue
-        seen.add(key)
-        earlier = manifest.latest.get(key)
-        if earlier is not None and earlier.get("id"):
-            jobs.append(Job(page, str(earlier["id"])))
-            continue
-        name, n = page.name, 2
-        while name.casefold() in taken:
-            name, n = f"{page.name}-{n}", n + 1
-        taken.add(name.casefold())
-        jobs.append(Job(page, name))
-    return jobs
-
-
 def _row(task: Task, input_: Path, page: int | None, id_: str | None, *, outputs=(), problems=(), error=None,
          text=None) -> dict:
     return {"input": str(input_), "page": page, "id": id_, "task": task.name, "outputs": list(outputs),
             "problems": list(problems), "error": error, "text": text}
 
 
+# ---- the command -------------------------------------------------------------------------------------
 def main(argv: list[str]) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.model is None:
+        parser.error("--model is required")
+    if args.device is not None and args.devices * args.num_nodes > 1:
+        parser.error("--device picks one device: use --accelerator with --devices")
     try:
-        task = make_task(args.task, args.task_option)
-    except ValueError as e:
+        check_task_early(args)
+    except (TaskMismatchError, ValueError) as e:
+        parser.error(f"--model {args.model}: {e}")
+    if args.out.exists() and not args.out.is_dir():
+        parser.error(f"--out {args.out}: exists and is not a folder")
+    try:
+        world, device = launch(args)
+    except (ValueError, RuntimeError) as e:
         parser.error(str(e))
-    out: Path = args.out
-    if out.exists() and not out.is_dir():
-        parser.error(f"--out {out}: exists and is not a folder")
+    return world.worst(run(args, world, lambda: load_from_args(args, device)))
+
+
+def convert_with(model: Model, inputs: list[str], out: Path, **options) -> int:
+    """`docvlm convert` in this process with a loaded model (`docvlm.load(...).convert`)."""
+    args = build_parser().parse_args(["--model", "-", "--out", str(out), "--", *inputs])
+    for key, value in options.items():
+        if not hasattr(args, key):
+            raise TypeError(f"convert() got an unknown option {key!r}")
+        setattr(args, key, parse_page_range(value) if key == "pages" and isinstance(value, str) else value)
+    shard_index, shard_count = args.shard or (1, 1)
+    return run(args, World(shard_index - 1, shard_count), lambda: model, task=model.task)
+
+
+def run(args: argparse.Namespace, world: World, load_model, task: Task | None = None) -> int:
+    """Convert this process's share of the pages; `load_model()` is called only when there is work."""
+    out = Path(os.path.abspath(args.out))
     out.mkdir(parents=True, exist_ok=True)
-    out = Path(os.path.abspath(out))
-    lock = _lock(out)
-    if lock is None:
-        parser.error(f"--out {out}: another docvlm convert is writing to this folder")
-
+    say = _Printer(world)
+    manifest = RunManifest(out, world.rank, world.size, warn=say.warning)
+    if world.leads:
+        manifest.merge()
+    world.barrier()
     try:
-        return _run(args, task, out)
-    finally:
-        if lock is not True:
-            lock.close()
-
-
-def _run(args, task: Task, out: Path) -> int:
-    manifest = Manifest(out / MANIFEST)
-    pages, input_errors, warnings = expand(args.inputs, args.pages, exclude=out)
+        pages, input_errors, warnings = gather_pages(args.inputs, args.pages, out)
+    except ValueError as e:
+        return say.error(str(e), EXIT_USAGE)
+    inside = inputs_inside(pages, out)
+    if inside:
+        return say.error(f"--out {out} contains the input {inside[0]}: outputs could overwrite inputs; "
+                         f"write to a folder outside the inputs", EXIT_USAGE)
     for warning in warnings:
-        print(f"docvlm convert: warning: {warning}", file=sys.stderr)
-    jobs = plan(pages, manifest)
-    todo = [j for j in jobs if not (args.skip_existing and is_done(manifest.latest.get(j.key), task.name, out))]
-    skipped = len(jobs) - len(todo)
-    failures = [e.error for e in input_errors]
-    manifest.append([_row(task, e.input, None, None, error=e.error) for e in input_errors])
-
-    stats = {"converted": 0, "problems": 0}
+        say.warning(warning)
+    known = manifest.read()
+    task_name = task.name if task is not None else _task_name(args)
+    jobs = [j for j in plan(pages, known) if world.owns(j.key)]
+    todo = [j for j in jobs if not (args.skip_existing and is_done(known.get(j.key), task_name, out))]
+    if not manifest.open():
+        return say.error(f"--out {out}: another docvlm convert is writing to this folder "
+                         f"(as process {world.rank + 1} of {world.size})", EXIT_USAGE)
+    stats = {"converted": 0, "problems": 0, "failed": [], "skipped": len(jobs) - len(todo)}
     code = EXIT_OK
-    if todo:
-        try:
-            code = _convert(args, task, out, todo, manifest, failures, stats)
-        except KeyboardInterrupt:
-            print(f"\ndocvlm convert: interrupted; the pages finished so far are recorded in {manifest.path} "
-                  f"(run again with --skip-existing to convert the rest)", file=sys.stderr)
-            code = EXIT_INTERRUPTED
-    manifest.compact()
-    for error in failures[:20]:
-        print(f"docvlm convert: error: {error}", file=sys.stderr)
-    if len(failures) > 20:
-        print(f"docvlm convert: ... and {len(failures) - 20} more errors (see {manifest.path})", file=sys.stderr)
-    print(f"docvlm: {stats['converted']} pages converted ({stats['problems']} with problems in the output), "
-          f"{len(failures)} failed, {skipped} skipped as done; manifest {manifest.path}")
+    try:
+        mine = [e for e in input_errors if world.owns((str(e.input), None))]
+        if mine:
+            manifest.append([{"input": str(e.input), "page": None, "id": None, "task": task_name, "outputs": [],
+                              "problems": [], "error": e.error, "text": None} for e in mine])
+            stats["failed"] += [e.error for e in mine]
+        if todo:
+            code = _convert(args, load_model, out, todo, manifest, stats, say)
+    except KeyboardInterrupt:
+        say.error(f"interrupted; the pages finished so far are recorded in {out} (run again with --skip-existing "
+                  f"to convert the rest)", 0)
+        code = EXIT_INTERRUPTED
+    finally:
+        manifest.close()
+        shutil.rmtree(manifest.staging, ignore_errors=True)
+        with contextlib.suppress(OSError):  # the last process to finish removes the emptied folder
+            manifest.staging.parent.rmdir()
+    if code not in (EXIT_USAGE, EXIT_INTERRUPTED):
+        world.barrier()
+    if world.leads:
+        manifest.merge()
+    say.summary(stats, manifest.path)
     if code != EXIT_OK:
         return code
-    return EXIT_FAILED if failures else EXIT_OK
+    return EXIT_FAILED if stats["failed"] else EXIT_OK
 
 
-def _lock(out: Path):
-    """An open file holding an exclusive advisory lock on `<out>/.convert.lock` (released when the process
-    ends, however it ends); None when another process holds it. Without `fcntl` (Windows) no lock is taken."""
-    try:
-        import fcntl
-    except ImportError:
-        return True
-    handle = (out / ".convert.lock").open("a")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        handle.close()
-        return None
-    return handle
+def _task_name(args: argparse.Namespace) -> str:
+    """The task's name as the manifest records it, without loading the model (a .ckpt says it on loading)."""
+    from docvlm import describe
+
+    path = Path(str(args.model))
+    description = describe.read(path) if path.is_dir() else None
+    return description["task"] if description else args.task
 
 
-def _convert(args, task: Task, out: Path, todo: list[Job], manifest: Manifest, failures: list[str],
-             stats: dict) -> int:
-    import torch
+class _Printer:
+    """Messages and the summary, with the process named when there are several."""
+
+    def __init__(self, world: World):
+        self.world = world
+        self.tag = f" [{world.rank + 1}/{world.size}]" if world.size > 1 else ""
+
+    def warning(self, message: str) -> None:
+        if self.world.rank == 0:
+            print(f"docvlm convert: warning: {message}", file=sys.stderr)
+
+    def error(self, message: str, code: int) -> int:
+        print(f"docvlm convert{self.tag}: error: {message}", file=sys.stderr)
+        return code
+
+    def summary(self, stats: dict, manifest: Path) -> None:
+        failed = stats["failed"]
+        for error in failed[:20]:
+            print(f"docvlm convert{self.tag}: error: {error}", file=sys.stderr)
+        if len(failed) > 20:
+            print(f"docvlm convert{self.tag}: ... and {len(failed) - 20} more errors (see {manifest})", file=sys.stderr)
+        where = f"; manifest {manifest}" if manifest.is_file() else ""
+        print(f"docvlm{self.tag}: {stats['converted']} pages converted ({stats['problems']} with problems in the "
+              f"output), {len(failed)} failed, {stats['skipped']} skipped as done{where}")
+
+
+def _convert(args, load_model, out: Path, todo: list[Job], manifest: RunManifest, stats: dict, say: _Printer) -> int:
+    from concurrent.futures import FIRST_COMPLETED, wait
+
     from torch.utils.data import DataLoader
     from tqdm import tqdm
 
-    from docvlm.decode import Decoding
-    from docvlm.model import load_for_inference
+    from docvlm.inference import decode_items
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        device = torch.device(device)
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError("CUDA is not available on this machine")
-    except (RuntimeError, ValueError) as e:
-        print(f"docvlm convert: error: --device {args.device}: {e}", file=sys.stderr)
-        return EXIT_USAGE
-    dtype = args.dtype if args.dtype != "auto" else ("bfloat16" if device.type == "cuda" else "float32")
+        model = load_model()
+    except (ModelLoadError, TaskMismatchError, ValueError) as e:
+        return say.error(f"--model {args.model}: {e}", EXIT_USAGE)
+    decoding, max_new_tokens = model.decoding_for(args.num_beams, args.max_new_tokens, args.repetition_guard)
+    dataset = _PageDataset(todo, model.task, model.image_size, args.dpi)
+    loader = DataLoader(dataset, batch_size=args.batch_size, num_workers=max(args.num_workers, 0), collate_fn=list)
+    staging = manifest.staging
+    pool = ExportPool(model.task, args.export_workers, args.export_timeout)
+    pending: dict = {}
 
-    worker = ExportWorker(task, args.export_timeout)
-    worker.start()  # the child imports while the model loads
-    try:
+    def finish(futures) -> None:
+        for future in futures:  # each row durable as soon as its page is placed
+            row = _finish(future, *pending.pop(future), model.task, out, staging)
+            manifest.append([row])
+            _count(row, stats)
+            bar.update(1)
+        bar.set_postfix(failed=len(stats["failed"]), refresh=False)
+
+    with tqdm(total=len(todo), unit="page", desc="converting", dynamic_ncols=True, disable=None) as bar:
         try:
-            model, processor = load_for_inference(args.model, dtype)
-        except Exception as e:  # noqa: BLE001  missing folder, unknown hub id, no network, bad files
-            print(f"docvlm convert: error: cannot load model {args.model!r}: {type(e).__name__}: {e}", file=sys.stderr)
-            return EXIT_USAGE
-        model.to(device).eval()
-        decoding = Decoding(num_beams=args.num_beams, max_new_tokens=args.max_new_tokens)
-        max_new_tokens = args.max_new_tokens or task.max_target_tokens
-        size = processor.image_processor.size["height"]
-        dataset = _PageDataset(todo, task, size, args.dpi)
-        loader = DataLoader(dataset, batch_size=args.batch_size, num_workers=max(args.num_workers, 0),
-                            collate_fn=list)
-        with tqdm(total=len(todo), unit="page", desc="converting", dynamic_ncols=True) as bar:
-            for items in loader:
-                rows = []
-                good = [item for item in items if "error" not in item]
-                for item in items:
-                    if "error" in item:
-                        job = todo[item["index"]]
-                        rows.append(_row(task, job.page.input, job.page.page, job.id, error=item["error"]))
-                texts = _decode(model, processor, good, decoding, max_new_tokens, device) if good else []
-                for item, text in zip(good, texts):
-                    rows.append(_export(worker, task, out, todo[item["index"]], text))
-                manifest.append(rows)
-                for row in rows:
-                    if row["error"] is not None:
-                        failures.append(row["error"])
+            for group in decode_items(model.net, model.processor, loader, decoding, max_new_tokens):
+                failed = []
+                for item, generation in group:
+                    job = todo[item["index"]]
+                    if isinstance(generation, Exception):
+                        reason = item.get("error") or f"{job.page.where}: decoding failed ({type(generation).__name__}: {generation})"
+                        failed.append(_row(model.task, job.page.input, job.page.page, job.id, error=reason))
                     else:
-                        stats["converted"] += 1
-                        stats["problems"] += bool(row["problems"])
-                bar.update(len(items))
-                bar.set_postfix(failed=len(failures), refresh=False)
-    finally:
-        worker.close()
+                        stem = staging / f"{item['index']}" / Path(job.id).name
+                        pending[pool.submit(generation.text, stem)] = (job, generation)
+                manifest.append(failed)
+                for row in failed:
+                    _count(row, stats)
+                bar.update(len(failed))
+                while len(pending) > 4 * args.export_workers:  # decoding may run ahead, within bounds
+                    finish(wait(list(pending), return_when=FIRST_COMPLETED).done)
+            finish(list(pending))
+        finally:
+            if pending:  # interrupted: keep the exports that finished
+                done = [f for f in pending if f.done()]
+                pool.close(cancel=True)
+                finish(done)
+            pool.close()
     return EXIT_OK
 
 
+def _count(row: dict, stats: dict) -> None:
+    if row["error"] is not None:
+        stats["failed"].append(row["error"])
+    else:
+        stats["converted"] += 1
+        stats["problems"] += bool(row["problems"])
+
+
+def _finish(future, job: Job, generation, task: Task, out: Path, staging: Path) -> dict:
+    """The page's row: its exported files moved from the staging folder into place, or the error."""
+    page = job.page
+    try:
+        written, problems = future.result()
+        outputs = [_place(Path(path), staging, out, job.id) for path in written]
+    except (ExportError, OSError, ValueError) as e:
+        return _row(task, page.input, page.page, job.id, error=f"{page.where}: {e}", text=generation.text)
+    return _row(task, page.input, page.page, job.id, outputs=outputs,
+                problems=[*generation.problems, *problems], text=generation.text)
+
+
+def _place(path: Path, staging: Path, out: Path, id_: str) -> str:
+    """Move one exported file to `<out>/<id's folder>/<its name>`; the rename replaces a file (or a link)
+    there without following it, and a destination outside `out` (a linked folder) is refused."""
+    if not safe_relative(id_):
+        raise ValueError(f"unsafe output name {id_!r}")
+    path = Path(os.path.abspath(path))
+    if os.path.commonpath([str(staging), str(path)]) != str(staging):
+        raise ValueError(f"the export wrote {path}, outside its folder")
+    target = out / Path(id_).parent / path.name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    root = os.path.realpath(out)
+    if os.path.commonpath([root, os.path.realpath(target.parent)]) != root:
+        raise ValueError(f"{target.parent} leads outside --out {out}")
+    if target.is_dir() and not target.is_symlink():
+        raise ValueError(f"{target} is a folder, not a file: rename the input or write to another --out")
+    os.replace(path, target)
+    return target.relative_to(out).as_posix()
+
+
 class _PageDataset:
-    """Jobs -> items for `docvlm.data.Collator`: the page loaded and fitted, or the error naming it."""
+    """Jobs -> `TaskDataset`-style items: the page loaded and fitted with its prompt, or the error naming it."""
 
     def __init__(self, jobs: list[Job], task: Task, size: int, dpi: float):
         self.jobs, self.task, self.size, self.dpi = jobs, task, size, dpi
@@ -414,7 +483,8 @@ class _PageDataset:
         from docvlm.images import BadImageError, fit
 
         job = self.jobs[index]
-        item = {"index": index, "id": job.id, "prompt": self.task.prefix, "target": None, "truncated": False}
+        prompt = self.task.prompt(Sample(id=job.id, image=job.page.input, prefix=job.prefix))
+        item = {"index": index, "id": job.id, "prompt": prompt, "target": None, "truncated": False}
         try:
             return {**item, "image": fit(job.page.load(self.dpi), self.size, self.task.image_mode)}
         except BadImageError as e:
@@ -422,46 +492,3 @@ class _PageDataset:
         except Exception as e:  # noqa: BLE001  one odd file must not stop the batch
             return {**item, "error": f"{job.page.where}: cannot load ({type(e).__name__}: {e})"}
 
-
-def _decode(model, processor, items: list[dict], decoding, max_new_tokens: int, device) -> list[str | Exception]:
-    """Texts for the items; if the batch fails, each item alone, so one bad page fails alone (its entry is
-    then the exception)."""
-    import torch
-
-    from docvlm.data import Collator
-    from docvlm.decode import generate
-
-    def run(group):
-        batch = Collator(processor, with_targets=False)(group)
-        batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-        return generate(model, processor, batch, decoding, max_new_tokens)
-
-    try:
-        return run(items)
-    except Exception as e:  # noqa: BLE001
-        if len(items) == 1:
-            return [e]
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-    results: list[str | Exception] = []
-    for item in items:
-        try:
-            results.extend(run([item]))
-        except Exception as e:  # noqa: BLE001
-            results.append(e)
-    return results
-
-
-def _export(worker: ExportWorker, task: Task, out: Path, job: Job, text: str | Exception) -> dict:
-    page = job.page
-    if isinstance(text, Exception):
-        error = f"{page.where}: decoding failed ({type(text).__name__}: {text})"
-        return _row(task, page.input, page.page, job.id, error=error)
-    stem = out / job.id
-    try:
-        stem.parent.mkdir(parents=True, exist_ok=True)
-        paths, problems = worker.export(text, stem)
-    except (ExportError, OSError) as e:
-        return _row(task, page.input, page.page, job.id, error=f"{page.where}: {e}", text=text)
-    outputs = [Path(os.path.relpath(p, out)).as_posix() if Path(p).is_absolute() else Path(p).as_posix() for p in paths]
-    return _row(task, page.input, page.page, job.id, outputs=outputs, problems=problems, text=text)

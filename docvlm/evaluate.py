@@ -1,23 +1,28 @@
 """`docvlm evaluate`: decode a data set with a model (or read a predictions JSONL), score it with the
 task's metrics, whole set and per sample, and write report.json / report.md / report.html.
 
-    docvlm evaluate --task T --model DIR_OR_ID --data SOURCE [--split S] [--limit N] --out DIR
-    docvlm evaluate --task T --model DIR_OR_ID --synthetic N --out DIR
+    docvlm evaluate --model DIR_OR_ID --data SOURCE [--split S] [--limit N] --out DIR
+    docvlm evaluate --model DIR_OR_ID --synthetic N --out DIR
     docvlm evaluate --task T --predictions FILE.jsonl --out DIR
 
 While decoding, every prediction is appended to `<out>/predictions.jsonl` at once, so work finished
 before an error (a corrupt image stops the run, named) is kept and can be evaluated with `--predictions`.
+The task comes from the model's `docvlm.json` (`--task` for a model without one, and with `--predictions`);
+decoding takes the same flags, and gives the same text, as `docvlm convert` and validation.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
-import docvlm.tasks
+from docvlm.inference import (
+    ModelLoadError, TaskMismatchError, add_model_arguments, check_task_early, load_from_args, resolve_task,
+)
 from docvlm.report import write_reports
 from docvlm.tasks.base import Task
 from docvlm.tasks.manifest import ManifestError, jsonl_rows
@@ -30,40 +35,56 @@ class PredictionsError(ValueError):
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="docvlm evaluate", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--task", required=True, choices=docvlm.tasks.names())
-    parser.add_argument("--model", help="Hugging Face folder, hub id, a `docvlm fit` checkpoint (.ckpt), or `tiny` "
-                                        "(needed unless --predictions)")
+    parser = argparse.ArgumentParser(prog="docvlm evaluate", description=__doc__.split("\n\n")[0],
+                                     epilog="exit status: 0 reports written, 1 the data could not be read, "
+                                            "2 bad arguments or a model that cannot be loaded")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--data", help="dataset folder or file, read by the task's reader")
     source.add_argument("--synthetic", type=int, metavar="N", help="decode N synthetic samples of the task")
     source.add_argument("--predictions", type=Path, metavar="FILE",
                         help="JSONL of {id, prediction, target[, image]} rows (e.g. predictions/val-stepN.jsonl)")
+    parser.add_argument("--images", type=Path, metavar="DIR",
+                        help="with --predictions: the folder its rows' `image` paths are inside (default: the "
+                             "file's folder); images elsewhere are shown as unavailable")
     parser.add_argument("--split", help="split the reader takes (train, val, test)")
     parser.add_argument("--limit", type=int, metavar="N", help="evaluate only the first N samples")
     parser.add_argument("--out", type=Path, required=True, help="folder for the reports")
-    parser.add_argument("--batch-size", type=int, default=8, help="samples per decoding batch")
-    parser.add_argument("--max-new-tokens", type=int, help="longest output (default: the task's max_target_tokens)")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--worst", type=int, default=10, metavar="N", help="worst cases shown in the reports")
+    add_model_arguments(parser)
     args = parser.parse_args(argv)
     if args.predictions is None and not args.model:
         parser.error("--model is needed with --data or --synthetic")
+    if args.predictions is not None and args.model:
+        parser.error("--predictions are scored as they are: leave out --model")
+    try:
+        if args.model:
+            check_task_early(args)
+        else:
+            args.task_object = resolve_task(None, args.task, dict(args.task_option))
+    except ValueError as e:
+        parser.error(str(e))
     return args
 
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    task = docvlm.tasks.get(args.task)
     try:
         if args.predictions is not None:
-            rows, images = read_predictions(args.predictions, args.limit)
+            task = args.task_object
+            rows, images = read_predictions(args.predictions, args.limit, args.images)
         else:
-            rows, images = decode(task, args)
+            try:
+                model = load_from_args(args)
+            except (ModelLoadError, TaskMismatchError) as err:
+                print(f"docvlm evaluate: error: --model {args.model}: {err}", file=sys.stderr)
+                return 2
+            task = model.task
+            rows, images = decode(model, args)
         if not rows:
             raise ValueError("no samples to evaluate")
         metrics = score_rows(task, rows)
-        options = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+        options = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "task_object"}
+        options["task"], options["task_options"] = task.name, task.options()
         paths = write_reports(args.out, task, options, metrics, rows, images, args.worst)
     except (ValueError, OSError) as err:  # bad inputs: the message names the file
         print(f"docvlm evaluate: error: {err}", file=sys.stderr)
@@ -73,11 +94,15 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def read_predictions(path: Path, limit: int | None) -> tuple[list[dict], list[Path | None]]:
-    """Rows `{id, image, target, prediction}` of a JSONL file, and their images (relative paths are
-    taken from the file's folder; a missing image is shown as unavailable, not an error)."""
+def read_predictions(path: Path, limit: int | None, images_dir: Path | None = None
+                     ) -> tuple[list[dict], list[Path | None]]:
+    """Rows `{id, image, target, prediction}` of a JSONL file, and their images.
+
+    Image paths are untrusted: one resolves inside the predictions file's folder (or `images_dir`) or is
+    shown as unavailable, whether or not it exists, so a crafted file can neither embed nor probe other files."""
     if not path.is_file():
         raise PredictionsError(f"{path}: no such predictions file")
+    base = os.path.realpath(images_dir if images_dir is not None else path.parent)
     rows, images = [], []
     try:
         for line_no, row in jsonl_rows(path):
@@ -90,7 +115,7 @@ def read_predictions(path: Path, limit: int | None) -> tuple[list[dict], list[Pa
                 raise PredictionsError(f"{where}: 'image' must be a path string")
             rows.append({"id": str(row.get("id", line_no)), "image": image, "target": row["target"],
                          "prediction": row["prediction"]})
-            images.append(path.parent / image if image else None)
+            images.append(_inside(base, image) if image else None)
             if limit is not None and len(rows) >= limit:
                 break
     except ManifestError as e:
@@ -98,18 +123,22 @@ def read_predictions(path: Path, limit: int | None) -> tuple[list[dict], list[Pa
     return rows, images
 
 
-def decode(task: Task, args: argparse.Namespace) -> tuple[list[dict], list[Any]]:
-    """Decode the samples of `--data`/`--synthetic` with the model; rows are also appended to
-    `<out>/predictions.jsonl` as they are decoded."""
-    import torch
+def _inside(base: str, image: str) -> Path | None:
+    resolved = os.path.realpath(os.path.join(base, image))
+    return Path(resolved) if os.path.commonpath([base, resolved]) == base else None
+
+
+def decode(model, args: argparse.Namespace) -> tuple[list[dict], list[Any]]:
+    """Decode the samples of `--data`/`--synthetic` with the model, as `convert` and validation do; rows are
+    also appended to `<out>/predictions.jsonl` as they are decoded."""
     from torch.utils.data import DataLoader
     from tqdm import tqdm
 
-    from docvlm.data import Collator, Source, TaskDataset
-    from docvlm.decode import Decoding, generate
+    from docvlm.data import Source, TaskDataset
     from docvlm.images import BadImageError
-    from docvlm.model import load_for_inference
+    from docvlm.inference import decode_items
 
+    task = model.task
     samples = Source(path=args.data, split=args.split, synthetic=args.synthetic or 0, seed=SYNTHETIC_SEED,
                      limit=args.limit).samples(task)
     unscored = [s for s in samples if s.target is None]
@@ -118,32 +147,28 @@ def decode(task: Task, args: argparse.Namespace) -> tuple[list[dict], list[Any]]
               f"(first: {unscored[0].meta.get('source', unscored[0].id)})", file=sys.stderr)
         samples = [s for s in samples if s.target is not None]
     targets = [task.to_target(s) for s in samples]
-
-    model, processor = load_for_inference(args.model, args.dtype)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    model.to(device).eval()
-    dataset = TaskDataset(samples, task, processor.image_processor.size["height"], targets=targets)
-    loader = DataLoader(dataset, batch_size=args.batch_size, collate_fn=Collator(processor, with_targets=False))
-    max_new_tokens = args.max_new_tokens or task.max_target_tokens
+    dataset = TaskDataset(samples, task, model.image_size, targets=targets)
+    loader = DataLoader(dataset, batch_size=args.batch_size, collate_fn=list)
+    decoding, max_new_tokens = model.decoding_for(args.num_beams, args.max_new_tokens, args.repetition_guard)
 
     args.out.mkdir(parents=True, exist_ok=True)
     partial = args.out / "predictions.jsonl"
     rows: list[dict] = []
-    with partial.open("w", encoding="utf-8") as f, tqdm(total=len(dataset), unit="sample", desc="decoding") as bar:
-        try:
-            for batch in loader:
-                batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-                predictions = generate(model, processor, batch, Decoding(), max_new_tokens)
-                for index, prediction in zip(batch["index"].tolist(), predictions):
-                    image = samples[index].image
-                    rows.append({"id": samples[index].id,
-                                 "image": str(Path(image).resolve()) if isinstance(image, (str, Path)) else None,
-                                 "target": targets[index], "prediction": prediction})
-                    f.write(json.dumps(rows[-1], ensure_ascii=False) + "\n")
-                f.flush()
-                bar.update(len(predictions))
-        except BadImageError as err:
-            raise BadImageError(f"{err}; the {len(rows)} predictions decoded before it are in {partial}") from None
+    with partial.open("w", encoding="utf-8") as f, tqdm(total=len(dataset), unit="sample", desc="decoding",
+                                                         disable=None) as bar:
+        for group in decode_items(model.net, model.processor, loader, decoding, max_new_tokens):
+            for item, generation in group:
+                if isinstance(generation, Exception):
+                    error = item.get("error") or f"{samples[item['index']].id}: decoding failed ({generation})"
+                    raise BadImageError(f"{error}; the {len(rows)} predictions decoded before it are in {partial}")
+                image = samples[item["index"]].image
+                rows.append({"id": item["id"],
+                             "image": str(Path(image).resolve()) if isinstance(image, (str, Path)) else None,
+                             "target": item["target"], "prediction": generation.text,
+                             "decoding_problems": generation.problems})
+                f.write(json.dumps(rows[-1], ensure_ascii=False) + "\n")
+            f.flush()
+            bar.update(len(group))
     return rows, [s.image for s in samples]
 
 
@@ -154,7 +179,7 @@ def score_rows(task: Task, rows: list[dict]) -> dict[str, float]:
 
     metrics = task.score([r["prediction"] for r in rows], [r["target"] for r in rows])
     for row in tqdm(rows, unit="sample", desc="scoring samples"):
-        row["problems"] = list(task.parse(row["prediction"]).problems)
+        row["problems"] = [*row.pop("decoding_problems", []), *task.parse(row["prediction"]).problems]
         try:
             row["score"] = {k: float(v) for k, v in task.score([row["prediction"]], [row["target"]]).items()}
         except Exception as err:  # noqa: BLE001  one odd sample must not take the report down

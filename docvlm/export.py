@@ -1,13 +1,15 @@
 """`docvlm export CHECKPOINT OUT`: a Lightning checkpoint (the best by validation, say) in Hugging Face
 format, as `fit` exports its final weights: safetensors + processor, LoRA merged, loadable by plain
-`transformers`. The base model is rebuilt from the checkpoint's `model` settings (hub id or folder)."""
+`transformers`, with its `docvlm.json`, generation config and model card. The base model is rebuilt from
+the checkpoint's `model` settings (hub id or folder); the checkpoint is read with `weights_only=True`."""
 
 from __future__ import annotations
 
 import argparse
-import pickle
 import sys
 from pathlib import Path
+
+EXIT_OK, EXIT_USAGE = 0, 2
 
 
 def main(argv: list[str]) -> int:
@@ -15,18 +17,27 @@ def main(argv: list[str]) -> int:
     parser.add_argument("checkpoint", type=Path, help="a .ckpt written by `docvlm fit`")
     parser.add_argument("out", type=Path, help="folder to write the Hugging Face model into")
     args = parser.parse_args(argv)
-    if not args.checkpoint.is_file():
-        print(f"docvlm export: error: {args.checkpoint}: no such checkpoint file", file=sys.stderr)
-        return 1
 
-    from docvlm.module import DocVLM
+    from docvlm import describe
+    from docvlm.inference import ModelLoadError, load_weights
 
+    if args.checkpoint.suffix != ".ckpt":
+        print(f"docvlm export: error: {args.checkpoint}: expected a .ckpt written by `docvlm fit`", file=sys.stderr)
+        return EXIT_USAGE
     try:
-        module = DocVLM.load_from_checkpoint(args.checkpoint, map_location="cpu", weights_only=True)
-    except (RuntimeError, KeyError, EOFError, ValueError, pickle.UnpicklingError) as err:
-        print(f"docvlm export: error: {args.checkpoint}: not a docvlm checkpoint that can be read "
-              f"({type(err).__name__}: {err})", file=sys.stderr)
-        return 1
-    module.export(args.out)
+        model, processor, description = load_weights(args.checkpoint)
+    except ModelLoadError as err:
+        print(f"docvlm export: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    if description is not None:
+        describe.set_generation_config(model, processor, description["decoding"].get("max_new_tokens")
+                                       or description["max_target_tokens"])
+    model.save_pretrained(args.out)
+    processor.save_pretrained(args.out)
+    if description is not None:
+        describe.write(args.out, description)
+    else:
+        print(f"docvlm: warning: {args.checkpoint} predates docvlm.json: give --task to convert and evaluate",
+              file=sys.stderr)
     print(f"docvlm: exported {args.checkpoint} in Hugging Face format to {args.out}")
-    return 0
+    return EXIT_OK

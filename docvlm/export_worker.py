@@ -34,19 +34,21 @@ def _export_child(fd: int) -> None:
 
     conn = Connection(fd)
     try:
-        task = conn.recv()
-    except Exception as e:  # noqa: BLE001  e.g. the task's class cannot be imported here
-        conn.send(("fatal", f"cannot set up the task in the export process ({type(e).__name__}: {e})"))
-        return
-    conn.send(("ready",))
-    while True:
         try:
+            task = conn.recv()
+        except (EOFError, OSError):  # the parent stopped before sending work (e.g. its model failed to load)
+            return
+        except Exception as e:  # noqa: BLE001  e.g. the task's class cannot be imported here
+            conn.send(("fatal", f"cannot set up the task in the export process ({type(e).__name__}: {e})"))
+            return
+        conn.send(("ready",))
+        while True:
             job = conn.recv()
-        except (EOFError, OSError):  # the parent is gone
-            return
-        if job is None:
-            return
-        conn.send(_parse_and_export(task, *job))
+            if job is None:
+                return
+            conn.send(_parse_and_export(task, *job))
+    except (EOFError, OSError):  # the parent is gone: nobody is left to tell
+        return
 
 
 _CHILD = ("import sys, json; sys.path[:0] = json.loads(sys.argv[2]); "
@@ -183,3 +185,39 @@ def _describe_exit(code: int | None) -> str:
         except ValueError:
             return f"signal {-code}"
     return f"exit status {code}"
+
+
+class ExportPool:
+    """`workers` `ExportWorker`s driven from threads, so that parsing and export overlap decoding.
+
+    `submit(text, stem)` returns a future of (written paths, parse problems) that raises `ExportError` as
+    `ExportWorker.export` does: a crash or a hang costs only that page, whatever the number of workers.
+    """
+
+    def __init__(self, task: Task, workers: int = 2, timeout: float = 300.0):
+        import queue
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._idle: queue.SimpleQueue[ExportWorker] = queue.SimpleQueue()
+        self._workers = [ExportWorker(task, timeout) for _ in range(workers)]
+        for worker in self._workers:
+            worker.start()
+            self._idle.put(worker)
+        self._threads = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="docvlm-export")
+
+    def _run(self, text: str, stem: Path) -> tuple[list[str], list[str]]:
+        worker = self._idle.get()
+        try:
+            stem.parent.mkdir(parents=True, exist_ok=True)
+            return worker.export(text, stem)
+        finally:
+            self._idle.put(worker)
+
+    def submit(self, text: str, stem: Path):
+        return self._threads.submit(self._run, text, stem)
+
+    def close(self, cancel: bool = False) -> None:
+        """Wait for the exports under way (dropping queued ones with `cancel`), then stop the workers."""
+        self._threads.shutdown(wait=True, cancel_futures=cancel)
+        for worker in self._workers:
+            worker.close()

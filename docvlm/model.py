@@ -145,15 +145,15 @@ def load(spec: ModelSpec) -> tuple[torch.nn.Module, PaliGemmaProcessor]:
     return model, processor
 
 
-def load_for_inference(name_or_path: str, dtype: str = "float32") -> tuple[torch.nn.Module, PaliGemmaProcessor]:
-    """A model to decode with and its processor: from a `docvlm fit` checkpoint (`.ckpt`; LoRA merged, a
-    4-bit base dequantized), or from anything `load` takes (Hugging Face folder, hub id, `tiny`)."""
-    if str(name_or_path).endswith(".ckpt"):
-        from docvlm.module import DocVLM
-
-        module = DocVLM.load_from_checkpoint(name_or_path, map_location="cpu", weights_only=True)
-        return unwrap(module.net).to(DTYPES[dtype]), module.processor
-    return load(ModelSpec(name_or_path=name_or_path, dtype=dtype))
+def model_spec(settings: ModelSpec | dict) -> ModelSpec:
+    """A `ModelSpec` from itself or from the plain dict a checkpoint's hyper-parameters hold."""
+    if isinstance(settings, ModelSpec):
+        return settings
+    fields = {k: v for k, v in settings.items() if k in ModelSpec.__dataclass_fields__}
+    lora = fields.get("lora")
+    if isinstance(lora, dict):
+        fields["lora"] = LoraSpec(**{k: v for k, v in lora.items() if k in LoraSpec.__dataclass_fields__})
+    return ModelSpec(**fields)
 
 
 def quantization(spec: ModelSpec) -> dict:

@@ -14,8 +14,9 @@ import torch.nn.functional as F
 from lightning.pytorch.strategies import FSDPStrategy
 from lightning.pytorch.utilities import rank_zero_info
 
+from docvlm import describe
 from docvlm.decode import Decoding, generate
-from docvlm.model import LoraSpec, ModelSpec, load, unwrap
+from docvlm.model import ModelSpec, load, model_spec, unwrap
 from docvlm.tasks.base import Task
 
 
@@ -82,8 +83,7 @@ class DocVLM(L.LightningModule):
         self.save_hyperparameters(ignore=["task"])
         self.task = task
         # from a checkpoint (`load_from_checkpoint`) the dataclasses come back as dicts
-        if isinstance(model, dict):
-            model = ModelSpec(**{**model, "lora": LoraSpec(**model["lora"]) if model.get("lora") else None})
+        model = model_spec(model)
         self.net, self.processor = load(model)
         # a 4-bit base is rebuilt from `model.name_or_path` on loading: checkpoints keep the trained weights
         self.base_in_checkpoint = model.quantize is None
@@ -135,20 +135,28 @@ class DocVLM(L.LightningModule):
 
     # ------------------------------------------------------------------------------------ decoding
     def decode(self, batch: dict[str, Any]) -> list[str]:
+        """Texts for a batch, by `docvlm.decode.generate`: what `convert`, `evaluate` and `docvlm.load` run."""
         max_new = self.decoding.max_new_tokens or self.task.max_target_tokens
-        return generate(self.net, self.processor, batch, self.decoding, max_new)
+        return [g.text for g in generate(self.net, self.processor, batch, self.decoding, max_new)]
 
-    def _collect(self, batch: dict[str, Any]) -> None:
+    def _collect(self, batch: dict[str, Any], split: str) -> None:
         if "input_ids" not in batch:
             return
         for index, id_, target, prediction in zip(batch["index"].tolist(), batch["id"], batch["target"], self.decode(batch)):
-            self._outputs.append({"index": index, "id": id_, "target": target, "prediction": prediction})
+            self._outputs.append({"index": index, "id": id_, "image": self._image_path(split, index), "target": target,
+                                  "prediction": prediction})
+
+    def _image_path(self, split: str, index: int) -> str | None:
+        """The sample's image file, so that a report made from the predictions file can show it."""
+        dataset = getattr(getattr(self.trainer, "datamodule", None), "datasets", {}).get(split)
+        image = dataset.samples[index].image if dataset is not None else None
+        return str(Path(image).resolve()) if isinstance(image, (str, Path)) else None
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._collect(batch)
+        self._collect(batch, "val")
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._collect(batch)
+        self._collect(batch, "test")
 
     def on_validation_epoch_end(self) -> None:
         self._score("val")
@@ -191,8 +199,28 @@ class DocVLM(L.LightningModule):
     def _trained_keys(self) -> set[str]:
         return {f"net.{name}" for name, p in self.net.named_parameters() if p.requires_grad}
 
+    def description(self) -> dict[str, Any] | None:
+        """What the model is (task, prompt, decoding) and its last validation metrics: `docvlm.json`."""
+        if self.task is None:
+            return None
+        metrics, measured_on = {}, None
+        if self._trainer is not None:
+            found = {k[len("val/"):]: float(v) for k, v in self.trainer.callback_metrics.items() if k.startswith("val/")}
+            samples = found.pop("samples", None)
+            if found:
+                source = getattr(self.trainer.datamodule, "sources", {}).get("val")
+                metrics = found
+                measured_on = {"split": "val", "samples": int(samples or 0), "step": self.global_step,
+                               "source": str(source) if source is not None else None}
+        size = self.processor.image_processor.size["height"]
+        return describe.description(self.task, size, self.decoding, metrics, measured_on)
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """QLoRA: keep only the trained weights (adapters); the frozen 4-bit base is not saved."""
+        """The model's description rides along (so `convert --model X.ckpt` knows its task), hyper-parameters
+        are plain data (readable with `weights_only=True`); QLoRA keeps only the trained weights (adapters),
+        not the frozen 4-bit base."""
+        checkpoint["docvlm"] = self.description()
+        checkpoint["hyper_parameters"] = _plain(checkpoint.get("hyper_parameters", {}))
         if not self.base_in_checkpoint:
             keep = self._trained_keys()
             checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
@@ -220,6 +248,26 @@ class DocVLM(L.LightningModule):
 
             state = get_model_state_dict(self.net, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
         if self._trainer is None or self.trainer.is_global_zero:
-            unwrap(self.net).save_pretrained(directory, state_dict=state)
+            model = unwrap(self.net)
+            data = self.description()
+            if data is not None:
+                describe.set_generation_config(model, self.processor, self.decoding.max_new_tokens or self.task.max_target_tokens)
+            model.save_pretrained(directory, state_dict=state)
             self.processor.save_pretrained(directory)
+            if data is not None:
+                describe.write(directory, data)
         return directory
+
+
+def _plain(value: Any) -> Any:
+    """Dataclasses (a `ModelSpec` given in Python) as dicts, recursively: a checkpoint stays loadable with
+    `torch.load(weights_only=True)`, which refuses arbitrary classes."""
+    import dataclasses
+
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(v) for v in value)
+    return value

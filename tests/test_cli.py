@@ -16,13 +16,13 @@ from docvlm.callbacks import plot_curves
 from docvlm.cli import main
 from docvlm.evaluate import main as evaluate_main
 from docvlm.export import main as export_main
-from docvlm.model import load_for_inference
+from docvlm.inference import load_weights
 from docvlm.module import DocVLM
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "configs").rglob("*.yaml"))
-# Overlays hold only the keys they change and are applied on top of the demo.
-OVERLAYS = {p for p in CONFIGS if p.parent.name == "strategies" or p.name in ("lora.yaml", "qlora.yaml")}
+# Overlays (and the real runs' base) hold only the keys they change and are applied on top of the demo.
+OVERLAYS = {p for p in CONFIGS if p.parent.name in ("strategies", "models") or p.name in ("lora.yaml", "qlora.yaml", "base.yaml")}
 SMALL = ["--data.train.synthetic=8", "--data.val.synthetic=4", "--data.batch_size=4", "--model.decoding.max_new_tokens=8"]
 
 
@@ -41,7 +41,7 @@ def test_every_config_parses(path, capsys):
     assert "model:" in printed and "data:" in printed and "task:" in printed
 
 
-REAL = sorted((REPO / "configs" / "paligemma2").glob("*.yaml"))
+REAL = sorted(p for p in (REPO / "configs" / "paligemma2").glob("*.yaml") if p.name != "base.yaml")
 
 
 @pytest.mark.slow
@@ -118,7 +118,8 @@ def test_fit_checkpoint_resume_and_export(tmp_path):
     assert all(torch.equal(v, state["state_dict"][f"net.{k}"]) for k, v in exported.state_dict().items())
     assert PaliGemmaProcessor.from_pretrained(tmp_path / "from-ckpt").image_seq_length == processor.image_seq_length
     # convert and evaluate decode from a checkpoint directly, with the weights export writes
-    ckpt_model, ckpt_processor = load_for_inference(str(checkpoints[0]))
+    ckpt_model, ckpt_processor, description = load_weights(str(checkpoints[0]))
+    assert description["task"] == "text" and description["metrics"].keys() >= {"cer", "exact_match"}
     assert all(torch.equal(v, exported.state_dict()[k]) for k, v in ckpt_model.state_dict().items())
     assert ckpt_processor.image_seq_length == processor.image_seq_length
     out = tmp_path / "eval-ckpt"
@@ -128,10 +129,10 @@ def test_fit_checkpoint_resume_and_export(tmp_path):
 
 
 def test_export_names_a_missing_or_unreadable_checkpoint(tmp_path, capsys):
-    assert export_main([str(tmp_path / "none.ckpt"), str(tmp_path / "out")]) == 1
+    assert export_main([str(tmp_path / "none.ckpt"), str(tmp_path / "out")]) == 2
     assert f"{tmp_path / 'none.ckpt'}: no such checkpoint file" in capsys.readouterr().err
     (tmp_path / "torn.ckpt").write_bytes(b"PK\x03\x04 not a whole zip")
-    assert export_main([str(tmp_path / "torn.ckpt"), str(tmp_path / "out")]) == 1
+    assert export_main([str(tmp_path / "torn.ckpt"), str(tmp_path / "out")]) == 2
     assert f"{tmp_path / 'torn.ckpt'}: not a docvlm checkpoint" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 

@@ -46,8 +46,9 @@ def tables_report(tmp_path_factory, data_dir):
     """A predictions file as validation writes it (+ images): one real PubTabNet image, one missing."""
     folder = tmp_path_factory.mktemp("tables")
     real = docvlm.tasks.get("tables").read(data_dir / "pubtabnet" / "examples" / "PubTabNet_Examples.jsonl")[0]
+    shutil.copy(real.image, folder / Path(real.image).name)  # images resolve inside the file's folder
     rows = [
-        {"id": real.id, "image": str(real.image), "target": real.target, "prediction": HOSTILE[0]},
+        {"id": real.id, "image": Path(real.image).name, "target": real.target, "prediction": HOSTILE[0]},
         {"id": "missing-image", "image": "missing.png", "target": "<table><tr><td>x</td></tr></table>",
          "prediction": HOSTILE[2]},
         {"id": "no-image", "target": "<table><tr><td>a</td><td>b</td></tr></table>", "prediction": HOSTILE[3]},

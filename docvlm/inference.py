@@ -1,0 +1,331 @@
+"""Inference: load a model for decoding and run it on images, the same way everywhere.
+
+`docvlm.load(model)` returns a `Model`; `docvlm convert` and `docvlm evaluate` are thin layers over it, and
+the Lightning module's validation decodes with the same `docvlm.decode.generate`, `TaskDataset` items and
+`Collator`, so all of them give the same text for the same model, images and prompts.
+
+A model is a Hugging Face folder (a run's exported `hf/`, which names its task in `docvlm.json`), a hub id,
+a `docvlm fit` checkpoint (`.ckpt`: read with `weights_only=True`, LoRA merged; no Lightning module is
+built), or `tiny`. One set of rules picks device and dtype: the first CUDA device when there is one, else the
+CPU; bfloat16 on CUDA, float32 elsewhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import docvlm.tasks
+from docvlm import describe
+from docvlm.decode import Decoding, Generation
+from docvlm.tasks.base import Parsed, Sample, Task
+
+
+class ModelLoadError(ValueError):
+    """A model that cannot be loaded; the message names it and says why."""
+
+
+class TaskMismatchError(ValueError):
+    """The task asked for contradicts the one the model was trained for."""
+
+
+# ---- device, dtype, loading ------------------------------------------------------------------------
+def resolve_device(device: str | None = None):
+    """`device`, or the first CUDA device when there is one, else the CPU."""
+    import torch
+
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as e:
+        raise ValueError(f"device {device!r}: {e}") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r}: CUDA is not available on this machine")
+    return resolved
+
+
+def resolve_dtype(dtype: str | None, device) -> str:
+    """`dtype`, or bfloat16 on CUDA and float32 elsewhere (`auto`/None)."""
+    if dtype in (None, "auto"):
+        return "bfloat16" if device.type == "cuda" else "float32"
+    return dtype
+
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+def load_weights(source: str | Path, dtype: str = "float32"):
+    """(model, processor, description or None) for decoding; raises `ModelLoadError` naming `source`."""
+    from docvlm.model import TINY, ModelSpec, load
+
+    source = str(source)
+    path = Path(source).expanduser()
+    if source.endswith(".ckpt"):
+        return _from_checkpoint(path, dtype)
+    if source != TINY and not path.is_dir():
+        if path.exists():
+            raise ModelLoadError(f"{source}: not a model folder (expected a Hugging Face folder, a .ckpt, a hub id or 'tiny')")
+        if not _HUB_ID.match(source) or source.startswith((".", "/", "~")):
+            raise ModelLoadError(f"{source}: no such model folder")
+    try:
+        model, processor = load(ModelSpec(name_or_path=source, dtype=dtype))
+    except Exception as e:  # noqa: BLE001  unknown hub id, no network, incomplete folder
+        where = "model folder" if path.is_dir() else "folder, and not a model the Hugging Face Hub could give"
+        raise ModelLoadError(f"{source}: cannot load (no such {where}: {type(e).__name__}: {e})") from None
+    return model, processor, describe.read(path) if path.is_dir() else None
+
+
+def _from_checkpoint(path: Path, dtype: str):
+    """The checkpoint's model rebuilt from its `model` settings, its trained weights loaded, LoRA merged."""
+    import pickle
+
+    import torch
+
+    from docvlm.model import DTYPES, load, model_spec, unwrap
+
+    if not path.is_file():
+        raise ModelLoadError(f"{path}: no such checkpoint file")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        spec = model_spec(checkpoint["hyper_parameters"]["model"])
+        state = {k[len("net."):]: v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
+    except (RuntimeError, KeyError, EOFError, ValueError, TypeError, pickle.UnpicklingError) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ModelLoadError(f"{path}: not a docvlm checkpoint that can be read safely ({type(e).__name__}: {reason})") from None
+    model, processor = load(spec)
+    trained = {name for name, p in model.named_parameters() if p.requires_grad}
+    missing = sorted(trained - state.keys()) if spec.quantize else []
+    if missing:  # a 4-bit base is not in the checkpoint, its adapters must be
+        raise ModelLoadError(f"{path}: lacks {len(missing)} trained weights of this model, e.g. {missing[0]}")
+    model.load_state_dict(state, strict=spec.quantize is None)
+    return unwrap(model).to(DTYPES[dtype]), processor, checkpoint.get("docvlm")
+
+
+def resolve_task(description: dict | None, name: str | None, options: dict[str, Any] | None = None) -> Task:
+    """The model's task (from its description), or `name` for a model that does not describe itself.
+
+    `options` override the model's task options (e.g. a scoring convention); a `name` that contradicts the
+    model's task is an error, as converting with another task's prompt and parser gives garbage.
+    """
+    options = dict(options or {})
+    if description is not None:
+        if name is not None and name != description["task"]:
+            raise TaskMismatchError(f"the model was trained for task {description['task']!r}, not {name!r}")
+        return make_task(description["task"], {**description.get("options", {}), **options})
+    if name is None:
+        raise TaskMismatchError(f"the model does not name its task (no {describe.DESCRIPTION}): give --task "
+                                f"({', '.join(docvlm.tasks.names())})")
+    return make_task(name, options)
+
+
+def make_task(name: str, options: dict[str, Any]) -> Task:
+    """`docvlm.tasks.get(name, **options)`, with a message listing the task's options on a bad key."""
+    import dataclasses
+
+    cls = type(docvlm.tasks.get(name))
+    known = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise ValueError(f"task {name!r} has no option {', '.join(map(repr, unknown))}; its options: {', '.join(known)}")
+    try:
+        return docvlm.tasks.get(name, **options)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"task {name!r}: bad option ({e})") from None
+
+
+# ---- decoding a set of items -----------------------------------------------------------------------
+def decode_items(model, processor, items: Iterable[list[dict]], decoding: Decoding, max_new_tokens: int
+                 ) -> Iterator[list[tuple[dict, Generation | Exception]]]:
+    """For each group of `TaskDataset`-style items, [(item, its Generation or the error)] in order.
+
+    An item whose image failed to load carries the error message; if a whole batch fails to decode, each
+    item is decoded alone, so that one bad page fails alone.
+    """
+    from docvlm.data import Collator
+    from docvlm.decode import generate
+
+    def run(group: list[dict]) -> list[Generation]:
+        return generate(model, processor, Collator(processor, with_targets=False)(group), decoding, max_new_tokens)
+
+    for group in items:
+        good = [item for item in group if "error" not in item]
+        results: dict[int, Generation | Exception] = {id(i): ValueError(i["error"]) for i in group if "error" in i}
+        if good:
+            try:
+                results.update(zip(map(id, good), run(good)))
+            except Exception as e:  # noqa: BLE001
+                if len(good) == 1:
+                    results[id(good[0])] = e
+                else:
+                    _free_accelerator_memory()
+                    for item in good:
+                        try:
+                            results[id(item)] = run([item])[0]
+                        except Exception as e1:  # noqa: BLE001
+                            results[id(item)] = e1
+        yield [(item, results[id(item)]) for item in group]
+
+
+def _free_accelerator_memory() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def with_decoding_problems(parsed: Parsed, generation: Generation) -> Parsed:
+    parsed.problems = [*generation.problems, *parsed.problems]
+    return parsed
+
+
+# ---- the Python API --------------------------------------------------------------------------------
+@dataclass
+class Model:
+    """A model ready to read documents; `docvlm.load(...)` makes one.
+
+        model = docvlm.load("runs/pubtabnet/lightning_logs/version_0/hf")
+        tables = model(["scan1.png", "scan2.png"], batch_size=8)
+        tables[0].text, tables[0].value, tables[0].problems
+        model.convert(["scans/", "report.pdf"], "converted/")   # what `docvlm convert` does
+    """
+
+    net: Any
+    processor: Any
+    task: Task
+    device: Any
+    description: dict | None = None
+    decoding: Decoding = field(default_factory=Decoding)
+
+    @property
+    def image_size(self) -> int:
+        return self.processor.image_processor.size["height"]
+
+    def __call__(self, images: Sequence, prompts: Sequence[str | None] | None = None, *, batch_size: int = 8,
+                 num_beams: int | None = None, max_new_tokens: int | None = None,
+                 repetition_guard: bool | None = None) -> list[Parsed]:
+        """The task's parsed results for `images` (PIL images or paths), in order.
+
+        `prompts` are per-image prompt parts appended to the task's prompt (e.g. a radiology INDICATION),
+        exactly as training builds prompts from a sample's `prefix`. Each result has `.text`, `.value`
+        (the domain object) and `.problems` (decoding and parsing problems)."""
+        from docvlm.data import TaskDataset
+
+        if prompts is not None and len(prompts) != len(images):
+            raise ValueError(f"{len(prompts)} prompts for {len(images)} images")
+        samples = [Sample(id=str(i), image=image, prefix=(prompts[i] if prompts else None) or "")
+                   for i, image in enumerate(images)]
+        dataset = TaskDataset(samples, self.task, self.image_size, targets=[None] * len(samples))
+        decoding, max_new = self.decoding_for(num_beams, max_new_tokens, repetition_guard)
+        groups = ([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
+                  for start in range(0, len(dataset), batch_size))
+        results: list[Parsed] = []
+        for group in decode_items(self.net, self.processor, groups, decoding, max_new):
+            for item, generation in group:
+                if isinstance(generation, Exception):
+                    raise generation
+                results.append(with_decoding_problems(self.task.parse(generation.text), generation))
+        return results
+
+    def decoding_for(self, num_beams=None, max_new_tokens=None, repetition_guard=None) -> tuple[Decoding, int]:
+        """This model's decoding settings with the given ones overriding, and the output budget."""
+        decoding = Decoding(
+            num_beams=num_beams or self.decoding.num_beams,
+            max_new_tokens=max_new_tokens or self.decoding.max_new_tokens,
+            repetition_guard=self.decoding.repetition_guard if repetition_guard is None else repetition_guard,
+        )
+        return decoding, decoding.max_new_tokens or self.task.max_target_tokens
+
+    def convert(self, inputs: Sequence[str | Path], out: str | Path, **options) -> int:
+        """Convert files and folders into `out` exactly as `docvlm convert` does; returns its exit status.
+        `options` are the command's long options with `_` for `-` (`pages="1-3"`, `skip_existing=True`)."""
+        from docvlm.convert import convert_with
+
+        return convert_with(self, [str(i) for i in inputs], Path(out), **options)
+
+
+def load(model: str | Path, device: str | None = None, dtype: str | None = None, task: str | None = None,
+         **task_options) -> Model:
+    """A `Model` from a Hugging Face folder, hub id, `docvlm fit` checkpoint or `tiny`, on `device`
+    (default: CUDA when there is one) in `dtype` (default: bfloat16 on CUDA, float32 elsewhere).
+
+    The task comes from the model's `docvlm.json`; `task` is needed only for a model without one."""
+    resolved = resolve_device(device)
+    net, processor, description = load_weights(model, resolve_dtype(dtype, resolved))
+    chosen = resolve_task(description, task, task_options)
+    decoding = Decoding(**description["decoding"]) if description and description.get("decoding") else Decoding()
+    return Model(net.to(resolved).eval(), processor, chosen, resolved, description, decoding)
+
+
+# ---- the decoding options shared by `convert` and `evaluate` -----------------------------------------
+def positive(kind: type):
+    def check(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not 0 < value < float("inf"):
+            raise argparse.ArgumentTypeError(f"{text!r} must be a positive number")
+        return value
+
+    return check
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--model`, `--task`, `--task-option` and the decoding flags, the same for every command that decodes."""
+    group = parser.add_argument_group("model and decoding (the same for convert and evaluate)")
+    group.add_argument("--model", metavar="MODEL",
+                       help="Hugging Face folder (e.g. a run's exported hf/), hub id, a `docvlm fit` checkpoint "
+                            "(.ckpt), or `tiny` (random test model)")
+    group.add_argument("--task", choices=docvlm.tasks.names(),
+                       help="the task; read from the model when it names one (docvlm.json), needed otherwise")
+    group.add_argument("--task-option", action="append", type=task_option, default=[], metavar="KEY=VALUE",
+                       help="task option, value read as a YAML scalar (repeatable), e.g. encoding=bekern")
+    group.add_argument("--batch-size", type=positive(int), default=8, help="pages per decoding batch (default 8)")
+    group.add_argument("--num-beams", type=positive(int), help="beam width; 1 = greedy (default: the model's, else 1)")
+    group.add_argument("--max-new-tokens", type=positive(int),
+                       help="longest output in tokens (default: the task's max_target_tokens)")
+    group.add_argument("--repetition-guard", action=argparse.BooleanOptionalAction, default=None,
+                       help="stop an output stuck repeating one pattern (default: on)")
+    group.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                       help="weights' dtype (default auto: bfloat16 on CUDA, float32 elsewhere)")
+    group.add_argument("--device", help="torch device, e.g. cpu, cuda, cuda:1 (default: cuda if available)")
+
+
+def task_option(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"{text!r}: expected key=value (e.g. encoding=bekern)")
+    return key.strip(), parse_scalar(value)
+
+
+def parse_scalar(text: str) -> Any:
+    """A `--task-option` value as a YAML scalar (`512` -> int, `true` -> bool, `null` -> None); text that
+    is not a YAML scalar (`a: b`, `[x`) stays the string it is."""
+    import yaml
+
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    return value if value is None or isinstance(value, (str, int, float, bool)) else text
+
+
+def load_from_args(args: argparse.Namespace, device=None) -> Model:
+    """`load` with the command's flags; `ModelLoadError`/`ValueError` say what is wrong."""
+    return load(args.model, device=str(device) if device is not None else args.device,
+                dtype=args.dtype, task=args.task, **dict(args.task_option))
+
+
+def check_task_early(args: argparse.Namespace) -> None:
+    """Usage errors about the task before any weights load: a folder's `docvlm.json` is read cheaply."""
+    path = Path(str(args.model)).expanduser()
+    description = describe.read(path) if path.is_dir() else None
+    if description is None and (path.is_dir() or str(args.model) == "tiny" or not str(args.model).endswith(".ckpt")):
+        resolve_task(None, args.task, dict(args.task_option))
+    elif description is not None:
+        resolve_task(description, args.task, dict(args.task_option))
