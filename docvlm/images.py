@@ -77,7 +77,9 @@ def open_regular(path: str | Path) -> BinaryIO:
 
 def check_size(image: Image.Image, where: str) -> None:
     """`BadImageError` for a frame over Pillow's `MAX_IMAGE_PIXELS`: a header can claim 100000 x 100000
-    pixels in a few bytes, and decoding it would take tens of GB (Pillow checks only the first frame)."""
+    pixels in a few bytes, and decoding it would take tens of GB. Pillow checks at `open` and, in some
+    formats only, when a later frame is decoded; this holds the limit for every frame of every format,
+    before decoding, and for images handed over already decoded (readers' callables)."""
     width, height = image.size
     limit = Image.MAX_IMAGE_PIXELS
     if limit and width * height > limit:

@@ -127,6 +127,12 @@ def test_decompression_bombs_are_bad_images_naming_the_file(tmp_path):
         load_image(tmp_path / "big.png")
 
 
+def test_the_pixel_limit_holds_for_images_handed_over_decoded(monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 5000)
+    with pytest.raises(BadImageError, match=r"train\.parquet:3: image: 100x100 pixels is over the limit of 5000"):
+        load_image(lambda: Image.new("L", (100, 100)), name="train.parquet:3: image")
+
+
 def test_every_pillow_failure_is_a_bad_image_error(tmp_path):
     """Hostile and damaged files: a pickle and an EPS (Ghostscript would run it) named .png, and byte
     mutations of small PNG, GIF, TIFF, BMP, JPEG and WebP files: each loads or raises `BadImageError`."""

@@ -1,0 +1,184 @@
+"""`docvlm fit`, through the console script, on a hostile corpus made at test time: every image mode
+Pillow reads, a FIFO, a decompression bomb (a PNG header claiming 100000 x 100000 pixels), truncated
+and corrupt files, a pickle and an EPS named .png, a folder, a dangling link and a device named .png,
+and manifests with bad JSON, bytes that are not UTF-8, missing keys and paths with `..`.
+
+Every run must end within its timeout, print no traceback, name each bad file with its manifest line,
+exit 0 when the bad images are skipped (`data.on_bad_image: skip`) and 2 on a user error, and leave
+every input byte for byte as it was."""
+
+import hashlib
+import json
+import os
+import pickle
+import stat
+import struct
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+REPO = Path(__file__).resolve().parents[1]
+DOCVLM = Path(sys.executable).parent / "docvlm"
+
+
+def text_image(text: str) -> Image.Image:
+    image = Image.new("L", (224, 64), 255)
+    ImageDraw.Draw(image).text((8, 20), text, fill=0, font_size=20)
+    return image
+
+
+def bomb_png() -> bytes:
+    """A valid PNG header claiming 100000 x 100000 greyscale pixels (10^10), and no pixel data."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
+
+
+def make_corpus(root: Path) -> tuple[list[str], list[str]]:
+    """Images under `root/corpus` (and one outside it, reached with `..`): (good names, bad names)."""
+    corpus = root / "corpus"
+    corpus.mkdir()
+    line = np.asarray(text_image("mode test"))
+    good = {
+        "grey16.png": Image.fromarray(line.astype(np.uint16) * 257),
+        "float.tif": Image.fromarray(line.astype(np.float32) / 255),
+        "int32.tif": Image.fromarray(line.astype(np.int32) * 257),
+        "la.png": Image.merge("LA", [Image.fromarray(line), Image.fromarray(255 - line)]),
+        "rgba.png": Image.fromarray(line).convert("RGBA"),
+        "cmyk.tif": Image.fromarray(line).convert("CMYK"),
+        "onebit.png": Image.fromarray(line).convert("1"),
+        "palette.gif": Image.fromarray(line).convert("P"),
+    }
+    for name, image in good.items():
+        image.save(corpus / name)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(np.ascontiguousarray(np.rot90(line))).save(corpus / "turned.png", exif=exif)
+    text_image("plain line").save(corpus / "plain.png")
+    (root / "outside").mkdir()
+    text_image("outside").save(root / "outside" / "elsewhere.png")
+
+    whole = (corpus / "plain.png").read_bytes()
+    os.mkfifo(corpus / "fifo.png")
+    (corpus / "bomb.png").write_bytes(bomb_png())
+    (corpus / "truncated.png").write_bytes(whole[: len(whole) // 2])
+    (corpus / "corrupt.png").write_bytes(whole[:16] + bytes(range(256)) * 4)
+    (corpus / "pickle.png").write_bytes(pickle.dumps({"__reduce__": "os.system"}))
+    (corpus / "eps.png").write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n")
+    (corpus / "empty.png").write_bytes(b"")
+    (corpus / "folder.png").mkdir()
+    os.symlink(corpus / "gone.png", corpus / "dangling.png")
+    os.symlink("/dev/zero", corpus / "device.png")
+    bad = ["fifo.png", "bomb.png", "truncated.png", "corrupt.png", "pickle.png", "eps.png", "empty.png",
+           "folder.png", "dangling.png", "device.png", "../missing/nowhere.png"]
+    return [*good, "turned.png", "plain.png", "../outside/elsewhere.png"], bad
+
+
+UTF8_PREFIX = '{"image": "plain.png", "target": "'
+
+
+def manifests(corpus: Path, good: list[str], bad: list[str]) -> dict[str, Path]:
+    rows = [{"image": name, "target": "mode test"} for name in good]
+    rows[1:1] = [{"image": name, "target": "broken"} for name in bad]  # the bad ones from line 2 on
+    paths = {"train": corpus / "train.jsonl", "bad_json": corpus / "bad_json.jsonl",
+             "bad_utf8": corpus / "bad_utf8.jsonl", "missing_key": corpus / "missing_key.jsonl"}
+    paths["train"].write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    first = json.dumps(rows[0]) + "\n"
+    paths["bad_json"].write_text(first + '{"image": "plain.png", "target": "x",}\n', encoding="utf-8")  # trailing comma
+    paths["bad_utf8"].write_bytes(first.encode() + UTF8_PREFIX.encode() + b'\xff\xfe"}\n')
+    paths["missing_key"].write_text(first + '{"target": "no image"}\n', encoding="utf-8")
+    return paths
+
+
+def checksums(folder: Path) -> dict[str, str]:
+    """sha256 of every regular file under `folder` (special files are listed, never opened)."""
+    sums = {}
+    for path in sorted(folder.rglob("*")):
+        mode = os.lstat(path).st_mode
+        name = str(path.relative_to(folder))
+        if stat.S_ISREG(mode):
+            sums[name] = hashlib.sha256(path.read_bytes()).hexdigest()
+        else:
+            sums[name] = stat.filemode(mode) + (f" -> {os.readlink(path)}" if stat.S_ISLNK(mode) else "")
+    return sums
+
+
+def command(root: Path, manifest: Path, *extra: str) -> list[str]:
+    return [
+        sys.executable, str(DOCVLM), "fit", "--config", str(REPO / "configs/demo.yaml"),
+        f"--data.train.path={manifest}", "--data.train.synthetic=0", "--data.val=null", "--trainer.limit_val_batches=0",
+        "--trainer.max_steps=2", "--data.batch_size=4", "--export.enabled=false",
+        f"--trainer.default_root_dir={root / 'runs'}", *extra,
+    ]
+
+
+def fit(root: Path, manifest: Path, *extra: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    try:
+        return subprocess.run(command(root, manifest, *extra), capture_output=True, text=True, timeout=timeout, cwd=root)
+    except subprocess.TimeoutExpired as e:
+        pytest.fail(f"docvlm fit hung on {manifest.name}: {(e.stderr or b'')[-3000:]!r}")
+
+
+def fit_all(root: Path, manifests: list[Path], timeout: int = 300) -> list[tuple[int, str]]:
+    """(exit status, stderr) of one run per manifest, run side by side."""
+    runs = [subprocess.Popen(command(root, m), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=root)
+            for m in manifests]
+    results = []
+    for run, manifest in zip(runs, manifests):
+        try:
+            results.append((run.wait(timeout), run.stderr.read()))
+        except subprocess.TimeoutExpired:
+            for other in runs:
+                other.kill()
+            pytest.fail(f"docvlm fit hung on {manifest.name}")
+    return results
+
+
+@pytest.mark.slow
+def test_fit_on_a_hostile_corpus(tmp_path):
+    good, bad = make_corpus(tmp_path)
+    corpus = tmp_path / "corpus"
+    paths = manifests(corpus, good, bad)
+    before = checksums(tmp_path)
+
+    # skip: every bad image named with its manifest line and left out; the rest trains
+    done = fit(tmp_path, paths["train"], "--data.on_bad_image=skip")
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert "Traceback" not in done.stderr
+    for line, name in enumerate(bad, start=2):
+        assert f"skipped: {paths['train']}:{line}: {corpus / name}: " in done.stderr, (name, done.stderr[-4000:])
+    for name in good:
+        assert str(corpus / name) not in done.stderr, name
+
+    # error: one line, the first bad image with its line, how many more (all but truncated.png, whose
+    # header is whole: it fails when decoded, and would stop the run at its batch), and what to do
+    done = fit(tmp_path, paths["train"])
+    assert done.returncode == 2, done.stderr[-4000:]
+    assert "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"docvlm fit: error: {paths['train']}:2: {corpus / 'fifo.png'}: a FIFO, not a regular file "
+        f"(and {len(bad) - 2} more unreadable images in data.train); fix or remove them, "
+        "or set data.on_bad_image: skip to leave them out")
+
+    trailing_comma = '{"image": "plain.png", "target": "x",}'
+    expected = {
+        "bad_json": f"{paths['bad_json']}:2: not valid JSON (Expecting property name enclosed in double quotes "
+                    f"at column {trailing_comma.index('}') + 1})",
+        "bad_utf8": f"{paths['bad_utf8']}:2: not UTF-8 (byte 0xff at column {len(UTF8_PREFIX) + 1}); "
+                    "save the manifest as UTF-8",
+        "missing_key": f"{paths['missing_key']}:2: row has no 'image' path",
+    }
+    for (status, stderr), (name, message) in zip(fit_all(tmp_path, [paths[n] for n in expected]), expected.items()):
+        assert status == 2, (name, stderr[-4000:])
+        assert "Traceback" not in stderr, name
+        assert stderr.strip().splitlines()[-1] == f"docvlm fit: error: {message}"
+
+    after = {name: value for name, value in checksums(tmp_path).items() if not name.startswith("runs")}
+    assert after == before
