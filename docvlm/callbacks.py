@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 
 import lightning as L
-from lightning.pytorch.callbacks import BasePredictionWriter
+import torch
+from lightning.pytorch.callbacks import BasePredictionWriter, ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info
 
 
@@ -108,3 +109,34 @@ def plot_curves(metrics_csv: Path, out: Path) -> list[str]:
     figure.tight_layout()
     figure.savefig(out)
     return names
+
+
+class BestCheckpoint(ModelCheckpoint):
+    """`ModelCheckpoint` that keeps the best checkpoint by the task's main metric, in the direction the task
+    declares (`Task.main_metric`, `Task.metric`), so that no config names a metric. Other arguments are
+    `ModelCheckpoint`'s; a `monitor` given explicitly is kept."""
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if self.monitor is None:
+            metric = pl_module.task.metric(pl_module.task.main_metric)
+            self.monitor = f"val/{metric.name}"
+            self.mode = "max" if metric.higher_is_better else "min"
+            self.kth_value = torch.tensor(-torch.inf if metric.higher_is_better else torch.inf)
+        super().setup(trainer, pl_module, stage)
+
+
+class OptimizerStepCadence(L.Callback):
+    """Make an integer `trainer.val_check_interval` count optimizer steps, as `max_steps`, the warm-up and
+    `ModelCheckpoint(every_n_train_steps=...)` do, instead of batches: Lightning multiplies nothing by
+    `accumulate_grad_batches`, so an overlay that trades accumulation for devices (64 -> 8 on 8 GPUs) would
+    otherwise validate 8 times less often. A float (a share of an epoch) is left as it is."""
+
+    def __init__(self) -> None:
+        self._steps: int | None = None  # set once, so that a second `fit` does not multiply again
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage != "fit" or not isinstance(trainer.val_check_interval, int):
+            return
+        if self._steps is None:
+            self._steps = trainer.val_check_interval
+        trainer.val_check_interval = self._steps * trainer.accumulate_grad_batches

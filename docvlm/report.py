@@ -22,7 +22,6 @@ from docvlm.export_worker import ExportError, ExportWorker
 from docvlm.images import BadImageError, load_image
 from docvlm.tasks.base import Task
 
-LOWER_IS_BETTER = {"cer", "ser", "ler", "unparseable"}  # error rates: the worst sample has the highest value
 PAGE_CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 FRAME_CSP = "default-src 'none'; style-src 'unsafe-inline'"
 THUMBNAIL = 640  # longest side of images shown in the page, in pixels
@@ -38,18 +37,18 @@ iframe{width:100%;height:20em;border:1px solid #ccc;background:#fff}.problems{co
 """
 
 
-def main_metric(task: Task, metrics: dict[str, float]) -> str:
-    """The metric samples are ranked by: the task's `main_metric`, else the first one it reports."""
-    return task.main_metric if task.main_metric in metrics else next(iter(metrics))
+def worst(rows: list[dict], task: Task, n: int) -> list[int]:
+    """Indices of the `n` rows worst by the task's main metric (rows that could not be scored first); ties,
+    common where a metric is 0 or 1 per sample (exact match), are broken by the task's other metrics in
+    the order it declares them, a metric a row lacks counting as no worse."""
+    order = [task.metric(task.main_metric)] + [m for m in task.metrics if m.name != task.main_metric]
 
-
-def worst(rows: list[dict], metric: str, n: int) -> list[int]:
-    """Indices of the `n` rows with the worst per-sample `metric` (rows that could not be scored first)."""
-    sign = -1 if metric in LOWER_IS_BETTER else 1
-
-    def key(i: int) -> float:
-        value = (rows[i]["score"] or {}).get(metric)
-        return float("-inf") if value is None else sign * value
+    def key(i: int) -> tuple[float, ...]:
+        score = rows[i]["score"]
+        if score is None:
+            return (float("-inf"),)
+        return tuple(float("inf") if score.get(m.name) is None else score[m.name] * (1 if m.higher_is_better else -1)
+                     for m in order)
 
     return sorted(range(len(rows)), key=key)[:n]
 
@@ -59,12 +58,12 @@ def write_reports(out: Path, task: Task, options: dict[str, Any], metrics: dict[
     """Write the three reports into `out`; `images[i]` is the image source of `rows[i]` (path, PIL image,
     callable or None) for the page. Returns the paths written."""
     out.mkdir(parents=True, exist_ok=True)
-    metric = main_metric(task, metrics)
+    metric = task.main_metric
     report = {"task": task.name, "task_options": task.options(), "options": options, "main_metric": metric,
               "metrics": metrics, "n": len(rows), "rows": rows}
     paths = [out / "report.json", out / "report.md", out / "report.html"]
     paths[0].write_text(json.dumps(report, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
-    cases = worst(rows, metric, n_worst)
+    cases = worst(rows, task, n_worst)
     paths[1].write_text(markdown(task, metrics, metric, [rows[i] for i in cases]), encoding="utf-8")
     page = html_page(task, options, metrics, metric, rows, [(rows[i], images[i] if images else None) for i in cases])
     paths[2].write_text(page, encoding="utf-8")

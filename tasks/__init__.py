@@ -6,10 +6,10 @@ Every module in this package is imported here, so a new task needs no edit anywh
 import importlib
 import pkgutil
 
-from docvlm.tasks.base import Parsed, Sample, Task, get, names, register
+from docvlm.tasks.base import Metric, Parsed, Sample, Task, get, names, register
 
 for _module in pkgutil.iter_modules(__path__):
     if _module.name not in {"base", "manifest"}:
         importlib.import_module(f"{__name__}.{_module.name}")
 
-__all__ = ["Parsed", "Sample", "Task", "get", "names", "register"]
+__all__ = ["Metric", "Parsed", "Sample", "Task", "get", "names", "register"]

@@ -48,6 +48,28 @@ class Parsed:
         return self.value is not None and not self.problems
 
 
+@dataclass(frozen=True)
+class Metric:
+    """One value that `Task.score` returns, declared by its task so that the core names no metric.
+
+    Attributes:
+        name: the key in `score`'s dict, logged as `val/<name>`.
+        higher_is_better: the direction checkpoint selection and the report's ranking of samples use.
+        corpus: computed over the pooled set (SMT's total edits over total length, corpus BLEU, CIDEr-D's
+            document frequencies), so the set's value is not the mean of its samples' values.
+        perfect: what predictions identical to their references score; None where that depends on the
+            set (CIDEr-D, macro averages over labels a set may not have).
+        optional: left out where it is undefined or not asked for (chirality accuracy on a set without
+            a chiral reference; RadGraph F1 without its option), so not every `score` returns it.
+    """
+
+    name: str
+    higher_is_better: bool = True
+    corpus: bool = False
+    perfect: float | None = 1.0
+    optional: bool = False
+
+
 @dataclass
 class Task:
     """Base class of tasks. Subclasses are dataclasses whose fields are the task's options.
@@ -57,10 +79,13 @@ class Task:
         max_target_tokens: the longest target the model is trained or asked to produce.
         image_mode: `pad` pads to a white square then resizes (tables, molecules, as in the paper);
             `stretch` resizes to the square directly (the processor's default).
-        main_metric: the `score` key evaluation reports rank samples by and plot (default: the first).
+        metrics: every metric `score` returns, in the order reports list them.
+        main_metric: the one metric that picks the best checkpoint and ranks samples in reports; a
+            single sample's value of it must mean something (not CIDEr-D, which is 0 for one report).
     """
 
     name: ClassVar[str] = ""
+    metrics: ClassVar[tuple[Metric, ...]] = ()
     main_metric: ClassVar[str] = ""
     prefix: str = ""
     max_target_tokens: int = 128
@@ -106,6 +131,13 @@ class Task:
         path.write_text(parsed.text, encoding="utf-8")
         return [path]
 
+    def metric(self, name: str) -> Metric:
+        """The declaration of the metric `name`."""
+        for metric in self.metrics:
+            if metric.name == name:
+                return metric
+        raise KeyError(f"task {self.name!r} declares no metric {name!r}; it declares {[m.name for m in self.metrics]}")
+
     def options(self) -> dict[str, Any]:
         """The task's options as a plain dict (logged with each run)."""
         return dataclasses.asdict(self)
@@ -118,6 +150,9 @@ def register(cls: type[Task]) -> type[Task]:
     """Class decorator: make a task available as `docvlm.tasks.get(cls.name)`."""
     if not cls.name:
         raise ValueError(f"{cls.__qualname__} needs a `name`")
+    declared = {m.name: m for m in cls.metrics}
+    if cls.main_metric not in declared or declared[cls.main_metric].optional:
+        raise ValueError(f"{cls.__qualname__}.main_metric {cls.main_metric!r} is not one of its non-optional `metrics`")
     if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
         raise ValueError(f"task name {cls.name!r} is already taken by {_REGISTRY[cls.name].__qualname__}")
     _REGISTRY[cls.name] = cls

@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from docvlm.tasks.base import Parsed, Sample, Task, register
+from docvlm.tasks.base import Metric, Parsed, Sample, Task, register
 from docvlm.tasks.manifest import ManifestError, read_manifest
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".gif", ".bmp", ".webp"}
@@ -34,7 +34,9 @@ class MoleculesTask(Task):
     """
 
     name = "molecules"
-    main_metric = "tanimoto"  # exact match is 0/1 per sample: similarity ranks the misses
+    metrics = (Metric("canon_smiles"), Metric("graph"), Metric("chiral", optional=True), Metric("tanimoto"),
+               Metric("inchi"), Metric("valid"))
+    main_metric = "canon_smiles"  # MolScribe's exact match, the paper's number
     prefix: str = "smiles"
     max_target_tokens: int = 256
     image_mode: str = "pad"

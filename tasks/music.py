@@ -26,7 +26,7 @@ from PIL import Image
 from docvlm.converters import kern
 from docvlm.converters.kern_synth import random_kern, to_bekern
 from docvlm.metrics.music import CerParsing, music_metrics
-from docvlm.tasks.base import Parsed, Sample, Task, register
+from docvlm.tasks.base import Metric, Parsed, Sample, Task, register
 
 
 @register
@@ -43,6 +43,8 @@ class MusicTask(Task):
     """
 
     name = "music"
+    metrics = (*(Metric(name, higher_is_better=False, corpus=True, perfect=0.0) for name in ("cer", "ser", "ler")),
+               Metric("valid"))
     main_metric = "cer"
     prefix: str = "music to kern"
     max_target_tokens: int = 1024

@@ -22,7 +22,7 @@ from typing import Literal
 
 from docvlm.converters import reports
 from docvlm.converters.radiograph_render import random_case, render, report_text
-from docvlm.tasks.base import Parsed, Sample, Task, register
+from docvlm.tasks.base import Metric, Parsed, Sample, Task, register
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,13 @@ class RadiologyTask(Task):
     """
 
     name = "radiology"
-    main_metric = "rouge_l"  # CIDEr-D of one report is 0 (no document frequencies)
+    metrics = (
+        *(Metric(f"bleu{n}", corpus=True) for n in range(1, 5)), Metric("rouge_l"), Metric("cider", corpus=True, perfect=None),
+        *(Metric(f"chexpert_{score}_{average}_{labels}", corpus=True, perfect=None if average == "macro" else 1.0)
+          for labels in ("14", "5") for score in ("precision", "recall", "f1") for average in ("micro", "macro")),
+        Metric("radgraph_f1", optional=True),
+    )
+    main_metric = "rouge_l"  # CIDEr-D of one report is 0 (no document frequencies): it cannot rank samples
     prefix: str = "report"
     max_target_tokens: int = 512
     image_mode: str = "stretch"

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from docvlm.tasks.base import Parsed, Sample, Task, register
+from docvlm.tasks.base import Metric, Parsed, Sample, Task, register
 from docvlm.tasks.manifest import ManifestError, read_manifest
 
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -44,6 +44,8 @@ class TablesTask(Task):
     """
 
     name = "tables"
+    metrics = (Metric("teds"), Metric("teds_struct"), Metric("grits_top"), Metric("grits_con"),
+               Metric("unparseable", higher_is_better=False, perfect=0.0))
     main_metric = "teds"
     prefix: str = "table html"
     max_target_tokens: int = 4096

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from docvlm.converters.text import random_line, render_line
 from docvlm.metrics.text import cer, exact_match
-from docvlm.tasks.base import Sample, Task, register
+from docvlm.tasks.base import Metric, Sample, Task, register
 
 
 @register
@@ -22,6 +22,7 @@ class TextTask(Task):
     """
 
     name = "text"
+    metrics = (Metric("cer", higher_is_better=False, corpus=True, perfect=0.0), Metric("exact_match"))
     main_metric = "cer"
     prefix: str = "ocr"
     max_target_tokens: int = 128

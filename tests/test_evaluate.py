@@ -196,7 +196,7 @@ def test_molecule_predictions_are_drawn_when_they_parse(tmp_path):
     drawing = Image.open(io.BytesIO(base64.b64decode(drawn[0].split(",", 1)[1]))).convert("L")
     assert drawing.getextrema()[0] < 128  # bonds drawn in dark ink on white
     report = json.loads((tmp_path / "out" / "report.json").read_text(encoding="utf-8"))
-    assert report["main_metric"] == "tanimoto" and report["rows"][0]["score"]["canon_smiles"] == 1.0
+    assert report["main_metric"] == "canon_smiles" and report["rows"][0]["score"]["canon_smiles"] == 1.0
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")
