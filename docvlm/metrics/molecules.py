@@ -37,6 +37,7 @@ unparseable), because RDKit crashes the process on chains of some 20k atoms wher
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import re
@@ -123,12 +124,14 @@ class _Side:
         self.valid = (mol if written == text else _mol(written)) is not None  # canonicalize_smiles(smiles)[1]
         self.mol = mol if smiles == text else _mol(smiles)  # as written, for the fingerprint and the InChI
 
+    @functools.cached_property  # a prediction identical to its gold is the same object: computed once
     def fingerprint(self):
         try:
             return None if self.mol is None else Chem.RDKFingerprint(self.mol)
         except Exception:  # MolScribe's `tanimoto_similarity` scores any failure 0
             return None
 
+    @functools.cached_property
     def inchi(self) -> str:
         if self.mol is None:
             return ""
@@ -145,10 +148,11 @@ def score_pair(prediction: object, reference: object) -> tuple[bool, bool, bool,
         pred = gold if prediction == reference else _Side(prediction)
         gold_stereo = gold.stereo or EMPTY_GOLD
         gold_graph = gold.graph or EMPTY_GOLD
-        gold_fp, pred_fp = gold.fingerprint(), pred.fingerprint()
-        tanimoto = 0.0 if gold_fp is None or pred_fp is None else DataStructs.FingerprintSimilarity(gold_fp, pred_fp)
-        gold_inchi = gold.inchi()
-        inchi = bool(gold_inchi) and gold_inchi == pred.inchi()
+        if gold.fingerprint is None or pred.fingerprint is None:
+            tanimoto = 0.0
+        else:
+            tanimoto = DataStructs.FingerprintSimilarity(gold.fingerprint, pred.fingerprint)
+        inchi = bool(gold.inchi) and gold.inchi == pred.inchi
         return (gold_stereo == pred.stereo, gold_graph == pred.graph, "@" in gold_stereo, tanimoto, inchi, pred.valid)
 
 
