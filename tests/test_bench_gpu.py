@@ -52,8 +52,9 @@ def test_smoke_run_fills_every_section(tmp_path):
     # image tokens, <bos>, "table html" (one token per character), "\n", the target with <eos>
     assert meta["sequence_length"] == meta["image_tokens"] + 1 + 10 + 1 + 64
     positive(meta, "params", "wall_s")
-    # the FLOP formula counts exactly the matrix products torch sees in the model's forward
-    assert report["flops"]["counted_over_analytic"] == pytest.approx(1.0, abs=1e-9)
+    # the FLOP formula counts the matrix products torch sees in the model's forward: exactly with
+    # transformers 5.23; 5.17 (the GPU machine's) computes the rotary angles with a small bmm too (+0.01%)
+    assert report["flops"]["counted_over_analytic"] == pytest.approx(1.0, rel=1e-3)
     positive(report["flops"], "per_sample_model_tflop", "per_sample_hardware_tflop", "per_token_model_gflop")
 
     for part in (report["train"]["eager"], report["transformers"]["eager"]):
