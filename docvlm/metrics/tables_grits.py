@@ -32,7 +32,7 @@ from difflib import SequenceMatcher
 import numpy as np
 from lxml import etree, html
 
-from docvlm.metrics.tables_teds import _span
+from docvlm.metrics.tables_teds import span
 
 
 def grits(pred: str, true: str) -> dict[str, float]:
@@ -71,7 +71,7 @@ def html_to_cells(text: str) -> list[tuple[list[int], list[int], str]]:
             row += 1
         if node.tag in ("td", "th"):
             row = max(row, 0)  # cells before the first `tr` open a row of their own
-            colspan, rowspan = max(1, _span(node, "colspan")), max(1, _span(node, "rowspan"))
+            colspan, rowspan = max(1, span(node, "colspan")), max(1, span(node, "rowspan"))
             taken = occupied.setdefault(row, set())
             column = 0
             while column in taken:

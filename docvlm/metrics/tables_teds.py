@@ -87,7 +87,9 @@ def _tag(node) -> str:
     return node.tag if isinstance(node.tag, str) else _PI_TAG
 
 
-def _span(node, name: str) -> int:
+def span(node, name: str) -> int:
+    """A cell's `colspan` or `rowspan` as the reference reads it: `int(value)`, else the leading digits
+    (where the reference raises), else 1. GriTS reads spans the same way."""
     value = node.attrib.get(name, "1")
     try:
         return int(value)
@@ -132,7 +134,7 @@ class _Tree:
                 self.children[parent].append(index)
             tag = _tag(node)
             if tag == "td":
-                self.labels.append(("td", _span(node, "colspan"), _span(node, "rowspan")))
+                self.labels.append(("td", span(node, "colspan"), span(node, "rowspan")))
                 self.contents.append([] if structure_only else _cell_tokens(node))
             else:
                 self.labels.append((tag,))
