@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from docvlm.errors import DataError
+from docvlm.images import special_file_problem
 from docvlm.tasks.base import Sample
 
 
@@ -23,13 +24,14 @@ class ManifestError(DataError):
 
 def read_manifest(path: str | Path) -> list[Sample]:
     path = Path(path)
-    if not path.is_file():
-        raise ManifestError(f"{path}: no such manifest file")
+    _require_file(path)
     rows = _csv_rows(path) if path.suffix.lower() == ".csv" else jsonl_rows(path)
     samples = []
     for line, row in rows:
-        if not isinstance(row.get("image"), str) or not row["image"]:
+        if not row.get("image"):
             raise ManifestError(f"{path}:{line}: row has no 'image' path")
+        if not isinstance(row["image"], str):
+            raise ManifestError(f"{path}:{line}: 'image' must be a path (a string), got {type(row['image']).__name__}")
         target = row.get("target")
         if target is not None and not isinstance(target, str):
             raise ManifestError(f"{path}:{line}: 'target' must be a string, got {type(target).__name__}")
@@ -45,6 +47,16 @@ def read_manifest(path: str | Path) -> list[Sample]:
     return samples
 
 
+def _require_file(path: Path) -> None:
+    """`ManifestError` unless `path` is a regular file: reading a FIFO named `data.jsonl` would block."""
+    try:
+        problem = special_file_problem(path)
+    except FileNotFoundError:
+        problem = "no such manifest file"
+    if problem is not None:
+        raise ManifestError(f"{path}: {problem}")
+
+
 def _decode(path: Path, line: int, raw: bytes) -> str:
     """One line as text; bytes that are not UTF-8 are named by line and column."""
     try:
@@ -57,6 +69,7 @@ def _decode(path: Path, line: int, raw: bytes) -> str:
 
 def jsonl_rows(path: Path) -> Iterator[tuple[int, dict]]:
     """(line number, object) for each non-blank line; `ManifestError` names the file and line otherwise."""
+    _require_file(path)
     with path.open("rb") as f:
         for line, raw in enumerate(f, start=1):
             text = _decode(path, line, raw).rstrip("\r\n")  # an error at the end is then on this line

@@ -4,6 +4,7 @@ without a target), every target over the token budget, and `--ckpt_path last` (w
 the run's newest `last.ckpt`, or say there is none, never train from step 0 again)."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -17,7 +18,7 @@ from PIL import Image
 import docvlm.tasks as tasks
 from docvlm.data import DocDataModule, Source
 from docvlm.errors import DataError
-from docvlm.tasks.manifest import ManifestError, read_manifest
+from docvlm.tasks.manifest import ManifestError, jsonl_rows, read_manifest
 
 REPO = Path(__file__).resolve().parents[1]
 DOCVLM = Path(sys.executable).parent / "docvlm"
@@ -56,6 +57,21 @@ def test_bytes_that_are_not_utf8_are_named_by_file_line_and_column(folder):
     # a byte-order mark (Windows editors write one) is not part of the first key
     (folder / "bom.jsonl").write_bytes(b'\xef\xbb\xbf{"image": "a.png", "target": "x"}\n')
     assert [s.target for s in read_manifest(folder / "bom.jsonl")] == ["x"]
+
+
+def test_a_manifest_that_is_no_regular_file_or_has_a_non_string_image_is_named(folder):
+    os.mkfifo(folder / "fifo.jsonl")  # reading it would wait for a writer forever
+    with pytest.raises(ManifestError, match=r"fifo\.jsonl: a FIFO, not a regular file"):
+        read_manifest(folder / "fifo.jsonl")
+    with pytest.raises(ManifestError, match=r"fifo\.jsonl: a FIFO"):
+        next(jsonl_rows(folder / "fifo.jsonl"))  # evaluate's --predictions reader
+    with pytest.raises(ManifestError, match=r"nothing\.jsonl: no such manifest file"):
+        read_manifest(folder / "nothing.jsonl")
+    with pytest.raises(ManifestError, match=rf"{folder}: a folder, not a regular file"):
+        read_manifest(folder)
+    (folder / "numbered.jsonl").write_text('{"image": 7, "target": "x"}\n')
+    with pytest.raises(ManifestError, match=r"numbered\.jsonl:1: 'image' must be a path \(a string\), got int"):
+        read_manifest(folder / "numbered.jsonl")
 
 
 def data_module(processor, **kwargs):
@@ -151,7 +167,7 @@ def test_the_console_script_prints_user_errors_in_one_line_and_ctrl_c_without_tr
     started = subprocess.Popen([sys.executable, str(DOCVLM), "fit", "--config", str(REPO / "configs/demo.yaml"),
                                 f"--trainer.default_root_dir={tmp_path}"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
-    time.sleep(3)  # torch and Lightning are still being imported
+    time.sleep(2)  # torch and Lightning are still being imported
     started.send_signal(signal.SIGINT)
     _, err = started.communicate(timeout=120)
     assert started.returncode == 130, err[-3000:]
