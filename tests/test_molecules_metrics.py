@@ -138,7 +138,7 @@ def test_equals_molscribe_top_level_evaluator() -> None:
     recorded = json.loads((Path(__file__).parent / "data" / "molscribe_reference.json").read_text(encoding="utf-8"))
     pairs = recorded["pairs"]
     preds, golds = [r["prediction"] for r in pairs], [r["gold"] for r in pairs]
-    scores = molecule_scores(preds, golds)
+    scores = docvlm.tasks.get("molecules").score(preds, golds)
     for name, value in recorded["corpus"].items():
         assert scores[name] == pytest.approx(value, abs=1e-12), name
     for row in pairs:
