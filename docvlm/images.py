@@ -156,13 +156,13 @@ def load_image(source, name: str | None = None, page: int | None = None) -> Imag
         return _read(source, where, page, load=True)
 
 
-def check_image(path: str | Path, name: str | None = None) -> None:
-    """`BadImageError` (as `load_image` words it) unless `path` is a regular file whose header Pillow
-    reads and whose size is within the limit; the pixels are not decoded, so a set of 100k images is
-    checked in seconds before training starts."""
+def check_image(path: str | Path, name: str | None = None) -> tuple[int, int]:
+    """The (width, height) of `path` from its header, or `BadImageError` (as `load_image` words it)
+    unless it is a regular file whose header Pillow reads and whose size is within the limit. The pixels
+    are not decoded, so a set of 100k images is checked in seconds before training starts."""
     where = _where(path, name, None)
     with _named(where), open_regular(path) as f:
-        _read(f, where, None, load=False)
+        return _read(f, where, None, load=False)
 
 
 def _where(source, name: str | None, page: int | None) -> str:
@@ -191,7 +191,8 @@ def _named(where: str):
         raise BadImageError(f"{where}: corrupt image ({type(e).__name__}: {e})") from None
 
 
-def _read(f: BinaryIO, where: str, page: int | None, load: bool) -> Image.Image | None:
+def _read(f: BinaryIO, where: str, page: int | None, load: bool):
+    """The RGB image (`load`) or only its size, from an open file."""
     with warnings.catch_warnings():  # Pillow only warns between 1x and 2x MAX_IMAGE_PIXELS
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         with Image.open(f, formats=FORMATS) as image:
@@ -199,7 +200,7 @@ def _read(f: BinaryIO, where: str, page: int | None, load: bool) -> Image.Image 
                 image.seek(page - 1)
             check_size(image, where)
             if not load:
-                return None
+                return image.size
             image.load()
             return to_rgb(image)
 

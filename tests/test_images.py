@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from docvlm.images import BadImageError, load_image
+from docvlm.images import BadImageError, check_image, load_image
 from docvlm.pages import Page
 
 
@@ -125,6 +125,16 @@ def test_decompression_bombs_are_bad_images_naming_the_file(tmp_path):
     (tmp_path / "big.png").write_bytes(png(10_000, 10_000))  # 1x-2x the limit: Pillow only warns
     with pytest.raises(BadImageError, match=r"big\.png: too large to decode"):
         load_image(tmp_path / "big.png")
+
+
+def test_check_image_reads_the_size_from_the_header_only(tmp_path):
+    (tmp_path / "cut.png").write_bytes(png(300, 200, b""))  # a header and no pixel data
+    assert check_image(tmp_path / "cut.png") == (300, 200)
+    with pytest.raises(BadImageError, match=r"cut\.png: truncated image|cut\.png: corrupt image"):
+        load_image(tmp_path / "cut.png")
+    (tmp_path / "bomb.png").write_bytes(png(100_000, 100_000))
+    with pytest.raises(BadImageError, match=r"manifest\.jsonl:4: too large to decode"):
+        check_image(tmp_path / "bomb.png", name="manifest.jsonl:4")
 
 
 def test_the_pixel_limit_holds_for_images_handed_over_decoded(monkeypatch):
