@@ -1,5 +1,6 @@
 """Model output is arbitrary text: every task's `score` returns a finite number for every metric on any
-predictions and references, random or mutated from valid targets (hypothesis, a few thousand per task)."""
+predictions and references, random (surrogates included) or mutated from valid targets. Hypothesis draws
+150-300 batches of 1-8 pairs per task, 1,300-2,700 texts each; derandomized, so a run repeats."""
 
 from __future__ import annotations
 
