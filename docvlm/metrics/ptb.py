@@ -7,10 +7,10 @@ file as in pycocoevalcap (a text's last token can depend on how the next one sta
 digit). Line breaks inside a text (`\\n`, `\\r`, `\\v`, `\\f`, U+2028, U+2029), where Java also ends a line
 and pycocoevalcap replaces only `\\n`, shifting every later text, become spaces.
 
-Without Java, `tokenize_lines` does the same in pure Python: a longest-match lexer written from the
-behaviour of PTBLexer 3.4.1 (tested against the Java tokenizer's output in
-`tests/data/ptb_reference.json`, and against Java itself on random text when it is installed). It gives
-Java's tokens except on:
+Without Java, `tokenize_lines` does the same in pure Python: a longest-match lexer whose token classes
+follow those of CoreNLP 3.4.1's `PTBLexer.flex` (stanfordnlp/CoreNLP, tag v3.4.1), tested against the Java
+tokenizer's output in `tests/data/report_metrics_reference.json` and against Java itself on random text
+when it is installed. It gives Java's tokens except on:
 
 - a one-letter abbreviation directly before a capitalised sentence opener (`Stage I. The`): Java keeps
   `i` without its period there, the imitation keeps `i.`;
