@@ -20,7 +20,6 @@ from docvlm.data import DocDataModule  # noqa: E402
 from docvlm.errors import DataError  # noqa: E402
 from docvlm.module import DocVLM  # noqa: E402
 from docvlm.progress import Progress, ValidateAtEnd  # noqa: E402
-from docvlm.progress import Progress, ValidateAtEnd  # noqa: E402
 from docvlm.tasks.base import Task  # noqa: E402
 
 # Tasks are dataclasses; a config names the one to use by `class_path`.
@@ -42,16 +41,6 @@ class DocVLMCLI(LightningCLI):
         parser.add_lightning_class_args(ExportHF, "export")
         parser.add_lightning_class_args(PredictionsJSONL, "predictions")
         parser.add_lightning_class_args(PlotCurves, "curves")
-        parser.add_lightning_class_args(Progress, "progress")
-        parser.add_lightning_class_args(ValidateAtEnd, "validate_at_end")
-
-    def before_instantiate_classes(self) -> None:
-        """Lightning refuses `trainer.enable_progress_bar: false` beside a progress-bar callback:
-        docvlm's `Progress` goes quiet instead."""
-        config = self.config[self.subcommand] if self.subcommand else self.config
-        if config.trainer.enable_progress_bar is False:
-            config.progress.enabled = False
-            config.trainer.enable_progress_bar = True
         # docvlm's own progress lines replace Lightning's epoch bar; a shortened run still ends validated
         parser.add_lightning_class_args(Progress, "progress")
         parser.add_lightning_class_args(ValidateAtEnd, "validate_at_end")
