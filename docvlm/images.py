@@ -38,7 +38,7 @@ def _kind(mode: int) -> str:
                        (stat.S_ISBLK, "a block device"), (stat.S_ISDIR, "a folder")):
         if test(mode):
             return name
-    return "not a regular file"
+    return "a special file"
 
 
 def special_file_problem(path: str | Path) -> str | None:
