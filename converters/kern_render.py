@@ -96,6 +96,25 @@ def write_midi(kern: str, path: str | Path) -> Path:
     return Path(to_music21(kern).write("midi", fp=str(path)))
 
 
+def export(kern: str | None, raw: str, stem: str | Path) -> tuple[list[Path], list[str]]:
+    """`<stem>.krn` (the repaired `kern`, or the `raw` text when nothing was usable), then `.musicxml`, `.mid`,
+    `.svg` and `.png` of what parses. Returns the paths written and what failed: music21 and verovio raise
+    many types on odd input, and one failing file must not stop the rest."""
+    krn = Path(f"{stem}.krn")  # not with_suffix: stems may hold dots
+    krn.write_text(kern if kern is not None else raw, encoding="utf-8")
+    written, problems = [krn], []
+    if kern is None:
+        return written, problems
+    for suffix, write in ((".musicxml", write_musicxml), (".mid", write_midi), (".svg", write_svg), (".png", write_png)):
+        path = Path(f"{stem}{suffix}")
+        try:
+            write(kern, path)
+            written.append(path)
+        except Exception as e:  # noqa: BLE001  see the docstring
+            problems.append(f"{path.name}: export failed ({type(e).__name__}: {e})")
+    return written, problems
+
+
 def musicxml_notes(path: str | Path) -> list[tuple]:
     """(onset, MIDI pitch, duration) of every note in a MusicXML file, onsets and durations in quarters."""
     import music21

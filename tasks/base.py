@@ -91,8 +91,9 @@ class Task:
     max_target_tokens: int = 128
     image_mode: ImageMode = "stretch"
 
-    def read(self, source: str | Path, split: str | None = None) -> Iterable[Sample]:
-        """Samples of a dataset on disk (the domain's real layouts and the generic manifest)."""
+    def read(self, source: str | Path, split: str | None = None) -> list[Sample]:
+        """Samples of a dataset on disk (the domain's real layouts and the generic manifest). What cannot be
+        read raises `docvlm.tasks.manifest.ManifestError` (a `DataError`) naming the file."""
         from docvlm.tasks.manifest import read_manifest
 
         return read_manifest(source)

@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from docvlm.tasks.base import Metric, Parsed, Sample, Task, register
+from docvlm.tasks.base import ImageMode, Metric, Parsed, Sample, Task, register
 from docvlm.tasks.manifest import ManifestError, read_manifest
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".gif", ".bmp", ".webp"}
@@ -39,7 +39,7 @@ class MoleculesTask(Task):
     main_metric = "canon_smiles"  # MolScribe's exact match, the paper's number
     prefix: str = "smiles"
     max_target_tokens: int = 256
-    image_mode: str = "pad"
+    image_mode: ImageMode = "pad"
     canonical: bool = True
     synthetic_size: int = 448
 

@@ -26,7 +26,8 @@ from PIL import Image
 from docvlm.converters import kern
 from docvlm.converters.kern_synth import random_kern, to_bekern
 from docvlm.metrics.music import CerParsing, music_metrics
-from docvlm.tasks.base import Metric, Parsed, Sample, Task, register
+from docvlm.tasks.base import ImageMode, Metric, Parsed, Sample, Task, register
+from docvlm.tasks.manifest import ManifestError
 
 
 @register
@@ -48,24 +49,24 @@ class MusicTask(Task):
     main_metric = "cer"
     prefix: str = "music to kern"
     max_target_tokens: int = 1024
-    image_mode: str = "stretch"
+    image_mode: ImageMode = "stretch"
     encoding: Literal["kern", "bekern"] = "kern"
     distorted: bool = False
     cer_parsing: CerParsing = "characters"
 
     # ---- readers -------------------------------------------------------------------------------
-    def read(self, source: str | Path, split: str | None = None) -> Iterator[Sample]:
+    def read(self, source: str | Path, split: str | None = None) -> list[Sample]:
         source = Path(source)
         if source.is_file() and source.suffix == ".parquet":
-            return self._read_parquet([source])
+            return list(self._read_parquet([source]))
         if source.is_file():
-            return self._read_manifest(source)
+            return list(self._read_manifest(source))
         if not source.is_dir():
-            raise FileNotFoundError(f"{source}: no such file or directory")
+            raise ManifestError(f"{source}: no such file or directory")
         parquets = sorted(p for p in source.rglob("*.parquet") if split is None or _in_split(p, split))
         if parquets:
-            return self._read_parquet(parquets)
-        return self._read_grandstaff(source, split)
+            return list(self._read_parquet(parquets))
+        return list(self._read_grandstaff(source, split))
 
     def _read_manifest(self, path: Path) -> Iterator[Sample]:
         for sample in super().read(path):
@@ -83,9 +84,9 @@ class MusicTask(Task):
             transcription = next((p for p in (stem.with_suffix(".bekrn"), stem.with_suffix(".krn")) if p.is_file()), None)
             image = stem.with_name(stem.name + "_distorted.jpg") if self.distorted else stem.with_suffix(".jpg")
             if transcription is None:
-                raise FileNotFoundError(f"{where}: no {stem}.bekrn or .krn")
+                raise ManifestError(f"{where}: no {stem}.bekrn or .krn")
             if not image.is_file():
-                raise FileNotFoundError(f"{where}: no image {image}")
+                raise ManifestError(f"{where}: no image {image}")
             text = transcription.read_text(encoding="utf-8")
             yield Sample(
                 id=str(stem.relative_to(root)),
@@ -101,13 +102,13 @@ class MusicTask(Task):
             table = pq.ParquetFile(path)
             missing = {"image", "transcription"} - set(table.schema_arrow.names)
             if missing:
-                raise ValueError(f"{path}: parquet file lacks column(s) {', '.join(sorted(missing))}")
+                raise ManifestError(f"{path}: parquet file lacks column(s) {', '.join(sorted(missing))}")
             row = 0
             for batch in table.iter_batches(columns=["image", "transcription"], batch_size=256):
                 for image, text in zip(batch.column("image").to_pylist(), batch.column("transcription").to_pylist()):
                     data = image.get("bytes") if isinstance(image, dict) else image
                     if not isinstance(data, bytes) or not isinstance(text, str):
-                        raise ValueError(f"{path}: row {row} has no image bytes or no transcription text")
+                        raise ManifestError(f"{path}: row {row} has no image bytes or no transcription text")
                     yield Sample(
                         id=f"{path.stem}-{row}",
                         image=functools.partial(_decode, data),
@@ -145,29 +146,11 @@ class MusicTask(Task):
         return scores
 
     def export(self, parsed: Parsed, stem: str | Path) -> list[Path]:
-        """`.krn` (the repaired kern, or the raw text when nothing was usable), then `.musicxml`, `.mid`,
-        `.svg` and `.png` of what parses; a failing export is added to `parsed.problems`, not raised."""
-        from docvlm.converters import kern_render
+        """`docvlm.converters.kern_render.export`; a file that fails is added to `parsed.problems`, not raised."""
+        from docvlm.converters.kern_render import export
 
-        stem = Path(stem)
-        krn = Path(f"{stem}.krn")
-        krn.write_text(parsed.value if parsed.value is not None else parsed.text, encoding="utf-8")
-        written = [krn]
-        if parsed.value is None:
-            return written
-        writers = {
-            ".musicxml": kern_render.write_musicxml,
-            ".mid": kern_render.write_midi,
-            ".svg": kern_render.write_svg,
-            ".png": kern_render.write_png,
-        }
-        for suffix, write in writers.items():
-            path = Path(f"{stem}{suffix}")  # not with_suffix: stems may hold dots
-            try:
-                write(parsed.value, path)
-                written.append(path)
-            except Exception as e:  # music21/verovio raise many types on odd input; one file must not stop the rest
-                parsed.problems.append(f"{path.name}: export failed ({type(e).__name__}: {e})")
+        written, problems = export(parsed.value, parsed.text, stem)
+        parsed.problems.extend(problems)
         return written
 
 
@@ -187,7 +170,7 @@ def _partition_entries(root: Path, split: str) -> Iterator[tuple[str, Path]]:
     that exists under `root` is taken, so the list works wherever the dataset was unpacked."""
     lists = sorted(root.rglob(f"{split}.txt"))
     if not lists:
-        raise FileNotFoundError(f"{root}: no partition list {split}.txt (GrandStaff's partitions/) under this folder")
+        raise ManifestError(f"{root}: no partition list {split}.txt (GrandStaff's partitions/) under this folder")
     for line_no, line in enumerate(lists[0].read_text(encoding="utf-8").splitlines(), start=1):
         line = line.strip().replace("\\", "/")
         if not line:
@@ -200,7 +183,7 @@ def _partition_entries(root: Path, split: str) -> Iterator[tuple[str, Path]]:
                 yield where, stem
                 break
         else:
-            raise FileNotFoundError(f"{where}: {line} not found under {root}")
+            raise ManifestError(f"{where}: {line} not found under {root}")
 
 
 def _music21_reads(text: str) -> bool:

@@ -21,15 +21,15 @@ from pathlib import Path
 from typing import Literal
 
 from docvlm.converters import reports
-from docvlm.converters.radiograph_render import random_case, render, report_text
-from docvlm.tasks.base import Metric, Parsed, Sample, Task, register
+from docvlm.tasks.base import ImageMode, Metric, Parsed, Sample, Task, register
+from docvlm.tasks.manifest import ManifestError
 
 log = logging.getLogger(__name__)
 
 SPLIT_NAMES = {"train": "train", "val": "validate", "validate": "validate", "valid": "validate", "test": "test"}
 
 
-class MimicLayoutError(ValueError):
+class MimicLayoutError(ManifestError):
     """A MIMIC-CXR directory that cannot be read; the message names the file."""
 
 
@@ -63,7 +63,7 @@ class RadiologyTask(Task):
     main_metric = "rouge_l"  # CIDEr-D of one report is 0 (no document frequencies): it cannot rank samples
     prefix: str = "report"
     max_target_tokens: int = 512
-    image_mode: str = "stretch"
+    image_mode: ImageMode = "stretch"
     views: list[str] = field(default_factory=lambda: ["PA", "AP"])
     one_image_per_study: bool = True
     reports_root: str | None = None
@@ -83,7 +83,7 @@ class RadiologyTask(Task):
     def _read_mimic(self, root: Path, split: str | None) -> list[Sample]:
         wanted = None if split is None else SPLIT_NAMES.get(split)
         if split is not None and wanted is None:
-            raise ValueError(f"unknown split {split!r}; use one of {sorted(SPLIT_NAMES)}")
+            raise MimicLayoutError(f"unknown split {split!r}; use one of {sorted(SPLIT_NAMES)}")
         splits = {row["dicom_id"]: row for row in _csv_rows(_find(root, "mimic-cxr-2.0.0-split.csv"))}
         views = {row["dicom_id"]: row.get("ViewPosition", "") for row in _csv_rows(_find(root, "mimic-cxr-2.0.0-metadata.csv"))}
         order = {v.upper(): i for i, v in enumerate(self.views)}
@@ -123,6 +123,8 @@ class RadiologyTask(Task):
         return samples
 
     def synthesize(self, n: int, seed: int = 0) -> Iterator[Sample]:
+        from docvlm.converters.radiograph_render import random_case, render, report_text
+
         for i in range(n):
             rng = random.Random(f"radiology:{seed}:{i}")
             case = random_case(rng)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from docvlm.tasks.base import Metric, Parsed, Sample, Task, register
+from docvlm.tasks.base import ImageMode, Metric, Parsed, Sample, Task, register
 from docvlm.tasks.manifest import ManifestError, read_manifest
 
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -49,7 +49,7 @@ class TablesTask(Task):
     main_metric = "teds"
     prefix: str = "table html"
     max_target_tokens: int = 4096
-    image_mode: str = "pad"
+    image_mode: ImageMode = "pad"
     target_format: Literal["html", "otsl"] = "html"
     coords: bool = False
     synthetic_max_rows: int = 8

@@ -6,9 +6,8 @@ import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from docvlm.converters.text import random_line, render_line
 from docvlm.metrics.text import cer, exact_match
-from docvlm.tasks.base import Metric, Sample, Task, register
+from docvlm.tasks.base import ImageMode, Metric, Sample, Task, register
 
 
 @register
@@ -26,11 +25,13 @@ class TextTask(Task):
     main_metric = "cer"
     prefix: str = "ocr"
     max_target_tokens: int = 128
-    image_mode: str = "stretch"
+    image_mode: ImageMode = "stretch"
     synthetic_size: int = 448
     synthetic_words: int = 6
 
     def synthesize(self, n: int, seed: int = 0) -> Iterator[Sample]:
+        from docvlm.converters.text import random_line, render_line
+
         for i in range(n):
             rng = random.Random(f"{seed}:{i}")
             text = random_line(rng, self.synthetic_words)

@@ -24,6 +24,12 @@ LAYERS = [
               "docvlm.export", "docvlm.report"}),
     ("cli", {"docvlm.cli", "docvlm.lightning_cli"}),
 ]
+# Imports against the direction still to be removed, each with why; like CYCLES, the test fails once one is gone.
+UPWARD = {
+    # the manifest reader refuses FIFOs and devices with images.special_file_problem: it belongs in a leaf
+    # below the tasks (docvlm.errors or a module of its own), not in the core's image loader
+    ("docvlm.tasks.manifest", "docvlm.images"),
+}
 # Import cycles still to be removed, each with why it exists; the test fails once one is gone, so the list
 # shrinks with the code.
 CYCLES = [
@@ -85,8 +91,12 @@ def graph() -> dict[str, set[str]]:
 @pytest.mark.parametrize("module", sorted(MODULES))
 def test_imports_point_down_the_layers(module):
     wrong = [f"{MODULES[module].relative_to(ROOT)}:{line}: imports {target} ({LAYERS[layer(target)][0]})"
-             for target, _, line in imports(module) if layer(target) > layer(module)]
+             for target, _, line in imports(module) if layer(target) > layer(module) and (module, target) not in UPWARD]
     assert not wrong, f"{module} ({LAYERS[layer(module)][0]}) " + "; ".join(wrong)
+
+
+def test_the_listed_upward_imports_still_exist():
+    assert all(target in {t for t, _, _ in imports(module)} for module, target in UPWARD)
 
 
 @pytest.mark.parametrize("module", sorted(MODULES))

@@ -14,6 +14,7 @@ from PIL import Image
 
 import docvlm.tasks
 from docvlm.converters import kern, kern_render, kern_synth
+from docvlm.tasks.manifest import ManifestError
 
 
 @pytest.fixture(scope="module")
@@ -141,9 +142,9 @@ def test_read_grandstaff_layout(data, tmp_path):
     assert [s.target for s in test] == [t.strip("\n") for t in _gt(data)[:3]]  # numbers and · dropped
     assert Image.open(test[0].image).size == (839, 256)
     assert len(list(task.read(tmp_path))) == 5
-    with pytest.raises(FileNotFoundError, match="val.txt"):
+    with pytest.raises(ManifestError, match="val.txt"):
         list(task.read(tmp_path, "val"))
-    with pytest.raises(FileNotFoundError, match="_distorted.jpg"):
+    with pytest.raises(ManifestError, match="_distorted.jpg"):
         list(docvlm.tasks.get("music", distorted=True).read(tmp_path, "test"))
     bekern = list(docvlm.tasks.get("music", encoding="bekern").read(tmp_path, "test"))
     assert "4·c" in bekern[0].target and "=7" not in bekern[0].target
