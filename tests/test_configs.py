@@ -52,8 +52,8 @@ def compose():
     return compose
 
 
-def test_every_transfer_has_the_papers_settings():
-    assert set(TRANSFERS) == set(PAPER)
+def test_every_transfer_of_the_paper_ships():
+    assert set(PAPER) <= set(TRANSFERS)
 
 
 def _callbacks(config) -> dict[str, list]:
@@ -65,30 +65,32 @@ def _callbacks(config) -> dict[str, list]:
 
 @pytest.mark.parametrize("transfer", TRANSFERS)
 def test_every_combination_composes_into_the_papers_settings(compose, transfer):
-    paper = PAPER[transfer]
-    task_class = type(docvlm.tasks.get(paper["task"]))
+    """A transfer the paper has no row for (a task added later) gets the common recipe's checks only."""
+    paper = PAPER.get(transfer)
     cadences = set()
     # every overlay with every strategy; model and adapter overlays touch disjoint keys, so they are not crossed
     for strategy in STRATEGIES:
         for model, adapter in [(model, None) for model in MODELS] + [(None, adapter) for adapter in ADAPTERS]:
             where = (transfer, model, strategy, adapter)
             c = compose(*where)
-            task = c.data.task
-            assert task.class_path == f"{task_class.__module__}.{task_class.__qualname__}", where
-            assert task.init_args.max_target_tokens == paper["output"] and c.model.decoding.max_new_tokens is None, where
-            assert task.init_args.image_mode == paper["image_mode"], where
-            assert c.model.label_smoothing == paper["label_smoothing"], where
-            assert c.model.lr == (2e-4 if adapter else paper["lr"]), where  # LoRA's own rate
-            size, px = (model or f"3b-{paper['px']}").split("-")
-            assert c.model.model.name_or_path == f"google/paligemma2-{size}-pt-{px}", where
+            if paper:
+                task, task_class = c.data.task, type(docvlm.tasks.get(paper["task"]))
+                assert task.class_path == f"{task_class.__module__}.{task_class.__qualname__}", where
+                assert task.init_args.max_target_tokens == paper["output"], where
+                assert task.init_args.image_mode == paper["image_mode"], where
+                assert c.model.label_smoothing == paper["label_smoothing"], where
+                assert c.model.lr == (2e-4 if adapter else paper["lr"]), where  # LoRA's own rate
+                size, px = (model or f"3b-{paper['px']}").split("-")
+                assert c.model.model.name_or_path == f"google/paligemma2-{size}-pt-{px}", where
+                if "epochs" in paper:
+                    assert c.trainer.max_epochs == paper["epochs"] and c.trainer.max_steps == -1, where
+            assert c.model.decoding.max_new_tokens is None, where  # the task's output length
             # the common recipe: batch 256, AdamW without weight decay, clipping 1, bf16-mixed, greedy
             devices = 1 if c.trainer.devices == "auto" else int(c.trainer.devices)
             assert c.data.batch_size * c.trainer.accumulate_grad_batches * devices == 256, where
             assert c.model.weight_decay == 0.0 and c.trainer.gradient_clip_val == 1.0, where
             assert c.trainer.precision == "bf16-mixed" and c.model.decoding.num_beams == 1, where
             assert c.model.loss_reduction == "per_example", where
-            if "epochs" in paper:
-                assert c.trainer.max_epochs == paper["epochs"] and c.trainer.max_steps == -1, where
             callbacks = _callbacks(c)
             assert c.trainer.callbacks[0].class_path == "docvlm.callbacks.BestCheckpoint", where  # trainer.checkpoint_callback
             assert callbacks["BestCheckpoint"][0].monitor is None, where  # the task's main metric
