@@ -146,7 +146,7 @@ class TablesTask(Task):
         if len(predictions) != len(references):
             raise ValueError(f"{len(predictions)} predictions for {len(references)} references")
         if not references:
-            return {"teds": 0.0, "teds_struct": 0.0, "grits_top": 0.0, "grits_con": 0.0, "unparseable": 0.0}
+            return {metric.name: 0.0 for metric in self.metrics}
         preds = [self._as_html(p) for p in predictions]
         trues = [self._as_html(r) for r in references]
         n = len(references)
