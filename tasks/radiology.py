@@ -48,8 +48,8 @@ class RadiologyTask(Task):
         tokenizer: how report text is prepared for BLEU, ROUGE-L and CIDEr-D: `r2gen` (R2Gen's
             `clean_report_mimic_cxr`, then the scorers: the convention of most MIMIC-CXR report-generation
             papers, hence the default, and it needs no Java), `ptb` (pycocoevalcap's COCO pipeline: Java's
-            PTBTokenizer, punctuation dropped; a pure-Python imitation without Java) or `none` (the text as
-            given, split on white space).
+            PTBTokenizer, punctuation dropped; without Java a pure-Python approximation, with a warning) or
+            `none` (the text as given, split on white space).
         synthetic_size: side of synthetic films, in pixels.
     """
 

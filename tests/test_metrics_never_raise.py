@@ -72,7 +72,7 @@ EXAMPLES = {"molecules": 300, "music": 150, "radiology": 150, "tables": 200, "te
 
 @pytest.mark.parametrize("name", docvlm.tasks.names())
 def test_score_returns_finite_numbers_on_any_output(name, monkeypatch) -> None:
-    monkeypatch.setattr(ptb, "ptb_jar", lambda: None)  # `ptb` in the pure-Python imitation here; Java below
+    monkeypatch.setattr(ptb, "ptb_jar", lambda: None)  # `ptb` in the pure-Python approximation here; Java below
     monkeypatch.setattr(os, "cpu_count", lambda: 1)  # TEDS in this process: a pool per call of 8 pairs costs 0.2 s
     tokenizers = st.sampled_from(["r2gen", "ptb", "none"]) if name == "radiology" else st.just(None)
 
@@ -91,7 +91,7 @@ def test_score_returns_finite_numbers_on_any_output(name, monkeypatch) -> None:
 @pytest.mark.skipif(ptb.ptb_jar() is None, reason="needs Java and pycocoevalcap")
 def test_java_ptb_scores_any_output(caplog) -> None:
     """The Java tokenizer on batches of arbitrary texts: one line per text whatever they hold, so Java's
-    tokens are used (no fallback to the imitation, which would log a warning)."""
+    tokens are used (no fallback to the approximation, which would log a warning)."""
 
     @settings(max_examples=4, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
     @given(st.lists(st.tuples(outputs("radiology"), outputs("radiology")), min_size=1, max_size=200))

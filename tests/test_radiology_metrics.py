@@ -5,9 +5,9 @@ output, and clinical-efficacy F1."""
 from __future__ import annotations
 
 import csv
+import difflib
 import json
 import random
-import re
 from pathlib import Path
 
 import numpy as np
@@ -129,9 +129,20 @@ def recorded() -> dict:
     return json.loads((Path(__file__).parent / "data" / "report_metrics_reference.json").read_text(encoding="utf-8"))
 
 
-# The one class of text where docvlm's pure-Python PTB tokens differ from Java's (docvlm.metrics.ptb): a
-# one-letter abbreviation before a capitalised sentence opener keeps its period.
-ONE_LETTER_BEFORE_OPENER = re.compile(r"\b[A-Za-z]\. +(?:The|A|An|It|This|There|He|She|We)\b")
+# ptb.texts of report_metrics_reference.json in the order its SOURCE lists them: one-line examples of
+# tokenizer classes, report sentences and seeded combinations of them, edge cases, seeded random strings.
+CLASSES, REPORTS, EDGES, RANDOM = slice(0, 118), slice(118, 208), slice(208, 319), slice(319, 619)
+# Where the pure-Python approximation's tokens differ from Java's among the classes and edge cases, by the
+# classes docvlm.metrics.ptb's docstring lists.
+DIFFER = {
+    "abbreviations": {"Stage I. The", "is A. The", "Mass.", "Mass. The"},
+    "urls, mails, tags, html": {"@home", "http://example.com", "a@b.com", "<br> x", "<b>bold</b>", "AT&T &amp; a&b",
+                                "&lt;5 &gt;6"},
+    "numbers joined across a space": {"5 7/8 in", "1 1/2 cm", "10 100 200"},
+    "symbols": {"** note", "US$ 5", "AT&T", "a ----- b", "a_b", "ok :) fine", "(ok :) fine)", "\u00a35 \u20ac5 \u00a26",
+                "^_^", "c++ and C#", "x\u00b2 value"},
+    "java's splits": {"'tis gonna", "b'tis", "y'all"},
+}
 
 
 @JAVA
@@ -140,34 +151,44 @@ def test_ptb_tokens_are_javas(recorded) -> None:
     assert ptb_tokenize(texts) == tokens
 
 
-def test_python_ptb_tokens_equal_javas_recorded(recorded) -> None:
-    """The issue's classes (`No pneumothorax.;` `!!` `?!` curly quotes, dashes, `0.5-1.0`, `@home`, `O'Brien`,
-    `µg`, `Fig. 2`, `No. 3`, `Views: PA.` ...), report text and random strings, without Java."""
+def test_python_ptb_tokens_equal_javas_on_recorded_report_text(recorded) -> None:
+    """Without Java: the report sentences and their combinations (curly quotes, dashes, `!!`, `O'Brien's`,
+    `CT.`, `1-2 cm`, `e.g.`, `vs.`, `Dr. ___`, `10:30 a.m.` among them) get exactly Java's recorded tokens."""
+    texts, tokens = recorded["ptb"]["texts"], recorded["ptb"]["tokens"]
+    assert len(texts) == 619 and texts[REPORTS][0].startswith("The lungs are clear")
+    assert ptb_tokenize(texts[REPORTS], java=False) == tokens[REPORTS]
+
+
+def test_python_ptb_tokens_differ_from_javas_where_documented(recorded) -> None:
+    """Without Java, elsewhere: the classes and edge cases differ only on the documented classes (31 of 229
+    texts), the random strings on 252 of 300 texts and a third of Java's tokens, as the docstring says."""
     texts, tokens = recorded["ptb"]["texts"], recorded["ptb"]["tokens"]
     ours = ptb_tokenize(texts, java=False)
-    differ = {text for text, java, mine in zip(texts, tokens, ours) if java != mine}
-    assert differ == {"Stage I. The", "is A. The"}
-    assert all(ONE_LETTER_BEFORE_OPENER.search(text) for text in differ)
-    examples = dict(zip(texts, ours))
-    assert examples["No pneumothorax.;"] == "no pneumothorax."
-    assert examples["Free air?!"] == "free air ?!"
-    assert examples["0.5-1.0 cm"] == "0.5-1 .0 cm"
-    assert examples["\u201cQuoted\u201d finding"] == "quoted finding"
-    assert examples["Views: PA."] == "views pa."
+    differ = [i for i in range(len(texts)) if ours[i] != tokens[i]]
+    assert [i for i in differ if i in range(REPORTS.start, REPORTS.stop)] == []
+    assert {texts[i] for i in differ if i < RANDOM.start} == set().union(*DIFFER.values())
+    assert sum(i < RANDOM.start for i in differ) == 31
+    assert sum(i >= RANDOM.start for i in differ) == 252
+    java_tokens = changed = 0
+    for java, mine in zip(tokens[RANDOM], ours[RANDOM]):
+        java_words, my_words = java.split(" "), mine.split(" ")
+        java_tokens += len(java_words)
+        for tag, j0, j1, _, _ in difflib.SequenceMatcher(a=java_words, b=my_words, autojunk=False).get_opcodes():
+            changed += (j1 - j0) * (tag != "equal")
+    assert round(changed / java_tokens, 2) == 0.33
 
 
 @JAVA
-def test_python_ptb_tokens_equal_javas_on_random_text() -> None:
-    """New seeded strings from report words and the characters that matter to the lexer, Java run live."""
-    rng = random.Random(7)
-    pieces = list("abcXYZ 019.,;:!?-'\"()/_@#&*+%$<>=\t") + [
-        "\u2019", "\u201c", "\u2013", "\u2026", "\u00bd", "\u00b5", "\u00e9", "\u00a0", "Dr.", "e.g.", "PA", "No.", "cm", "n't", "'s",
-        "Fig", "ca", " The ", "Mass.", "Sept.", "Co.", ":)", "'90s", "O'", "cannot", "#tag", "US$", "&amp;", "http://a.b/c",
-        "a@b.com", " effusion", " pneumothorax", "<b>", "5 7/8", "gonna", "'tis",
-    ]
-    texts = ["".join(rng.choice(pieces) for _ in range(rng.randint(1, 30))) for _ in range(400)]
-    java, ours = ptb_tokenize(texts), ptb_tokenize(texts, java=False)
-    assert [t for t, j, o in zip(texts, java, ours) if j != o and not ONE_LETTER_BEFORE_OPENER.search(t)] == []
+def test_python_ptb_tokens_equal_javas_on_synthetic_reports() -> None:
+    """The synthetic task's reports, new seeds, Java run live: the approximation gives Java's tokens."""
+    from docvlm.converters.radiograph_render import random_case, report_text
+
+    rng = random.Random(11)
+    texts = []
+    for _ in range(300):
+        report = reports.parse_report(report_text(random_case(rng), rng))
+        texts.append(f"{report.findings} {report.impression}")
+    assert ptb_tokenize(texts, java=False) == ptb_tokenize(texts)
 
 
 def test_r2gen_cleaning_equals_r2gens(recorded) -> None:
@@ -193,18 +214,38 @@ def test_none_scores_equal_the_scorers_on_the_texts_as_given(recorded) -> None:
         assert ours[name] == pytest.approx(value, abs=1e-12), name
 
 
-@pytest.mark.parametrize("java", [pytest.param(True, marks=JAVA), False], ids=["java", "pure-python"])
-def test_ptb_scores_equal_pycocoevalcaps_pipeline(recorded, monkeypatch, java) -> None:
-    if not java:
-        monkeypatch.setattr(ptb, "ptb_jar", lambda: None)
+@JAVA
+def test_ptb_scores_equal_pycocoevalcaps_pipeline(recorded) -> None:
     ours = nlg_scores(*_pairs(recorded), tokenizer="ptb")
     for name, value in recorded["pycocoevalcap_ptb"].items():
         assert ours[name] == pytest.approx(value, abs=1e-12), name
 
 
-def test_radiology_task_scores_in_the_convention_it_is_given(recorded) -> None:
+def test_python_ptb_scores(recorded, monkeypatch, caplog) -> None:
+    """Without Java (and a warning saying so): pycocoevalcap's scores of Java's recorded tokens on the pairs
+    of report text; on all pairs, where 7 of 208 hold a text tokenised differently, BLEU moves by under 0.001,
+    CIDEr-D by 0.036 and ROUGE-L not at all."""
+    monkeypatch.setattr(ptb, "ptb_jar", lambda: None)
+    java = dict(zip(recorded["ptb"]["texts"], recorded["ptb"]["tokens"]))
+    report_text = set(recorded["ptb"]["texts"][REPORTS])
+    pairs = [(p, r) for p, r in zip(*_pairs(recorded)) if p in report_text and r in report_text]
+    assert len(pairs) == 48
+    ours = nlg_scores([p for p, _ in pairs], [r for _, r in pairs], tokenizer="ptb")
+    expected = nlg_scores([java[p] for p, _ in pairs], [java[r] for _, r in pairs], tokenizer="none")
+    assert ours == pytest.approx(expected, abs=1e-12)
+    assert "install Java" in caplog.text
+    ours = nlg_scores(*_pairs(recorded), tokenizer="ptb")
+    difference = {name: abs(ours[name] - value) for name, value in recorded["pycocoevalcap_ptb"].items()}
+    assert difference["rouge_l"] == 0.0
+    assert 0 < max(difference[f"bleu{n}"] for n in range(1, 5)) < 1e-3
+    assert 0.03 < difference["cider"] < 0.04
+
+
+@pytest.mark.parametrize("tokenizer", ["r2gen", "none", pytest.param("ptb", marks=JAVA)])
+def test_radiology_task_scores_in_the_convention_it_is_given(recorded, tokenizer) -> None:
     """`tasks.get("radiology", tokenizer=...)` equals R2Gen's compute_scores (r2gen, its default), the scorers
-    on the texts as given (none) and pycocoevalcap's pipeline (ptb) on pairs its `report_text` leaves intact."""
+    on the texts as given (none) and pycocoevalcap's pipeline with Java (ptb) on pairs its `report_text`
+    leaves intact."""
     subset = recorded["task_subset"]
     predictions, references = (
         [texts[i] for i in subset["indices"]] for texts in (recorded["pairs"]["predictions"], recorded["pairs"]["references"])
@@ -218,10 +259,9 @@ def test_radiology_task_scores_in_the_convention_it_is_given(recorded) -> None:
         "none": subset["pycocoevalcap_none"],
         "ptb": subset["pycocoevalcap_ptb"],
     }
-    for tokenizer, values in expected.items():
-        scores = docvlm.tasks.get("radiology", tokenizer=tokenizer).score(predictions, references)
-        for name, value in values.items():
-            assert scores[name] == pytest.approx(value, abs=1e-12), (tokenizer, name)
+    scores = docvlm.tasks.get("radiology", tokenizer=tokenizer).score(predictions, references)
+    for name, value in expected[tokenizer].items():
+        assert scores[name] == pytest.approx(value, abs=1e-12), (tokenizer, name)
     with pytest.raises(ValueError, match="unknown tokenizer 'moses'"):
         nlg_scores(["a"], ["a"], tokenizer="moses")
 

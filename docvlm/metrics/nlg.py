@@ -28,8 +28,8 @@ Pre-processing, the `tokenizer` of `nlg_scores` (the conventions papers publish 
   (`-preserveLines -lowerCase`) with its punctuation tokens removed, references and predictions each
   tokenised as one file; brackets become `-lrb-`, `-rrb-`, ... which stay in the text exactly as in
   pycocoevalcap (its punctuation list holds the upper-case forms only). Java runs when `java` and
-  pycocoevalcap are installed, else a pure-Python imitation with a warning (`docvlm.metrics.ptb` says
-  where the two differ).
+  pycocoevalcap are installed, else a simpler pure-Python approximation with a warning: Java's tokens
+  on ordinary report text, not on everything (`docvlm.metrics.ptb` lists where the two differ).
 - `none`: the texts as given (already tokenised), split on white space by the scorers.
 
 Empty corpora score 0.0 (the reference returns NaN or fails).
