@@ -141,6 +141,14 @@ class World:
         if self.fabric is not None:
             self.fabric.barrier()
 
+    def everywhere(self, flag: bool) -> bool:
+        """Whether `flag` holds in every Fabric process."""
+        if self.fabric is None:
+            return flag
+        import torch
+
+        return bool(self.fabric.all_reduce(torch.tensor(int(flag)), reduce_op="min"))
+
     def worst(self, code: int) -> int:
         """The highest exit status of all Fabric ranks, so that the launching process reports any failure."""
         if self.fabric is None:
@@ -289,29 +297,32 @@ def convert_with(model: Model, inputs: list[str], out: Path, **options) -> int:
 def run(args: argparse.Namespace, world: World, load_model, task: Task | None = None) -> int:
     """Convert this process's share of the pages; `load_model()` is called only when there is work."""
     out = Path(os.path.abspath(args.out))
-    out.mkdir(parents=True, exist_ok=True)
     say = _Printer(world)
-    manifest = RunManifest(out, world.rank, world.size, warn=say.warning)
-    if world.leads:
-        manifest.merge()
-    world.barrier()
     try:
         pages, input_errors, warnings = gather_pages(args.inputs, args.pages, out)
     except ValueError as e:
         return say.error(str(e), EXIT_USAGE)
     inside = inputs_inside(pages, out)
-    if inside:
+    if inside:  # before anything is written
         return say.error(f"--out {out} contains the input {inside[0]}: outputs could overwrite inputs; "
                          f"write to a folder outside the inputs", EXIT_USAGE)
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = RunManifest(out, world.rank, world.size, warn=say.warning)
+    if world.leads:
+        manifest.merge()
+    world.barrier()
     for warning in warnings:
         say.warning(warning)
     known = manifest.read()
     task_name = task.name if task is not None else _task_name(args)
     jobs = [j for j in plan(pages, known) if world.owns(j.key)]
     todo = [j for j in jobs if not (args.skip_existing and is_done(known.get(j.key), task_name, out))]
-    if not manifest.open():
-        return say.error(f"--out {out}: another docvlm convert is writing to this folder "
-                         f"(as process {world.rank + 1} of {world.size})", EXIT_USAGE)
+    opened = manifest.open()
+    if not world.everywhere(opened):  # every process stops, or none: the others would wait for it
+        manifest.close()
+        return EXIT_USAGE if opened else say.error(
+            f"--out {out}: another docvlm convert is writing to this folder (as process {world.rank + 1} of "
+            f"{world.size})", EXIT_USAGE)
     stats = {"converted": 0, "problems": 0, "failed": [], "skipped": len(jobs) - len(todo)}
     code = EXIT_OK
     try:
@@ -331,7 +342,7 @@ def run(args: argparse.Namespace, world: World, load_model, task: Task | None = 
         shutil.rmtree(manifest.staging, ignore_errors=True)
         with contextlib.suppress(OSError):  # the last process to finish removes the emptied folder
             manifest.staging.parent.rmdir()
-    if code not in (EXIT_USAGE, EXIT_INTERRUPTED):
+    if code != EXIT_INTERRUPTED:
         world.barrier()
     if world.leads:
         manifest.merge()

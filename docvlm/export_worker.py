@@ -14,6 +14,9 @@ from pathlib import Path
 from docvlm.tasks.base import Task
 
 
+STARTUP_TIMEOUT = 300.0  # seconds a new export process may take to import before it counts as hung
+
+
 class ExportError(RuntimeError):
     """The export process crashed, timed out or could not start; the page's row carries the message."""
 
@@ -119,7 +122,8 @@ class ExportWorker:
         else:
             self.start()
             if not self._ready:
-                reply = self._receive(self.timeout, "starting the export process")
+                # importing the task's libraries in a busy machine is slow: that is not the page's time
+                reply = self._receive(max(self.timeout, STARTUP_TIMEOUT), "starting the export process")
                 if reply[0] != "ready":  # the child cannot rebuild the task
                     self._stop(kill=True)
                     self._unprotected(reply[1])

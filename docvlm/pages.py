@@ -193,10 +193,12 @@ def _tiff_frames(path: Path) -> int:
 
 def _name(relative: Path) -> str:
     """Output name for a file: its suffix dropped, other dots made `_` (tasks add suffixes with
-    `Path.with_suffix`, which would cut `scan.v2` to `scan`), folders kept."""
+    `Path.with_suffix`, which would cut `scan.v2` to `scan`), folders kept with their dots made `_` too: an
+    output file always has a suffix and a folder never has one, so `a.png` (-> `a.txt`) and `a.txt/b.png`
+    (-> `a_txt/b.txt`) cannot collide."""
     stem = relative.name[: -len(relative.suffix)] if relative.suffix else relative.name
-    stem = stem.replace(".", "_") or "_"
-    return (relative.parent / stem).as_posix() if relative.parent != Path(".") else stem
+    parts = [part.replace(".", "_") for part in relative.parent.parts] + [stem.replace(".", "_") or "_"]
+    return "/".join(parts)
 
 
 def _walk(folder: Path, exclude: Path | None) -> tuple[list[Path], list[InputError]]:

@@ -94,13 +94,13 @@ def test_synthetic_text_run_writes_three_reports_with_consistent_metrics(text_re
     rows = report["rows"]
     assert report["task"] == "text" and report["n"] == len(rows) == 3 and report["main_metric"] == "cer"
     assert report["metrics"] == task.score([r["prediction"] for r in rows], [r["target"] for r in rows])
-    for row in rows:
-        assert row["score"] == task.score([row["prediction"]], [row["target"]])
-        assert row["problems"] == task.parse(row["prediction"]).problems
-    targets = [s.target for s in task.synthesize(3, seed=1)]
-    assert [r["target"] for r in rows] == targets
     decoded = [json.loads(line) for line in (text_report / "predictions.jsonl").read_text().splitlines()]
     assert [d["prediction"] for d in decoded] == [r["prediction"] for r in rows]
+    for row, d in zip(rows, decoded):
+        assert row["score"] == task.score([row["prediction"]], [row["target"]])
+        assert row["problems"] == [*d["decoding_problems"], *task.parse(row["prediction"]).problems]
+    targets = [s.target for s in task.synthesize(3, seed=1)]
+    assert [r["target"] for r in rows] == targets
 
     md = (text_report / "report.md").read_text(encoding="utf-8")
     assert "| cer |" in md and "## Worst 3 by cer" in md

@@ -181,3 +181,12 @@ def test_decoding_stops_a_looping_sequence_and_says_so(tiny_small):
         assert any("repeated" in p for p in g.problems)
         assert len(g.text) < len(f.text) and f.text.startswith(g.text)
         assert any("max_new_tokens=400" in p for p in f.problems)
+
+
+def test_loading_for_inference_does_not_build_the_lightning_module(tmp_path):
+    """`docvlm.load` and `convert` read a checkpoint or folder without `docvlm.module` (no import cycle)."""
+    code = ("import sys, docvlm; model = docvlm.load('tiny', task='text'); "
+            "print('docvlm.module' in sys.modules, 'docvlm.convert' in sys.modules)")
+    printed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300,
+                             env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"}).stdout
+    assert printed.split() == ["False", "False"]

@@ -1,0 +1,131 @@
+"""`docvlm convert` and `docvlm evaluate`, through the console script, on the hostile corpus of
+`test_adversarial_fit` (every image mode, special files, bombs, corrupt files) and on crafted output
+folders, manifests and predictions: no traceback, no hang, nothing written outside `--out`, no input
+modified, every input accounted for in the manifest."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from test_adversarial_fit import checksums, make_corpus, manifests
+
+DOCVLM = str(Path(sys.executable).parent / "docvlm")
+FAST = ["--model", "tiny", "--max-new-tokens", "4", "--num-workers", "0"]
+
+
+def run(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "NO_ALBUMENTATIONS_UPDATE": "1"}
+    done = subprocess.run([DOCVLM, *args], capture_output=True, text=True, timeout=timeout, env=env)
+    assert "Traceback" not in done.stdout + done.stderr, done.stderr[-3000:]
+    return done
+
+
+def rows(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "manifest.jsonl").read_text(encoding="utf-8").splitlines()]
+
+
+def listing(root: Path, skip: Path) -> set[str]:
+    return {p.relative_to(root).as_posix() for p in root.rglob("*") if skip not in (p, *p.parents)}
+
+
+@pytest.fixture
+def corpus(tmp_path) -> Path:
+    good, bad = make_corpus(tmp_path)
+    manifests(tmp_path / "corpus", good, bad)
+    return tmp_path / "corpus"
+
+
+def test_convert_over_the_hostile_corpus_accounts_for_every_input(corpus, tmp_path):
+    before, around = checksums(corpus), listing(tmp_path, tmp_path / "out")
+    out = tmp_path / "out"
+    done = run("convert", "--task", "text", *FAST, str(corpus), str(corpus / "fifo.png"), "--out", str(out))
+    assert done.returncode == 1
+    found = {Path(r["input"]).name: r for r in rows(out)}
+    images = {p.name for p in corpus.iterdir() if p.suffix in (".png", ".tif", ".gif") and not p.is_dir()}
+    assert images <= set(found)  # every file, special ones included, has its row
+    for name in ("fifo.png", "bomb.png", "truncated.png", "corrupt.png", "pickle.png", "eps.png", "empty.png",
+                 "dangling.png", "device.png"):
+        assert found[name]["error"] and str(corpus / name) in found[name]["error"], name
+    for name in ("grey16.png", "float.tif", "cmyk.tif", "turned.png", "plain.png", "palette.gif"):
+        assert found[name]["error"] is None and (out / found[name]["outputs"][0]).is_file(), name
+    assert checksums(corpus) == before
+    assert listing(tmp_path, out) == around  # nothing written beside --out
+
+
+def test_an_output_folder_holding_the_inputs_is_refused_before_any_work(corpus, tmp_path):
+    before = checksums(corpus)
+    for out in (corpus, tmp_path):  # the folder itself, and a folder above it
+        done = run("convert", "--task", "molecules", *FAST, str(corpus / "plain.png"), "--out", str(out))
+        assert done.returncode == 2 and "outputs could overwrite inputs" in done.stderr
+        assert checksums(corpus) == before and not (out / "manifest.jsonl").exists()
+
+
+def test_names_of_files_and_folders_never_collide(tmp_path):
+    from helpers import text_image
+
+    (tmp_path / "in" / "a.txt").mkdir(parents=True)
+    text_image("a", 64).save(tmp_path / "in" / "a.png")
+    text_image("b", 64).save(tmp_path / "in" / "a.txt" / "b.png")
+    done = run("convert", "--task", "text", *FAST, str(tmp_path / "in"), "--out", str(tmp_path / "out"))
+    assert done.returncode == 0, done.stderr
+    assert sorted(r["outputs"][0] for r in rows(tmp_path / "out")) == ["a.txt", "a_txt/b.txt"]
+
+
+def test_a_crafted_manifest_or_a_planted_link_cannot_lead_writes_outside_out(tmp_path):
+    from helpers import text_image
+
+    pages, out = tmp_path / "pages", tmp_path / "out"
+    pages.mkdir()
+    out.mkdir()
+    for name in ("x", "y", "z"):
+        text_image(name, 64).save(pages / f"{name}.png")
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    crafted = [{"input": str(pages / "x.png"), "page": None, "id": "../../../escape", "task": "text",
+                "outputs": ["../escape.txt"], "problems": [], "error": None, "text": "t"},
+               {"input": str(pages / "y.png"), "page": None, "id": str(tmp_path / "abs"), "task": "text",
+                "outputs": [], "problems": [], "error": None, "text": "t"}]
+    (out / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in crafted))
+    os.symlink(victim, out / "z.txt")  # the output z.txt would write through this link
+    around = listing(tmp_path, out)
+
+    done = run("convert", "--task", "text", *FAST, str(pages), "--out", str(out), "--skip-existing")
+    assert done.returncode == 0, done.stderr
+    assert "crafted" in done.stderr
+    assert {r["id"] for r in rows(out)} == {"x", "y", "z"} and all(r["error"] is None for r in rows(out))
+    assert victim.read_text() == "keep me" and not (out / "z.txt").is_symlink()
+    assert listing(tmp_path, out) == around
+
+
+def test_evaluate_shows_only_images_inside_the_predictions_folder(tmp_path):
+    from helpers import text_image
+
+    folder, secret = tmp_path / "preds", tmp_path / "secret"
+    folder.mkdir()
+    secret.mkdir()
+    text_image("inside", 64).save(folder / "inside.png")
+    text_image("private", 64).save(secret / "private.png")
+    images = {"inside": "inside.png", "dotdot": "../secret/private.png", "absolute": str(secret / "private.png"),
+              "passwd": "/etc/passwd", "nothing": "/nonexistent/x.png"}
+    (folder / "p.jsonl").write_text("".join(json.dumps({"id": k, "image": v, "target": "t", "prediction": "t"}) + "\n"
+                                            for k, v in images.items()))
+    done = run("evaluate", "--task", "text", "--predictions", str(folder / "p.jsonl"), "--out", str(tmp_path / "r"),
+               "--worst", "5")
+    assert done.returncode == 0, done.stderr
+    from lxml import html
+
+    page = html.fromstring((tmp_path / "r" / "report.html").read_bytes())
+    cases = {c.xpath("string(.//h3)"): c for c in page.xpath("//div[@class='case']")}
+    assert cases["inside"].xpath(".//img[starts-with(@src, 'data:image')]")
+    shown = {k: "".join(cases[k].xpath("./div[1]//text()")).replace(k, "", 1) for k in images if k != "inside"}
+    assert not any(cases[k].xpath(".//img[starts-with(@src, 'data:image')]") for k in shown)
+    assert len(set(shown.values())) == 1  # the same words whether the file exists or not
+
+
+def test_evaluate_over_the_hostile_corpus_names_the_first_bad_file(corpus):
+    manifest = corpus / "train.jsonl"
+    done = run("evaluate", "--task", "text", *FAST, "--data", str(manifest), "--out", str(corpus.parent / "ev"))
+    assert done.returncode in (1, 2) and str(corpus / "fifo.png") in done.stderr
