@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Literal
 
+from docvlm.converters import capped, quote
+
 KernFormat = Literal["kern", "bekern"]
 
 SEPARATORS = "·@"  # sub-token separators of the (b)ekern encodings
@@ -208,12 +210,12 @@ def scan(text: str) -> tuple[str | None, list[str]]:
         problems.append("no *- terminator at the end")
     if n_data == 0:
         problems.append("no data records (notes or rests)")
-        return None, problems
+        return None, capped(problems)
     out.append("\t".join(["*-"] * spines))
     repaired = "\n".join(out) + "\n"
     if not problems:  # the text is the repaired text: line numbers of rhythm problems stay right
         problems = rhythm_problems(repaired)
-    return repaired, problems
+    return repaired, capped(problems)
 
 
 def _fix_merges(fields: list[str], number: int, problems: list[str]) -> list[str]:
@@ -237,7 +239,7 @@ def _fix_data_field(field: str, number: int, spine: int, problems: list[str]) ->
         if _NOTE.match(sub) and token_duration(sub) is not None:
             good.append(sub)
         else:
-            problems.append(f"line {number}: malformed token {sub!r} in spine {spine}")
+            problems.append(f"line {number}: malformed token {quote(sub)} in spine {spine}")
     return " ".join(good) if good else "."
 
 

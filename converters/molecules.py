@@ -15,6 +15,8 @@ from pathlib import Path
 
 from rdkit import Chem, rdBase
 
+from docvlm.converters import capped, quote
+
 MAX_SMILES_CHARS = 4096  # far beyond 256 tokens; longer text is runaway decoding, not a molecule
 _BRACKET = re.compile(r"\[[^\[\]]*\]")
 _RGROUP = re.compile(r"R(\d+)")
@@ -76,17 +78,36 @@ def _read(text: str) -> tuple[Chem.Mol | None, dict[int, str], list[str]]:
         return None, {}, [f"SMILES of {len(smiles)} characters is longer than {MAX_SMILES_CHARS}: not parsed"]
     problems = []
     if len(smiles.split()) > 1:
-        problems.append(f"text after the SMILES ignored: {smiles.split(maxsplit=1)[1][:80]!r}")
+        problems.append(f"text after the SMILES ignored: {quote(smiles.split(maxsplit=1)[1])}")
         smiles = smiles.split()[0]
     with _Messages():
         smiles, labels = _placeholders(smiles)
         with _Messages() as parse_log:
             mol = Chem.MolFromSmiles(smiles, sanitize=False)
         if mol is None:
-            errors = [line for line in parse_log.lines if line.startswith("SMILES Parse Error")]
-            return None, labels, problems + (errors or ["RDKit cannot parse the SMILES"])
-        chemistry = [p.Message() for p in Chem.DetectChemistryProblems(mol)]
-    return (None if chemistry else mol), labels, problems + chemistry
+            return None, labels, problems + [_parse_error(parse_log.lines)]
+        chemistry = [_clip(p.Message()) for p in Chem.DetectChemistryProblems(mol)]
+    return (None if chemistry else mol), labels, capped(problems + chemistry)
+
+
+def _parse_error(lines: list[str]) -> str:
+    """RDKit's SMILES parse error as what and where, without the SMILES: RDKit's lines echo it up to
+    three times (with the placeholders of bracket labels), so a long output made a longer problem."""
+    what = where = None
+    for line in lines:
+        if not line.startswith("SMILES Parse Error: "):
+            continue
+        message = line.removeprefix("SMILES Parse Error: ")
+        if message.startswith("check for mistakes around position"):
+            where = message.removeprefix("check for mistakes ").rstrip(":")
+        elif what is None and not message.startswith("Failed parsing SMILES"):
+            what = re.split(r" while parsing| for input", message)[0]
+    return f"SMILES Parse Error: {what or 'RDKit cannot parse the SMILES'}" + (f" ({where})" if where else "")
+
+
+def _clip(message: str, limit: int = 120) -> str:
+    """RDKit's chemistry messages list atom indices (`Unkekulized atoms: 0 1 2 ...`): one line at most."""
+    return message if len(message) <= limit else message[:limit] + "..."
 
 
 def parse_smiles(text: str) -> tuple[Chem.Mol | None, list[str]]:
@@ -109,8 +130,8 @@ def parse_smiles(text: str) -> tuple[Chem.Mol | None, list[str]]:
             atom.SetIsotope(int(rgroup.group(1)) if rgroup else 0)
             atom.SetProp("dummyLabel", label)
             Chem.SetAtomAlias(atom, label)
-        problems += [f"[{label}] is not an atom: read as a dummy atom" for label in labels.values()]
-        return mol, problems
+        problems += [f"[{_clip(label, 40)}] is not an atom: read as a dummy atom" for label in labels.values()]
+        return mol, capped(problems)
     except Exception as e:  # RDKit raises on corner cases its checks above do not foresee
         return None, [f"RDKit failed on the SMILES: {e}"]
 

@@ -22,6 +22,8 @@ from dataclasses import asdict, dataclass, field
 from lxml import etree
 from lxml import html as lxml_html
 
+from docvlm.converters import capped
+
 _LOC = re.compile(r"<loc(\d{4})>")
 _STRUCTURE_TAGS = ("table", "thead", "tbody", "tr", "td", "th")
 
@@ -208,7 +210,8 @@ def parse_html(text: str) -> tuple[Table | None, list[str]]:
     for tr in table_el.iter("tr"):
         section = next((a.tag for a in tr.iterancestors() if a.tag in ("thead", "tbody", "tfoot", "table")), "table")
         rows.append((section == "thead", tr))
-    return _place(rows, problems), problems
+    table = _place(rows, problems)
+    return table, capped(problems)
 
 
 def _check_balance(text: str, problems: list[str]) -> None:

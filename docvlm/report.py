@@ -25,15 +25,19 @@ from docvlm.tasks.base import Task
 PAGE_CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 FRAME_CSP = "default-src 'none'; style-src 'unsafe-inline'"
 THUMBNAIL = 640  # longest side of images shown in the page, in pixels
+OPEN_PROBLEMS = 3  # a case's problems are listed open up to this many, folded beyond
 EXPORT_TIMEOUT = 120.0  # seconds for rendering one case's text (verovio, RDKit) before it is given up
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:2em;color:#222}
 table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;vertical-align:top}
 .metrics td:last-child{text-align:right;font-variant-numeric:tabular-nums}
-.case{display:grid;grid-template-columns:1fr 1fr 1fr;gap:1em;border-top:1px solid #ccc;padding:1em 0}
-.case img{max-width:100%}pre{white-space:pre-wrap;word-break:break-word;background:#f6f6f6;padding:.5em;max-height:20em;overflow:auto}
+.case{display:grid;grid-template-columns:repeat(3,minmax(0,1fr));gap:1em;border-top:1px solid #ccc;padding:1em 0}
+.case h3,.case p,.case li{overflow-wrap:anywhere}.case img{max-width:100%}
+pre{white-space:pre-wrap;overflow-wrap:anywhere;background:#f6f6f6;padding:.5em;max-height:20em;overflow:auto}
 iframe{width:100%;height:20em;border:1px solid #ccc;background:#fff}.problems{color:#a40}
+details.problems ul{max-height:15em;overflow:auto;margin:.3em 0}summary{cursor:pointer}
 .unavailable{color:#888;font-style:italic}
+.warning{background:#fff4e0;border-left:4px solid #e80;padding:.5em 1em;overflow-wrap:anywhere}
 """
 
 
@@ -59,22 +63,54 @@ def write_reports(out: Path, task: Task, options: dict[str, Any], metrics: dict[
     callable or None) for the page. Returns the paths written."""
     out.mkdir(parents=True, exist_ok=True)
     metric = task.main_metric
+    references = reference_problems(task, rows)
     report = {"task": task.name, "task_options": task.options(), "options": options, "main_metric": metric,
-              "metrics": metrics, "n": len(rows), "rows": rows}
+              "metrics": metrics, "n": len(rows), "reference_problems": references, "rows": rows}
     paths = [out / "report.json", out / "report.md", out / "report.html"]
     paths[0].write_text(json.dumps(report, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
     cases = worst(rows, task, n_worst)
-    paths[1].write_text(markdown(task, metrics, metric, [rows[i] for i in cases]), encoding="utf-8")
-    page = html_page(task, options, metrics, metric, rows, [(rows[i], images[i] if images else None) for i in cases])
+    warning = _reference_warning(task, references, rows)
+    paths[1].write_text(markdown(task, metrics, metric, [rows[i] for i in cases], warning), encoding="utf-8")
+    page = html_page(task, options, metrics, metric, rows, [(rows[i], images[i] if images else None) for i in cases],
+                     warning)
     paths[2].write_text(page, encoding="utf-8")
     return paths
+
+
+def reference_problems(task: Task, rows: list[dict]) -> dict[str, Any]:
+    """How many references do not parse cleanly as the task's output, with the first few (id, first problem).
+
+    Metrics read references in the task's format: `--task tables` on references that are not tables scored
+    `grits_top` 1.0 beside `teds` 0 without a word. Repaired or unusual references (a molecule's `[R1]`)
+    are counted too; the examples say which kind they are."""
+    found = []
+    for row in rows:
+        if row.get("target") is None:
+            continue
+        problems = task.parse(row["target"]).problems
+        if problems:
+            found.append({"id": row["id"], "problem": problems[0]})
+    return {"count": len(found), "examples": found[:3]}
+
+
+def _reference_warning(task: Task, references: dict[str, Any], rows: list[dict]) -> str | None:
+    """The warning's plain text, or None when every reference parses cleanly."""
+    if not references["count"]:
+        return None
+    total = sum(row.get("target") is not None for row in rows)
+    examples = "; ".join(f"{example['id']}: {example['problem']}" for example in references["examples"])
+    return (f"{references['count']} of {total} references do not parse cleanly as {task.name} output "
+            f"(e.g. {examples}). The metrics read them in that format: check that the task matches the data.")
 
 
 # ---- Markdown ------------------------------------------------------------------------------------
 
 
-def markdown(task: Task, metrics: dict[str, float], metric: str, cases: list[dict]) -> str:
-    lines = [f"# Evaluation: {task.name}", "", "| metric | value |", "| --- | ---: |"]
+def markdown(task: Task, metrics: dict[str, float], metric: str, cases: list[dict], warning: str | None = None) -> str:
+    lines = [f"# Evaluation: {task.name}", ""]
+    if warning:
+        lines += [f"> **Warning:** {_md_text(warning)}", ""]
+    lines += ["| metric | value |", "| --- | ---: |"]
     lines += [f"| {name} | {value:.4f} |" for name, value in metrics.items()]
     lines += ["", f"## Worst {len(cases)} by {metric}", ""]
     for row in cases:
@@ -101,8 +137,9 @@ def _md_text(text: str) -> str:
 
 
 def html_page(task: Task, options: dict[str, Any], metrics: dict[str, float], metric: str, rows: list[dict],
-              cases: list[tuple[dict, Any]]) -> str:
+              cases: list[tuple[dict, Any]], warning: str | None = None) -> str:
     e = html.escape
+    warning_html = f'<p class="warning">{e(warning)}</p>' if warning else ""
     metric_rows = "".join(f"<tr><td>{e(k)}</td><td>{v:.4f}</td></tr>" for k, v in metrics.items())
     option_rows = "".join(f"<tr><td>{e(k)}</td><td>{e(str(v))}</td></tr>" for k, v in options.items() if v is not None)
     values = [row["score"][metric] for row in rows if row["score"] and row["score"].get(metric) is not None]
@@ -117,7 +154,7 @@ def html_page(task: Task, options: dict[str, Any], metrics: dict[str, float], me
 <meta http-equiv="Content-Security-Policy" content="{e(PAGE_CSP)}">
 <title>docvlm evaluation: {e(task.name)}</title><style>{STYLE}</style></head>
 <body>
-<h1>Evaluation: {e(task.name)}</h1>
+<h1>Evaluation: {e(task.name)}</h1>{warning_html}
 <section id="options"><table>{option_rows}<tr><td>samples</td><td>{len(rows)}</td></tr></table></section>
 <section id="metrics"><h2>Metrics</h2><table class="metrics"><tr><th>metric</th><th>value</th></tr>{metric_rows}</table></section>
 <section id="distribution"><h2>Per-sample {e(metric)}</h2>
@@ -130,14 +167,24 @@ def html_page(task: Task, options: dict[str, Any], metrics: dict[str, float], me
 def _case(worker: ExportWorker, row: dict, image: Any, metric: str, stem: Path) -> str:
     e = html.escape
     value = (row["score"] or {}).get(metric)
-    problems = "".join(f"<li>{e(p)}</li>" for p in row["problems"])
+    reference = _rendered(worker, row["target"], stem.with_name(stem.name + "-ref"))
     return (
-        f'<div class="case"><div><h3>{e(str(row["id"]))}</h3>'
-        f"<p>{e(metric)}: {'n/a' if value is None else f'{value:.4f}'}</p>{_image(image)}"
-        f'<ul class="problems">{problems}</ul></div>'
-        f"<div><h4>reference</h4><pre>{e(row['target'])}</pre>{_rendered(worker, row['target'], stem.with_name(stem.name + '-ref'))}</div>"
-        f"<div><h4>prediction</h4><pre>{e(row['prediction'])}</pre>{_rendered(worker, row['prediction'], stem)}</div></div>"
+        f'<div class="case"><div class="sample"><h3>{e(str(row["id"]))}</h3>'
+        f"<p>{e(metric)}: {'n/a' if value is None else f'{value:.4f}'}</p>{_image(image)}{_problems(row['problems'])}</div>"
+        f'<div class="reference"><h4>reference</h4><pre>{e(row["target"])}</pre>{reference}</div>'
+        f'<div class="prediction"><h4>prediction</h4><pre>{e(row["prediction"])}</pre>'
+        f"{_rendered(worker, row['prediction'], stem)}</div></div>"
     )
+
+
+def _problems(problems: list[str]) -> str:
+    """The parse problems, folded into a `<details>` that is open when there are only a few."""
+    if not problems:
+        return ""
+    items = "".join(f"<li>{html.escape(p)}</li>" for p in problems)
+    opened = " open" if len(problems) <= OPEN_PROBLEMS else ""
+    summary = f"{len(problems)} problem{'s' if len(problems) > 1 else ''} parsing the prediction"
+    return f'<details class="problems"{opened}><summary>{summary}</summary><ul>{items}</ul></details>'
 
 
 def _image(source: Any) -> str:
@@ -171,16 +218,26 @@ def _rendered(worker: ExportWorker, text: str, stem: Path) -> str:
     return "".join(parts)
 
 
-def _plot(values: list[float], metric: str) -> str:
-    """A histogram of the per-sample scores as a PNG data URI (matplotlib without pyplot's global state)."""
+def histogram(values: list[float], metric: str):
+    """The per-sample scores' histogram (matplotlib without pyplot's global state), its x axis over the
+    metric's range: from 0 (or the lowest value) to 1 for fractions, to the highest value beyond (CER in
+    %). Matplotlib's own limits put all-zero values on an axis from -0.4 to 0.4."""
     from matplotlib.figure import Figure
 
+    low, high = min(0.0, *values), max(1.0, *values)
     figure = Figure(figsize=(6, 3), dpi=100)
     axes = figure.add_subplot()
-    axes.hist(values, bins=20)
+    axes.hist(values, bins=20, range=(low, high))
+    axes.set_xlim(low, high)
     axes.set_xlabel(f"per-sample {metric}")
     axes.set_ylabel("samples")
     figure.tight_layout()
+    return figure
+
+
+def _plot(values: list[float], metric: str) -> str:
+    """`histogram` as a PNG data URI."""
+    figure = histogram(values, metric)
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
