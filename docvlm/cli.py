@@ -8,6 +8,8 @@ and Ctrl-C are one line on stderr, not a traceback."""
 from __future__ import annotations
 
 import importlib
+import os
+import signal
 import sys
 
 from docvlm.errors import DataError
@@ -36,14 +38,33 @@ EXIT_USER_ERROR = 2  # as argparse exits on bad arguments
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 
 
+def _stop_while_starting(signum, frame) -> None:
+    """Ctrl-C before the run starts: nothing is written yet, so stop now, in one line. A
+    `KeyboardInterrupt` would have to cross the imports and set-up of torch, transformers and Lightning,
+    and some of that code swallows it: the run then went on to train."""
+    argv = sys.argv[1:]
+    prog = f"docvlm {argv[0]}" if argv and not argv[0].startswith("-") else "docvlm"
+    os.write(2, f"\n{prog}: interrupted\n".encode())
+    os._exit(EXIT_INTERRUPTED)
+
+
+def run_starts() -> None:
+    """Called as the Lightning run starts: Ctrl-C is Lightning's from then on (it stops the run
+    gracefully: callbacks, loggers and data-loader workers are shut down)."""
+    if signal.getsignal(signal.SIGINT) is _stop_while_starting:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def run() -> None:
     """The `docvlm` console script: `DataError` -> `docvlm <command>: error: <message>`, exit 2;
     Ctrl-C -> one line, exit 130."""
     argv = sys.argv[1:]
     prog = f"docvlm {argv[0]}" if argv and not argv[0].startswith("-") else "docvlm"
     try:
-        if argv and argv[0] in COMMANDS:
+        if argv and argv[0] in COMMANDS:  # each handles Ctrl-C itself (convert keeps its finished pages)
             sys.exit(importlib.import_module(COMMANDS[argv[0]]).main(argv[1:]))
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not when started with it ignored
+            signal.signal(signal.SIGINT, _stop_while_starting)
         main()
     except DataError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)

@@ -16,6 +16,7 @@ from lightning.pytorch.cli import LightningCLI  # noqa: E402
 
 import docvlm.tasks  # noqa: E402,F401  (registers every task, so short class names resolve)
 from docvlm.callbacks import ExportHF, PlotCurves, PredictionsJSONL  # noqa: E402
+from docvlm.cli import run_starts  # noqa: E402
 from docvlm.data import DocDataModule  # noqa: E402
 from docvlm.errors import DataError  # noqa: E402
 from docvlm.module import DocVLM  # noqa: E402
@@ -54,16 +55,20 @@ class DocVLMCLI(LightningCLI):
             config["progress.enabled"] = False
 
     def before_fit(self) -> None:
-        self._resolve_checkpoint()
+        self._before_run()
 
     def before_validate(self) -> None:
-        self._resolve_checkpoint()
+        self._before_run()
 
     def before_test(self) -> None:
-        self._resolve_checkpoint()
+        self._before_run()
 
     def before_predict(self) -> None:
+        self._before_run()
+
+    def _before_run(self) -> None:
         self._resolve_checkpoint()
+        run_starts()
 
     def _resolve_checkpoint(self) -> None:
         """`ckpt_path: last` as the newest `last.ckpt` of the run's earlier versions (`last_checkpoint`);

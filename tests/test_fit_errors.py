@@ -166,9 +166,14 @@ def test_the_console_script_prints_user_errors_in_one_line_and_ctrl_c_without_tr
 
     started = subprocess.Popen([sys.executable, str(DOCVLM), "fit", "--config", str(REPO / "configs/demo.yaml"),
                                 f"--trainer.default_root_dir={tmp_path}"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # even if ours ignores it
     time.sleep(2)  # torch and Lightning are still being imported
     started.send_signal(signal.SIGINT)
-    _, err = started.communicate(timeout=120)
+    try:
+        _, err = started.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        started.kill()
+        pytest.fail(f"Ctrl-C did not stop docvlm fit: {started.communicate()[1][-3000:]}")
     assert started.returncode == 130, err[-3000:]
     assert "Traceback" not in err and err.strip().splitlines()[-1] == "docvlm fit: interrupted"
