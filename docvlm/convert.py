@@ -103,8 +103,6 @@ def build_parser() -> argparse.ArgumentParser:
                              "failed and missing pages are converted")
     add_model_arguments(parser)
     work = parser.add_argument_group("processes")
-    work.add_argument("--num-workers", type=int, default=2,
-                      help="processes that load and rasterise pages ahead of the model (default 2)")
     work.add_argument("--export-workers", type=positive(int), default=2,
                       help="processes that parse and export outputs while the model decodes (default 2)")
     work.add_argument("--export-timeout", type=positive(float), default=300.0, metavar="SECONDS",

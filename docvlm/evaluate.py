@@ -148,7 +148,7 @@ def decode(model, args: argparse.Namespace) -> tuple[list[dict], list[Any]]:
         samples = [s for s in samples if s.target is not None]
     targets = [task.to_target(s) for s in samples]
     dataset = TaskDataset(samples, task, model.image_size, targets=targets)
-    loader = DataLoader(dataset, batch_size=args.batch_size, collate_fn=list)
+    loader = DataLoader(dataset, batch_size=args.batch_size, num_workers=max(args.num_workers, 0), collate_fn=list)
     decoding, max_new_tokens = model.decoding_for(args.num_beams, args.max_new_tokens, args.repetition_guard)
 
     args.out.mkdir(parents=True, exist_ok=True)

@@ -294,6 +294,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
                        help="weights' dtype (default auto: bfloat16 on CUDA, float32 elsewhere)")
     group.add_argument("--device", help="torch device, e.g. cpu, cuda, cuda:1 (default: cuda if available)")
+    group.add_argument("--num-workers", type=int, default=2,
+                       help="processes that load and fit images ahead of the model (default 2)")
 
 
 def task_option(text: str) -> tuple[str, Any]:
