@@ -18,6 +18,7 @@ from PIL import Image
 import docvlm.tasks as tasks
 from docvlm.data import DocDataModule, Source
 from docvlm.errors import DataError
+from docvlm.images import BadImageError
 from docvlm.tasks.manifest import ManifestError, jsonl_rows, read_manifest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -125,6 +126,19 @@ def fit(root, *extra):
     return main(["fit", "--config", str(REPO / "configs/demo.yaml"), "--data.train.synthetic=4", "--data.val.synthetic=2",
                  "--data.batch_size=2", "--model.decoding.max_new_tokens=4", "--trainer.val_check_interval=2",
                  f"--trainer.default_root_dir={root}", "--export.enabled=false", *extra])
+
+
+def test_an_image_that_fails_when_decoded_in_a_worker_is_one_clean_error_naming_its_line(folder):
+    """The header is whole, so `setup` passes it; the data-loader worker fails to decode it, and the error
+    is raised in the main process, not as the worker's traceback text."""
+    data = (folder / "a.png").read_bytes()
+    (folder / "cut.png").write_bytes(data[: len(data) // 2])
+    (folder / "train.jsonl").write_text('{"image": "a.png", "target": "x"}\n{"image": "cut.png", "target": "y"}\n')
+    with pytest.raises(BadImageError) as raised:
+        fit(folder / "runs", f"--data.train.path={folder / 'train.jsonl'}", "--data.train.synthetic=0", "--data.val=null",
+            "--trainer.limit_val_batches=0", "--data.num_workers=1", "--trainer.max_steps=2")
+    assert str(raised.value).startswith(f"{folder / 'train.jsonl'}:2: {folder / 'cut.png'}: ")
+    assert "\n" not in str(raised.value) and str(raised.value).endswith("set data.on_bad_image: skip to leave it out")
 
 
 def test_ckpt_path_last_resumes_from_the_newest_last_checkpoint_of_earlier_versions(tmp_path):
