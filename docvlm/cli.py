@@ -57,7 +57,7 @@ def run_starts() -> None:
 
 def run() -> None:
     """The `docvlm` console script: `DataError` -> `docvlm <command>: error: <message>`, exit 2;
-    Ctrl-C -> one line, exit 130."""
+    Ctrl-C -> one line, exit 130 (also once training runs, after Lightning's graceful shutdown)."""
     argv = sys.argv[1:]
     prog = f"docvlm {argv[0]}" if argv and not argv[0].startswith("-") else "docvlm"
     try:
@@ -72,6 +72,13 @@ def run() -> None:
     except KeyboardInterrupt:
         print(f"\n{prog}: interrupted", file=sys.stderr)
         sys.exit(EXIT_INTERRUPTED)
+    except SystemExit as e:
+        if argv and argv[0] in COMMANDS:
+            raise
+        if isinstance(e.__context__, KeyboardInterrupt):  # Lightning shut the run down, then exit(1)
+            print(f"{prog}: interrupted", file=sys.stderr)
+            sys.exit(EXIT_INTERRUPTED)
+        raise
 
 
 if __name__ == "__main__":

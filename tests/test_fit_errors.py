@@ -191,3 +191,22 @@ def test_the_console_script_prints_user_errors_in_one_line_and_ctrl_c_without_tr
         pytest.fail(f"Ctrl-C did not stop docvlm fit: {started.communicate()[1][-3000:]}")
     assert started.returncode == 130, err[-3000:]
     assert "Traceback" not in err and err.strip().splitlines()[-1] == "docvlm fit: interrupted"
+
+    # once training runs, Lightning shuts the run down gracefully; the exit status still says interrupted
+    root = tmp_path / "training"
+    started = subprocess.Popen([sys.executable, str(DOCVLM), "fit", "--config", str(REPO / "configs/demo.yaml"),
+                                f"--trainer.default_root_dir={root}"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.monotonic() + 240
+    while not list(root.glob("lightning_logs/version_0/hparams.yaml")) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    time.sleep(1)
+    started.send_signal(signal.SIGINT)
+    try:
+        _, err = started.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        started.kill()
+        pytest.fail(f"Ctrl-C did not stop docvlm fit: {started.communicate()[1][-3000:]}")
+    assert started.returncode == 130, err[-3000:]
+    assert "Traceback" not in err and err.strip().splitlines()[-1] == "docvlm fit: interrupted"
