@@ -11,6 +11,11 @@ def quote(text: str, limit: int = QUOTE_LIMIT) -> str:
     return repr(text) if len(text) <= limit else f"{text[:limit]!r}... ({len(text)} characters)"
 
 
+def clip(message: str, limit: int = 120) -> str:
+    """A library's message (RDKit's atom lists, music21's offending line) cut to one line of `limit` characters."""
+    return message if len(message) <= limit else message[:limit] + "..."
+
+
 def capped(problems: list[str], limit: int = MAX_PROBLEMS) -> list[str]:
     """The first `limit` problems and how many more there were: a garbled output has a problem per token."""
     return problems if len(problems) <= limit else [*problems[:limit], f"... and {len(problems) - limit} more problems"]

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from docvlm.converters import clip
 from docvlm.converters.kern import to_humdrum
 
 
@@ -111,7 +112,7 @@ def export(kern: str | None, raw: str, stem: str | Path) -> tuple[list[Path], li
             write(kern, path)
             written.append(path)
         except Exception as e:  # noqa: BLE001  see the docstring
-            problems.append(f"{path.name}: export failed ({type(e).__name__}: {e})")
+            problems.append(f"{path.name}: export failed ({type(e).__name__}: {clip(str(e))})")
     return written, problems
 
 

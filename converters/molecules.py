@@ -15,7 +15,7 @@ from pathlib import Path
 
 from rdkit import Chem, rdBase
 
-from docvlm.converters import capped, quote
+from docvlm.converters import capped, clip, quote
 
 MAX_SMILES_CHARS = 4096  # far beyond 256 tokens; longer text is runaway decoding, not a molecule
 _BRACKET = re.compile(r"\[[^\[\]]*\]")
@@ -86,7 +86,7 @@ def _read(text: str) -> tuple[Chem.Mol | None, dict[int, str], list[str]]:
             mol = Chem.MolFromSmiles(smiles, sanitize=False)
         if mol is None:
             return None, labels, problems + [_parse_error(parse_log.lines)]
-        chemistry = [_clip(p.Message()) for p in Chem.DetectChemistryProblems(mol)]
+        chemistry = [clip(p.Message()) for p in Chem.DetectChemistryProblems(mol)]
     return (None if chemistry else mol), labels, capped(problems + chemistry)
 
 
@@ -103,11 +103,6 @@ def _parse_error(lines: list[str]) -> str:
         elif what is None and not message.startswith("Failed parsing SMILES"):
             what = re.split(r" while parsing| for input", message)[0]
     return f"SMILES Parse Error: {what or 'RDKit cannot parse the SMILES'}" + (f" ({where})" if where else "")
-
-
-def _clip(message: str, limit: int = 120) -> str:
-    """RDKit's chemistry messages list atom indices (`Unkekulized atoms: 0 1 2 ...`): one line at most."""
-    return message if len(message) <= limit else message[:limit] + "..."
 
 
 def parse_smiles(text: str) -> tuple[Chem.Mol | None, list[str]]:
@@ -130,7 +125,7 @@ def parse_smiles(text: str) -> tuple[Chem.Mol | None, list[str]]:
             atom.SetIsotope(int(rgroup.group(1)) if rgroup else 0)
             atom.SetProp("dummyLabel", label)
             Chem.SetAtomAlias(atom, label)
-        problems += [f"[{_clip(label, 40)}] is not an atom: read as a dummy atom" for label in labels.values()]
+        problems += [f"[{clip(label, 40)}] is not an atom: read as a dummy atom" for label in labels.values()]
         return mol, capped(problems)
     except Exception as e:  # RDKit raises on corner cases its checks above do not foresee
         return None, [f"RDKit failed on the SMILES: {e}"]

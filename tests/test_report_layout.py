@@ -114,3 +114,18 @@ def test_reference_and_prediction_are_in_view_at_1400_px(tmp_path):
             assert columns.size, f"{name}: the {cls} is out of view"
             left, right = columns[0], columns[-1]
             assert right < 1390 and right - left > 250, f"{name}: the {cls} spans x {left}..{right}"
+
+
+def test_a_failing_music_export_is_one_short_problem(tmp_path, monkeypatch):
+    """music21 and verovio put the offending text in their messages; the problem keeps one line of it."""
+    from docvlm.converters import kern, kern_render
+
+    def fails(text, path):
+        raise ValueError("Inconsistent rhythm near line: " + text * 50)
+
+    monkeypatch.setattr(kern_render, "write_svg", fails)
+    text = docvlm.tasks.get("music").to_target(next(iter(docvlm.tasks.get("music").synthesize(1, seed=1))))
+    paths, problems = kern_render.export(kern.repair(text), text, tmp_path / "score")
+    assert [p.suffix for p in paths] == [".krn", ".musicxml", ".mid", ".png"]
+    assert len(problems) == 1 and problems[0].startswith("score.svg: export failed (ValueError: Inconsistent")
+    assert len(problems[0]) < 200
