@@ -23,7 +23,7 @@ def main(args: list[str] | None = None):
     from docvlm.module import DocVLM
 
     return DocVLMCLI(DocVLM, DocDataModule, args=args, save_config_kwargs={"overwrite": True},
-                     parser_kwargs={"description": DESCRIPTION})
+                     parser_kwargs={"description": DESCRIPTION}, on_run_start=run_starts)
 
 
 DESCRIPTION = """Fine-tune PaliGemma 2 for document OCR with Lightning: fit, validate, test, predict.

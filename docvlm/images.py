@@ -19,7 +19,7 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
-from docvlm.errors import DataError
+from docvlm.errors import DataError, file_kind, special_file_problem
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no version check over the network
 
@@ -31,31 +31,6 @@ FORMATS = tuple(f for f in Image.ID if f != "EPS")
 
 class BadImageError(DataError):
     """An image that cannot be used; the message names the file and the problem."""
-
-
-def _kind(mode: int) -> str:
-    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
-                       (stat.S_ISBLK, "a block device"), (stat.S_ISDIR, "a folder")):
-        if test(mode):
-            return name
-    return "a special file"
-
-
-def special_file_problem(path: str | Path) -> str | None:
-    """Why `path` is not a regular file (or a link to one), or None when it is; never opens it.
-    A missing file (not a dangling link) raises `FileNotFoundError`, for the caller to word.
-
-    Reading a FIFO blocks until someone writes to it, and a device can stream forever, so only
-    regular files are inputs."""
-    try:
-        mode = os.stat(path).st_mode  # follows links
-    except FileNotFoundError:
-        if os.path.islink(path):
-            return f"a link to a missing file ({os.readlink(path)})"
-        raise
-    except (OSError, ValueError) as e:  # permissions, a loop of links, a NUL byte in the name
-        return f"cannot be read ({getattr(e, 'strerror', None) or e})"
-    return None if stat.S_ISREG(mode) else f"{_kind(mode)}, not a regular file"
 
 
 def open_regular(path: str | Path) -> BinaryIO:
@@ -71,7 +46,7 @@ def open_regular(path: str | Path) -> BinaryIO:
     mode = os.fstat(fd).st_mode
     if not stat.S_ISREG(mode):
         os.close(fd)
-        raise BadImageError(f"{path}: {_kind(mode)}, not a regular file")
+        raise BadImageError(f"{path}: {file_kind(mode)}, not a regular file")
     return os.fdopen(fd, "rb")
 
 

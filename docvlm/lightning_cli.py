@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
@@ -16,7 +17,6 @@ from lightning.pytorch.cli import LightningCLI  # noqa: E402
 
 import docvlm.tasks  # noqa: E402,F401  (registers every task, so short class names resolve)
 from docvlm.callbacks import ExportHF, PlotCurves, PredictionsJSONL  # noqa: E402
-from docvlm.cli import run_starts  # noqa: E402
 from docvlm.data import DocDataModule  # noqa: E402
 from docvlm.errors import DataError  # noqa: E402
 from docvlm.module import DocVLM  # noqa: E402
@@ -37,6 +37,13 @@ class CheckpointError(DataError):
 
 
 class DocVLMCLI(LightningCLI):
+    """LightningCLI with docvlm's callbacks, `ckpt_path: last` resolved, and `on_run_start` (called just
+    before Lightning runs the subcommand: `docvlm.cli.run` hands Ctrl-C back to Lightning there)."""
+
+    def __init__(self, *args, on_run_start: Callable[[], None] | None = None, **kwargs):
+        self.on_run_start = on_run_start  # set first: LightningCLI's __init__ runs the subcommand
+        super().__init__(*args, **kwargs)
+
     def add_arguments_to_parser(self, parser) -> None:
         parser.link_arguments("data.task", "model.task", apply_on="instantiate")
         parser.add_lightning_class_args(ExportHF, "export")
@@ -68,7 +75,8 @@ class DocVLMCLI(LightningCLI):
 
     def _before_run(self) -> None:
         self._resolve_checkpoint()
-        run_starts()
+        if self.on_run_start is not None:
+            self.on_run_start()
 
     def _resolve_checkpoint(self) -> None:
         """`ckpt_path: last` as the newest `last.ckpt` of the run's earlier versions (`last_checkpoint`);

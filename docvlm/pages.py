@@ -18,7 +18,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from docvlm.images import FORMATS, BadImageError, load_image, open_regular, special_file_problem
+from docvlm.errors import special_file_problem
+from docvlm.images import FORMATS, BadImageError, load_image, open_regular
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".jpe", ".tif", ".tiff", ".bmp", ".gif", ".webp", ".ppm", ".pgm", ".pbm")
 PDF_SUFFIX = ".pdf"

@@ -13,8 +13,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-from docvlm.errors import DataError
-from docvlm.images import special_file_problem
+from docvlm.errors import DataError, special_file_problem
 from docvlm.tasks.base import Sample
 
 
