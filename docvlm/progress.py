@@ -27,9 +27,9 @@ class Progress(ProgressBar):
     """One status line: `step 120/2500 (5%)  loss 0.4321  lr 1.00e-02  2.31 steps/s  elapsed 0:52  left 17:10`.
 
     In a terminal the line is rewritten in place (at most `refresh_s` apart), and validation, test and
-    predict show their batches on it. When stdout is not a terminal, a whole line is printed every
-    `every_n_steps` optimizer steps and at the last one, and one when an evaluation starts and ends, so a
-    log shows how far a run is while it runs. The rate and the time left count training time only
+    predict show their batches on it. When stdout is not a terminal, a whole line is printed after the
+    first optimizer step (the run has started, at this speed), every `every_n_steps` steps and at the last
+    one, and one when an evaluation starts and ends, so a log shows how far a run is while it runs. The rate and the time left count training time only
     (validation excluded). Only rank zero prints.
 
     Args:
@@ -147,7 +147,8 @@ class Progress(ProgressBar):
             return
         self._last_step = step
         last = step == self.total_steps(trainer)
-        if self.interactive or last or (step - self._start_step) % self.every_n_steps == 0:
+        done = step - self._start_step
+        if self.interactive or last or done == 1 or done % self.every_n_steps == 0:
             self._draw(self.status(trainer), force=last)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
