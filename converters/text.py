@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import random
 import string
 
@@ -32,6 +33,37 @@ def random_line(rng: random.Random, max_words: int = 6) -> str:
     if rng.random() < 0.3:
         line += rng.choice(".,;:%)")
     return line
+
+
+def random_glyphs(rng: random.Random, alphabet: str, min_chars: int, max_chars: int) -> str:
+    """A line of `min_chars`..`max_chars` characters drawn independently from `alphabet`: no words, no
+    shared prefixes, so a model can only get it right by reading the image."""
+    return "".join(rng.choices(alphabet, k=rng.randint(min_chars, max_chars)))
+
+
+@functools.cache
+def _glyph_face(font_index: int, size: int, max_chars: int):
+    """The font at the size where `max_chars` wide glyphs fill about 90% of `size` pixels."""
+    face = font(font_index, 64)
+    width = ImageDraw.Draw(Image.new("L", (1, 1))).textlength("M" * max_chars, font=face)
+    return face.font_variant(size=max(8, int(64 * 0.9 * size / max(width, 1))))
+
+
+def render_glyphs(text: str, rng: random.Random, size: int, max_chars: int, font_index: int) -> Image.Image:
+    """Render `text` in big glyphs of one font, stretched to fill the square: a line of `max_chars`
+    characters spans about 90% of the width, the glyphs most of the height (each character a column of
+    the image); position, ink and a light noise vary a little. Easy to read on purpose."""
+    face = _glyph_face(font_index, size, max_chars)
+    ascent, descent = face.getmetrics()
+    height = ascent + descent + 4
+    strip = Image.new("L", (size, height), 255)
+    draw = ImageDraw.Draw(strip)
+    left = draw.textbbox((0, 0), text, font=face)[0]
+    draw.text((rng.randint(0, max(1, size // 20)) - left, rng.randint(0, 4)), text, fill=rng.randint(0, 80), font=face)
+    image = strip.resize((size, size), Image.BILINEAR).convert("RGB")
+    noise = np.random.default_rng(rng.randrange(2**32)).normal(0, rng.uniform(0, 8), (size, size, 1))
+    pixels = np.clip(np.asarray(image, dtype=np.float32) + noise, 0, 255).astype(np.uint8)
+    return Image.fromarray(pixels)
 
 
 def render_line(text: str, rng: random.Random, size: int = 448) -> Image.Image:

@@ -79,6 +79,8 @@ class ModelSpec:
         image_size: `tiny` only: input side in pixels.
         patch_size: `tiny` only: SigLIP patch side; (image_size / patch_size)^2 image tokens.
         seed: `tiny` only: seed of the random weights.
+        tiny_width: `tiny` only: multiplies the hidden and MLP sizes of both towers (1: SigLIP hidden 32,
+            Gemma 2 hidden 64; the demo uses 2).
     """
 
     name_or_path: str = "google/paligemma2-3b-pt-896"
@@ -92,6 +94,7 @@ class ModelSpec:
     image_size: int = 896
     patch_size: int = 56
     seed: int = 0
+    tiny_width: int = 1
 
 
 def load(spec: ModelSpec) -> tuple[torch.nn.Module, PaliGemmaProcessor]:
@@ -100,7 +103,9 @@ def load(spec: ModelSpec) -> tuple[torch.nn.Module, PaliGemmaProcessor]:
         raise ValueError("quantize: 4-bit base weights stay frozen (QLoRA), so `lora` must be set too")
     if spec.name_or_path == TINY or spec.name_or_path in RANDOM_ARCHITECTURES:
         if spec.name_or_path == TINY:
-            model, processor = build_tiny(spec.image_size, spec.patch_size, spec.seed, spec.attn_implementation)
+            model, processor = build_tiny(
+                spec.image_size, spec.patch_size, spec.seed, spec.attn_implementation, spec.tiny_width
+            )
         else:
             config = RANDOM_ARCHITECTURES[spec.name_or_path]()
             model, processor = build_random(config, spec.seed, spec.attn_implementation)
@@ -235,12 +240,13 @@ def build_tiny_tokenizer() -> GemmaTokenizer:
 
 
 def build_tiny(
-    image_size: int = 896, patch_size: int = 56, seed: int = 0, attn_implementation: str = "eager"
+    image_size: int = 896, patch_size: int = 56, seed: int = 0, attn_implementation: str = "eager", width: int = 1
 ) -> tuple[PaliGemmaForConditionalGeneration, PaliGemmaProcessor]:
     """A random PaliGemma 2 of the real classes, small enough to train on a CPU in seconds.
 
     SigLIP: hidden 32, 1 layer; Gemma 2: hidden 64, 2 layers (one sliding, one global), so every
     code path of the real model (prefix-LM mask, both attention kinds, the projector) is exercised.
+    `width` multiplies the hidden and MLP sizes (and head dimensions) of both towers.
     """
     image_processor = SiglipImageProcessorPil(
         size={"height": image_size, "width": image_size}, image_mean=[0.5] * 3, image_std=[0.5] * 3
@@ -248,16 +254,17 @@ def build_tiny(
     image_processor.image_seq_length = (image_size // patch_size) ** 2
     processor = PaliGemmaProcessor(image_processor=image_processor, tokenizer=build_tiny_tokenizer())
     vision = SiglipVisionConfig(
-        hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-        image_size=image_size, patch_size=patch_size, projection_dim=64, vision_use_head=False,
+        hidden_size=32 * width, intermediate_size=64 * width, num_hidden_layers=1, num_attention_heads=2,
+        image_size=image_size, patch_size=patch_size, projection_dim=64 * width, vision_use_head=False,
     )
     text = Gemma2Config(
-        vocab_size=len(processor.tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=2, num_key_value_heads=1, head_dim=32, query_pre_attn_scalar=32,
+        vocab_size=len(processor.tokenizer), hidden_size=64 * width, intermediate_size=128 * width,
+        num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1, head_dim=32 * width,
+        query_pre_attn_scalar=32 * width,
         pad_token_id=0, eos_token_id=1, bos_token_id=2,
     )
     config = PaliGemmaConfig(
-        vision_config=vision.to_dict(), text_config=text.to_dict(), projection_dim=64,
+        vision_config=vision.to_dict(), text_config=text.to_dict(), projection_dim=64 * width,
         image_token_id=processor.image_token_id,
     )
     apply_transfer_settings(config)

@@ -18,6 +18,9 @@ class TextTask(Task):
     Attributes:
         synthetic_size: side of the square canvas synthetic lines are drawn on, in pixels.
         synthetic_words: most words (or numbers) in a synthetic line; short lines learn faster.
+        synthetic_alphabet: when set, synthetic lines are instead random strings of these characters,
+            `synthetic_min_chars`..`synthetic_max_chars` long, drawn big in one font (`synthetic_font`,
+            an index into the system's fonts): nothing to guess without reading (the demo's lines).
     """
 
     name = "text"
@@ -28,14 +31,23 @@ class TextTask(Task):
     image_mode: ImageMode = "stretch"
     synthetic_size: int = 448
     synthetic_words: int = 6
+    synthetic_alphabet: str = ""
+    synthetic_min_chars: int = 3
+    synthetic_max_chars: int = 5
+    synthetic_font: int = 0
 
     def synthesize(self, n: int, seed: int = 0) -> Iterator[Sample]:
-        from docvlm.converters.text import random_line, render_line
+        from docvlm.converters.text import random_glyphs, random_line, render_glyphs, render_line
 
         for i in range(n):
             rng = random.Random(f"{seed}:{i}")
-            text = random_line(rng, self.synthetic_words)
-            yield Sample(id=f"synthetic-{seed}-{i}", image=render_line(text, rng, self.synthetic_size), target=text)
+            if self.synthetic_alphabet:
+                text = random_glyphs(rng, self.synthetic_alphabet, self.synthetic_min_chars, self.synthetic_max_chars)
+                image = render_glyphs(text, rng, self.synthetic_size, self.synthetic_max_chars, self.synthetic_font)
+            else:
+                text = random_line(rng, self.synthetic_words)
+                image = render_line(text, rng, self.synthetic_size)
+            yield Sample(id=f"synthetic-{seed}-{i}", image=image, target=text)
 
     def score(self, predictions: Sequence[str], references: Sequence[str]) -> dict[str, float]:
         return {"cer": cer(predictions, references), "exact_match": exact_match(predictions, references)}
