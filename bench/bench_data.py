@@ -24,7 +24,7 @@ from docvlm.images import Augment  # noqa: E402
 from docvlm.model import build_tiny_tokenizer  # noqa: E402
 from docvlm.tasks.base import Sample  # noqa: E402
 
-EXAMPLES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "pubtabnet" / "examples"
+EXAMPLES = Path(__file__).resolve().parents[1] / "tests" / "data" / "pubtabnet" / "examples"
 
 
 def processor_896():

@@ -25,7 +25,7 @@ from lxml import etree, html
 
 from docvlm.metrics.tables_grits import _factored_2dmss, _grids, html_to_cells
 
-SRC = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "pubtabnet" / "src"
+SRC = Path(__file__).resolve().parents[1] / "tests" / "data" / "pubtabnet" / "src"
 KEYS = ("grits_top", "grits_precision_top", "grits_recall_top", "grits_con", "grits_precision_con", "grits_recall_con")
 
 

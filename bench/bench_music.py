@@ -17,7 +17,7 @@ from pathlib import Path
 
 from docvlm.metrics.music import music_metrics
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "grandstaff"
+DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "grandstaff"
 
 
 def smt_levenshtein(a, b):

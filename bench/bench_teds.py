@@ -30,7 +30,7 @@ from lxml import html
 
 from docvlm.metrics.tables_teds import teds, teds_batch
 
-SRC = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "pubtabnet" / "src"
+SRC = Path(__file__).resolve().parents[1] / "tests" / "data" / "pubtabnet" / "src"
 
 
 def load_reference(path: Path):

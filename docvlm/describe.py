@@ -125,7 +125,7 @@ With plain `transformers` (the same preprocessing and text; docvlm's own loop gu
 ```python
 import sys
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from transformers import PaliGemmaForConditionalGeneration, PaliGemmaProcessor
 
 folder, paths = sys.argv[1], sys.argv[2:]
@@ -135,7 +135,7 @@ processor.tokenizer.padding_side = "left"
 size = {data['image_size']}
 
 def prepare(path):
-    image = Image.open(path).convert("RGB")
+    image = ImageOps.exif_transpose(Image.open(path)).convert("RGB")  # 8-bit scans; docvlm also reads 16-bit
 {PAD_BLOCK if pad else ""}    return image.resize((size, size), Image.Resampling.BICUBIC)
 
 prompt = {json.dumps(data['prompt'])}

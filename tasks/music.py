@@ -111,7 +111,7 @@ class MusicTask(Task):
                         raise ManifestError(f"{path}: row {row} has no image bytes or no transcription text")
                     yield Sample(
                         id=f"{path.stem}-{row}",
-                        image=functools.partial(_decode, data),
+                        image=functools.partial(io.BytesIO, data),  # decoded by docvlm.images.load_image
                         target=kern.normalize(text, self.encoding),
                         meta={"source": f"{path}:{row}"},
                     )
@@ -152,10 +152,6 @@ class MusicTask(Task):
         written, problems = export(parsed.value, parsed.text, stem)
         parsed.problems.extend(problems)
         return written
-
-
-def _decode(data: bytes) -> Image.Image:
-    return Image.open(io.BytesIO(data)).convert("RGB")
 
 
 def _in_split(path: Path, split: str) -> bool:

@@ -84,18 +84,20 @@ class TablesTask(Task):
     def _read_annotations(self, path: Path, split: str | None) -> Iterator[Sample]:
         from docvlm.converters.tables import pubtabnet_html
 
+        from docvlm.images import BadImageError, check_image
+        from docvlm.tasks.manifest import jsonl_rows
+
         root = path.parent
-        for line_no, text in enumerate(path.open(encoding="utf-8"), start=1):
-            if not text.strip():
-                continue
+        for line_no, row in jsonl_rows(path):  # names file:line:column for bad JSON or bytes
             try:
-                row = json.loads(text)
                 if split and row.get("split", split) != split:
                     continue
                 image = _find_image(root, row, split)
-                size = _image_size(image) if self.coords and self.target_format == "html" else None
+                size = check_image(image) if self.coords and self.target_format == "html" else None
                 target = pubtabnet_html(row["html"]["structure"]["tokens"], row["html"]["cells"], size)
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+            except BadImageError as e:
+                raise ManifestError(f"{path}:{line_no}: {e}") from None
+            except (KeyError, TypeError, ValueError) as e:
                 raise ManifestError(f"{path}:{line_no}: {type(e).__name__}: {e}") from None
             sample_id = str(row.get("table_id", row["filename"]))
             meta = {"source": f"{path}:{line_no}", "split": row.get("split", split)}
@@ -185,9 +187,3 @@ def _find_image(root: Path, row: dict, split: str | None) -> Path:
                 return folder / name
     return folders[0] / names[0]  # reported by the data pipeline when it is loaded
 
-
-def _image_size(path: Path) -> tuple[int, int]:
-    from PIL import Image
-
-    with Image.open(path) as image:
-        return image.size

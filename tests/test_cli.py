@@ -228,10 +228,10 @@ def test_ddp_survives_a_rank_whose_whole_batch_is_unreadable(tmp_path):
     rows = []
     for i in range(4):
         name = f"{i}.png"
-        if i == 1:  # rank 1 gets samples 1 and 3 with batch size 1; sample 1 is broken
-            (tmp_path / name).write_bytes(b"not an image")
-        else:
-            text_image(f"line {i}", 224).save(tmp_path / name)
+        text_image(f"line {i}", 224).save(tmp_path / name)
+        if i == 1:  # rank 1 gets samples 1 and 3 with batch size 1; sample 1 is cut in half: its header passes
+            whole = (tmp_path / name).read_bytes()  # the up-front check, its pixels fail in the worker
+            (tmp_path / name).write_bytes(whole[: len(whole) // 2])
         rows.append(json.dumps({"image": name, "target": f"line {i}"}))
     (tmp_path / "train.jsonl").write_text("\n".join(rows) + "\n")
     docvlm = Path(sys.executable).parent / "docvlm"
