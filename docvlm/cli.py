@@ -34,6 +34,21 @@ checkpoint in Hugging Face format)."""
 
 COMMANDS = {"convert": "docvlm.convert", "evaluate": "docvlm.evaluate", "export": "docvlm.export"}
 
+HELP = """usage: docvlm <command> [options]
+
+Fine-tune PaliGemma 2 for document OCR, score it with each domain's metrics, convert documents with it.
+
+commands:
+  fit        train a model (LightningCLI: --config, --print_config, dotted overrides)
+  validate   decode and score the validation set with a model or checkpoint
+  test       decode and score the test set
+  predict    decode the predict set into <log_dir>/predictions/
+  convert    transcribe images, folders, PDFs and manifests with a model (resume, many devices, shards)
+  evaluate   score a model or a predictions file: report.html, report.json, report.md
+  export     a fit checkpoint in Hugging Face format, with docvlm.json and a model card
+
+`docvlm <command> --help` lists a command's options."""
+
 EXIT_USER_ERROR = 2  # as argparse exits on bad arguments
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 
@@ -60,6 +75,9 @@ def run() -> None:
     Ctrl-C -> one line, exit 130 (also once training runs, after Lightning's graceful shutdown)."""
     argv = sys.argv[1:]
     prog = f"docvlm {argv[0]}" if argv and not argv[0].startswith("-") else "docvlm"
+    if not argv or argv[0] in ("-h", "--help"):  # every command, not only Lightning's four
+        print(HELP)
+        sys.exit(0 if argv else EXIT_USER_ERROR)
     try:
         if argv and argv[0] in COMMANDS:  # each handles Ctrl-C itself (convert keeps its finished pages)
             sys.exit(importlib.import_module(COMMANDS[argv[0]]).main(argv[1:]))

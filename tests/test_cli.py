@@ -72,6 +72,14 @@ def test_every_real_config_trains_and_validates_on_the_tiny_model(path, tmp_path
     assert Image.open(log_dir / "curves.png").size == Image.open(tmp_path / "again.png").size
 
 
+def test_the_console_script_lists_every_command():
+    docvlm = Path(sys.executable).parent / "docvlm"
+    printed = subprocess.run([str(docvlm), "--help"], capture_output=True, text=True, check=True, timeout=60).stdout
+    listed = {line.split()[0] for line in printed.split("commands:")[1].splitlines() if line.startswith("  ")}
+    assert listed == {"fit", "validate", "test", "predict", "convert", "evaluate", "export"}
+    assert subprocess.run([str(docvlm)], capture_output=True, text=True, timeout=60).returncode == 2
+
+
 def test_top_level_help_names_every_command(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
