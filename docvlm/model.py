@@ -80,7 +80,7 @@ class ModelSpec:
         patch_size: `tiny` only: SigLIP patch side; (image_size / patch_size)^2 image tokens.
         seed: `tiny` only: seed of the random weights.
         tiny_width: `tiny` only: multiplies the hidden and MLP sizes of both towers (1: SigLIP hidden 32,
-            Gemma 2 hidden 64; the demo uses 2).
+            Gemma 2 hidden 64; the demo uses 4).
     """
 
     name_or_path: str = "google/paligemma2-3b-pt-896"
