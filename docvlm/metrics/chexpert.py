@@ -34,6 +34,14 @@ with scopes in words instead of dependency edges:
   "vascular prominence" are uncertain; a stable/unchanged heart size or silhouette is uncertain;
   "no change in X" does not negate X (the original's parse attaches "no" to "change").
 
+Every rule looks only at a window around the mention: at most `WINDOW_WORDS` words (and
+`WINDOW_CHARS` characters) on each side, cut from the sentence before the clause is found. The rules
+before a mention reach at most a dozen words back (a cue of up to 5 words, 8 words away), and those after
+it are in practice a few words long, so the window changes nothing on report text; it bounds the work
+on degenerate text (a model that loops: thousands of words without a period), which is labeled in time
+linear in its length (the whole clause is read only up to the window's edge, so a "cannot be excluded"
+more than `WINDOW_WORDS` words after a mention in the same clause no longer counts).
+
 So ours agrees with the original on ordinary sentences (it reproduces the labeler's published output
 for its `sample_reports.csv`) but can disagree where only a parse decides the scope: long lists
 across verbs, nested clauses, attachment ambiguities. It labels the text it is given (the original
@@ -43,7 +51,9 @@ numbers.
 
 from __future__ import annotations
 
+import bisect
 import functools
+import itertools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -124,12 +134,17 @@ def extract(sentence: str) -> list[Mention]:
     mention, unmention = phrases()
     found = []
     for observation, observation_phrases in mention.items():
-        blocked = [span for u in unmention.get(observation, ()) if u in sentence for span in _spans(u, sentence)]
+        blocked = sorted(span for u in unmention.get(observation, ()) if u in sentence
+                         for span in _spans(u, sentence))
+        # a span overlaps an unmention when one starting before its end reaches past its start
+        starts = [u_start for u_start, _ in blocked]
+        reach = list(itertools.accumulate((u_end for _, u_end in blocked), max))
         for phrase in observation_phrases:
             if phrase not in sentence:
                 continue
             for start, end in _spans(phrase, sentence):
-                if not any(start < u_end and end > u_start for u_start, u_end in blocked):
+                i = bisect.bisect_left(starts, end)
+                if not (i and reach[i - 1] > start):
                     found.append(Mention(observation, start, end, sentence[start:end]))
     return found
 
@@ -141,11 +156,20 @@ def _rx(pattern: str) -> re.Pattern:
     return re.compile(pattern)
 
 
+# The window each rule sees around a mention (see the module's docstring).
+WINDOW_WORDS = 40
+WINDOW_CHARS = 600
+_WORD_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789-"
+_WORD = _rx(r"[a-z0-9-]+")
+
+
 # Words that end the scope of a cue (clause boundaries).
-_CLAUSE_BREAK = r";|:|\b(?:but|however|although|though|whereas|while|yet|except|aside|apart|which|who|whose|otherwise|with)\b"
+_CLAUSE_BREAK = _rx(r";|:|\b(?:but|however|although|though|whereas|while|yet|except|aside|apart|which|who|whose"
+                    r"|otherwise|with)\b")
 # Finite verbs and participles also end the scope of a preceding negation ("no effusion is seen, there is X").
-_VERB_BREAK = (r"\b(?:is|are|was|were|has|have|had|remains?|persists?|seen|noted|present|identified|demonstrated"
-               r"|shown|appears?|reflects?|represents?|likely)\b")
+_VERB_BREAK = _rx(r"\b(?:is|are|was|were|has|have|had|remains?|persists?|seen|noted|present|identified|demonstrated"
+                  r"|shown|appears?|reflects?|represents?|likely)\b")
+_SEMICOLON = _rx(";")
 
 _PRE_UNCERTAIN_BEFORE = _rx(r"\b(?:cannot|can not|could not|not) (?:be )?(?:entirely |completely |definitely )?"
                             r"(?:exclude|excluded|rule out|ruled out)\b|\bno new\b|\bno evidence to rule out\b")
@@ -165,12 +189,17 @@ _LINKING = (r"(?:is|are|was|were|be|been|has|have|now|again|remains?|remained|ap
             r"|limits?|of|in|size|mildly|likely|overall)")
 _NEG_AFTER_NORMAL = _rx(rf"^(?:\s*(?:,|and)\s*(?:[a-z-]+\s+){{0,3}}?)?(?:\s*{_LINKING}\b)*\s*(?:normal|unremarkable)\b"
                         r"(?!\s+(?!(?:and|or|in|for|size|limits)\b)[a-z])")  # "normal lungs": normal belongs to another noun
+# At most 5 words, then the cue: r"^(?:\s*[a-z-]+){0,5}?\s*\b(?:cue)\b", which backtracks through every way to
+# split a long word into 5 pieces; `_neg_after` takes the first cue and counts the words before it instead.
+_NEG_AFTER_WORDS = 5
 _NEG_AFTER = _rx(
-    r"^(?:\s*[a-z-]+){0,5}?\s*\b(?:(?:has|have) (?:nearly |almost |completely |since |now |essentially )?"
+    r"\b(?:(?:has|have) (?:nearly |almost |completely |since |now |essentially )?"
     r"(?:resolved|cleared|disappeared|been removed|been resolved)|resolved|removed|absent|no longer (?:seen|present|"
     r"visualized|identified|evident|demonstrated|visible)|(?:is|are|was|were) not (?:seen|present|identified|evident|"
     r"demonstrated|noted|detected|enlarged|visible))\b"
 )
+_LETTERS_AND_SPACES = _rx(r"[\sa-z-]*")
+_LETTERS = _rx(r"[a-z-]+")
 
 _UNCERTAIN_BEFORE = _rx(
     r"\b(?:may|might|could|would|possible|possibly|presumably|probable|questionable|question of|suspect|suspected"
@@ -184,7 +213,8 @@ _UNCERTAIN_AFTER = _rx(
     r"|(?:poorly|incompletely|not well) (?:evaluated|visualized|seen|assessed)|not (?:clearly )?(?:seen|visualized)"
     r"|not (?:well )?visualized|not appreciated|obscured|not evaluated)\b"
 )
-_OR_BEFORE = _rx(r"\b(?:or|versus|vs)\b(?:\s*[a-z-]+){0,3}\s*$")
+# "or" and at most 3 words to the end; r"(?:\s*[a-z-]+){0,3}\s*$" as it was also split long words every way.
+_OR_BEFORE = _rx(r"\b(?:or|versus|vs)\b\s*(?:[a-z-]+(?:\s+|$)){0,3}$")
 _OR_AFTER = _rx(r"^(?:\s*,\s*[a-z-]+(?:\s+[a-z-]+)?)*\s*,?\s*\bor\b|^\s*(?:versus|vs)\b")  # X, Y, or Z
 _ALWAYS_UNCERTAIN = ("vascular congestion", "pulmonary congestion", "indistinctness", "vascular prominence")
 _HEART_WORDS = _rx(r"\b(?:cardiomediastinal|pericardial|mediastinal|mediastinum|cardiomediastinum|contours?"
@@ -194,50 +224,83 @@ _STABLE_AFTER = _rx(rf"^(?:\s*{_LINKING}\b)*\s*(?:stable|unchanged|not changed|b
                     r"|unchanged from (?:the )?prior)\b")
 
 
-def _scope_before(before: str, cue: re.Pattern, max_words: int, breaks: str, pseudo: re.Pattern | None = None) -> bool:
+def _scope_before(before: str, cue: re.Pattern, max_words: int, breaks: re.Pattern,
+                  pseudo: re.Pattern | None = None) -> bool:
     """A cue in `before` with at most `max_words` words and no break between it and the mention.
 
     A cue that `pseudo` matches at its start ("no change in") does not count.
+    The nearest such cue decides: a farther one's gap holds every word and break of the nearer one's
+    (cues end a word), so if the nearest fails, all do.
     """
-    for match in cue.finditer(before):
-        gap = before[match.end():]
+    for match in reversed(list(cue.finditer(before))):
         if pseudo is not None and pseudo.match(before[match.start():]):
             continue
-        if len(re.findall(r"[a-z0-9-]+", gap)) <= max_words and not re.search(breaks, gap):
-            return True
+        gap = before[match.end():]
+        return len(_WORD.findall(gap)) <= max_words and not breaks.search(gap)
     return False
+
+
+def _neg_after(after: str) -> bool:
+    """A negation cue after at most `_NEG_AFTER_WORDS` words (letters, hyphens, spaces) of `after`.
+
+    The first cue decides: the text before a later one holds the text before the first.
+    """
+    match = _NEG_AFTER.search(after)
+    if match is None:
+        return False
+    prefix = after[: match.start()]
+    return _LETTERS_AND_SPACES.fullmatch(prefix) is not None and len(_LETTERS.findall(prefix)) <= _NEG_AFTER_WORDS
 
 
 def _clause(sentence: str, start: int, end: int) -> tuple[str, str]:
     """The text of the mention's clause before and after it, from the edges of the words it touches
     (the phrase "contour" in "contours are normal" is followed by "are normal")."""
     start += len(sentence[start:end]) - len(sentence[start:end].lstrip())
-    start = re.search(r"[a-z0-9-]*$", sentence[:start]).start()
-    end = end if sentence[end - 1] == " " else end + re.match(r"[a-z0-9-]*", sentence[end:]).end()
+    start = len(sentence[:start].rstrip(_WORD_CHARS))
+    if sentence[end - 1] != " ":
+        end = len(sentence) - len(sentence[end:].lstrip(_WORD_CHARS))
     before, after = sentence[:start], sentence[end:]
-    breaks = list(re.finditer(_CLAUSE_BREAK, before))
+    breaks = list(_CLAUSE_BREAK.finditer(before))
     if breaks:
         before = before[breaks[-1].end():]
-    following = re.search(_CLAUSE_BREAK, after)
+    following = _CLAUSE_BREAK.search(after)
     return before, after[: following.start()] if following else after
+
+
+def _window(sentence: str, start: int, end: int) -> tuple[int, int]:
+    """The part of the sentence the rules see around sentence[start:end]: `WINDOW_WORDS` words on each
+    side, at most `WINDOW_CHARS` characters."""
+    low, high = max(0, start - WINDOW_CHARS), min(len(sentence), end + WINDOW_CHARS)
+    words = list(_WORD.finditer(sentence, low, start))
+    if len(words) > WINDOW_WORDS:
+        low = words[-WINDOW_WORDS].start()
+    words = list(itertools.islice(_WORD.finditer(sentence, end, high), WINDOW_WORDS + 1))
+    if len(words) > WINDOW_WORDS:
+        high = words[WINDOW_WORDS].start()
+    return low, high
+
+
+_SENTENCE_NEGATION = _rx(r"(?:findings|impression): no ")
 
 
 def classify(sentence: str, mention: Mention) -> int:
     """POSITIVE, NEGATIVE or UNCERTAIN for one mention of a cleaned sentence."""
-    if re.match(r"(?:findings|impression): no ", sentence):  # NegBio's sentence-level negation
+    if _SENTENCE_NEGATION.match(sentence):  # NegBio's sentence-level negation
         return NEGATIVE
-    before, after = _clause(sentence, mention.start, mention.end)
-    whole_before = sentence[: mention.start]
+    low, high = _window(sentence, mention.start, mention.end)
+    window = sentence[low:high]
+    before, after = _clause(window, mention.start - low, mention.end - low)
+    whole_before = window[: mention.start - low]
     # 1. Pre-negation uncertainty.
     if _scope_before(before, _PRE_UNCERTAIN_BEFORE, 4, _VERB_BREAK) or _PRE_UNCERTAIN_AFTER.search(after):
         return UNCERTAIN
     # 2. Negation.
     if (_scope_before(before, _NEG_BEFORE, 8, _VERB_BREAK, _PSEUDO_NEG) or _scope_before(before, _NORMAL_BEFORE, 3, _VERB_BREAK)
-            or _NEG_AFTER_NORMAL.match(after) or _NEG_AFTER.match(after)):
+            or _NEG_AFTER_NORMAL.match(after) or _neg_after(after)):
         return NEGATIVE
     # 3. Post-negation uncertainty.
     if (mention.text in _ALWAYS_UNCERTAIN
-            or _scope_before(before, _UNCERTAIN_BEFORE, 6, r";")
+            or _scope_before(before, _UNCERTAIN_BEFORE, 6, _SEMICOLON)
             or _UNCERTAIN_AFTER.match(after)
             or _OR_BEFORE.search(before) or _OR_AFTER.match(after)):
         return UNCERTAIN
