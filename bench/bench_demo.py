@@ -1,4 +1,4 @@
-"""The demo recipe (configs/demo.yaml) over seeds and thread counts: does it always learn to read?
+"""A demo recipe (default configs/demo.yaml) over seeds and thread counts: does it always learn to read?
 
     python bench/bench_demo.py                 # seeds 0-4 x 1 and 2 threads: 10 runs, one after another
     python bench/bench_demo.py --quick         # seeds 0-1 x 1 and 2 threads: 4 runs
@@ -26,11 +26,11 @@ REPO = Path(__file__).resolve().parents[1]
 METRICS = re.compile(r"val/cer ([0-9.]+)\s+val/exact_match ([0-9.]+)")
 
 
-def run(seed: int, threads: int, root: Path, extra: list[str]) -> tuple[float | None, float | None, float]:
+def run(config: str, seed: int, threads: int, root: Path, extra: list[str]) -> tuple[float | None, float | None, float]:
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
                HF_HUB_OFFLINE="1", NO_ALBUMENTATIONS_UPDATE="1")
     docvlm = Path(sys.executable).parent / "docvlm"
-    command = [str(docvlm), "fit", "--config", str(REPO / "configs/demo.yaml"), f"--seed_everything={seed}",
+    command = [str(docvlm), "fit", "--config", str(REPO / config), f"--seed_everything={seed}",
                f"--model.model.seed={seed}",
                f"--trainer.default_root_dir={root / f'seed{seed}-threads{threads}'}",
                "--trainer.enable_progress_bar=false", *extra]
@@ -47,6 +47,7 @@ def run(seed: int, threads: int, root: Path, extra: list[str]) -> tuple[float | 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default="configs/demo.yaml", help="the recipe (e.g. configs/experimental/demo_unseen.yaml)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--quick", action="store_true", help="seeds 0 and 1 only")
@@ -59,7 +60,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-demo-") as folder:
         for seed in seeds:
             for threads in args.threads:
-                cer, exact, wall = run(seed, threads, Path(folder), args.extra)
+                cer, exact, wall = run(args.config, seed, threads, Path(folder), args.extra)
                 ok = cer is not None and cer < args.max_cer
                 failures += not ok
                 shown = ("failed", "-") if cer is None else (f"{cer:.4f}", f"{exact:.3f}")

@@ -84,7 +84,6 @@ class TablesTask(Task):
     def _read_annotations(self, path: Path, split: str | None) -> Iterator[Sample]:
         from docvlm.converters.tables import pubtabnet_html
 
-        from docvlm.images import BadImageError, check_image
         from docvlm.tasks.manifest import jsonl_rows
 
         root = path.parent
@@ -93,10 +92,8 @@ class TablesTask(Task):
                 if split and row.get("split", split) != split:
                     continue
                 image = _find_image(root, row, split)
-                size = check_image(image) if self.coords and self.target_format == "html" else None
+                size = _image_size(image) if self.coords and self.target_format == "html" else None
                 target = pubtabnet_html(row["html"]["structure"]["tokens"], row["html"]["cells"], size)
-            except BadImageError as e:
-                raise ManifestError(f"{path}:{line_no}: {e}") from None
             except (KeyError, TypeError, ValueError) as e:
                 raise ManifestError(f"{path}:{line_no}: {type(e).__name__}: {e}") from None
             sample_id = str(row.get("table_id", row["filename"]))
@@ -187,3 +184,19 @@ def _find_image(root: Path, row: dict, split: str | None) -> Path:
                 return folder / name
     return folders[0] / names[0]  # reported by the data pipeline when it is loaded
 
+
+def _image_size(path: Path) -> tuple[int, int]:
+    """The image's (width, height) from its header, for boxes in pixels; `ValueError` names what is wrong
+    (a special file is never opened: reading a FIFO would block)."""
+    from PIL import Image
+
+    from docvlm.errors import special_file_problem
+
+    try:
+        problem = special_file_problem(path)
+        if problem is not None:
+            raise ValueError(f"{path}: {problem}, not an image file")
+        with Image.open(path) as image:
+            return image.size
+    except (OSError, SyntaxError) as e:
+        raise ValueError(f"{path}: cannot read the image header ({e})") from None

@@ -52,7 +52,7 @@ def test_the_exported_folder_describes_itself(trained):
     folder = trained["hf"]
     description = json.loads((folder / "docvlm.json").read_text())
     assert description["task"] == "text" and description["prompt"] == docvlm.tasks.get("text").prefix
-    assert description["image_size"] == 112 and description["decoding"]["max_new_tokens"] == 12
+    assert description["image_size"] == 224 and description["decoding"]["max_new_tokens"] == 12
     assert description["measured_on"]["samples"] == len(LINES) and description["measured_on"]["step"] == 3
     assert set(description["metrics"]) == {"cer", "exact_match"}
     generation = json.loads((folder / "generation_config.json").read_text())
