@@ -80,6 +80,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pages", type=int, default=48)
     parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 8], help="docvlm's batch sizes (default 1 8)")
     parser.add_argument("--no-devices", action="store_true", help="skip the 1 vs 2 process comparison")
     args = parser.parse_args()
     import torch
@@ -93,10 +94,10 @@ def main() -> None:
         base = baseline(paths, args.max_new_tokens)
         print(f"plain transformers loop, per image : {n / base:6.2f} pages/s")
         results = {}
-        for batch in (1, 8):
+        for batch in args.batches:
             seconds = ours(paths, args.max_new_tokens, batch, tmp / f"out-b{batch}")
             results[batch] = seconds
-            print(f"docvlm convert API, batch {batch}       : {n / seconds:6.2f} pages/s  "
+            print(f"docvlm convert API, batch {batch:<2d}      : {n / seconds:6.2f} pages/s  "
                   f"({base / seconds:.2f}x the plain loop)")
         if not args.no_devices:
             one = command(tmp / "pages", tmp / "cmd-1", args.max_new_tokens)

@@ -176,6 +176,10 @@ def launch(args: argparse.Namespace) -> tuple[World, Any]:
 
     fabric = Fabric(accelerator=args.accelerator, devices=devices, num_nodes=nodes, strategy="ddp")
     fabric.launch()
+    if fabric.device.type == "cpu":  # the node's cores shared out, not every process on all of them
+        import torch
+
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // devices))
     size = fabric.world_size
     return World((shard_index - 1) * size + fabric.global_rank, shard_count * size, fabric), fabric.device
 
