@@ -269,13 +269,7 @@ def build_tiny(
     )
     apply_transfer_settings(config)
     config._attn_implementation = attn_implementation
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = PaliGemmaForConditionalGeneration(config)
-    model.generation_config.pad_token_id = 0
-    model.generation_config.eos_token_id = 1
-    model.generation_config.bos_token_id = 2
-    return model, processor
+    return with_random_weights(config, seed), processor
 
 
 def paligemma2_3b_896_config() -> PaliGemmaConfig:
@@ -327,10 +321,16 @@ def build_random(
         raise ValueError(f"the tiny tokenizer's {len(processor.tokenizer)} tokens exceed the vocabulary of the config")
     config.image_token_id = processor.image_token_id
     config._attn_implementation = attn_implementation
+    return with_random_weights(config, seed), processor
+
+
+def with_random_weights(config: PaliGemmaConfig, seed: int) -> PaliGemmaForConditionalGeneration:
+    """The model of `config` with random weights drawn from `seed` (the caller's random state untouched),
+    generating with the tiny tokenizer's `<pad>`, `<eos>` and `<bos>`."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = PaliGemmaForConditionalGeneration(config)
     model.generation_config.pad_token_id = 0
     model.generation_config.eos_token_id = 1
     model.generation_config.bos_token_id = 2
-    return model, processor
+    return model
