@@ -173,8 +173,9 @@ def test_qlora_trains_adapters_on_a_4bit_base_and_exports_the_weights_it_trained
     assert getattr(reloaded.config, "quantization_config", None) is None
     assert {p.dtype for p in reloaded.parameters()} == {torch.float32}
     torch.testing.assert_close(logits(reloaded, batch), logits(merged, batch), rtol=0, atol=1e-5)  # SigLIP: sdpa vs eager
-    # the same function as the 4-bit model, up to its bf16 compute
-    torch.testing.assert_close(logits(reloaded, batch), quantized_logits, rtol=0, atol=0.01)
+    # the same function as the 4-bit model, up to its bf16 compute (the weights are checked exactly above;
+    # bf16 rounding moves single logits by ~0.02 as thread scheduling reorders sums; the packing bug gave 0.9)
+    torch.testing.assert_close(logits(reloaded, batch), quantized_logits, rtol=0, atol=0.05)
 
 
 def test_quantizing_without_lora_is_refused():
