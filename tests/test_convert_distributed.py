@@ -81,7 +81,17 @@ def test_shards_without_a_launcher_convert_every_page_once(pages, single, tmp_pa
     assert_each_page_once_with_its_files(tmp_path, pages)
 
 
-def test_a_killed_two_process_run_resumes_with_one_process(pages, tmp_path):
+@pytest.fixture(scope="module")
+def many_pages(tmp_path_factory) -> Path:
+    """Enough pages that a run cannot end between two looks at its manifest parts, on any machine."""
+    folder = tmp_path_factory.mktemp("many_pages")
+    for i in range(48):
+        text_image(f"line {i}", 96).save(folder / f"p{i:02d}.png")
+    return folder
+
+
+def test_a_killed_two_process_run_resumes_with_one_process(many_pages, tmp_path):
+    pages = many_pages
     slow = [*FAST, "--max-new-tokens", "60", "--no-repetition-guard", "--batch-size", "1", str(pages), "--out", str(tmp_path)]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "NO_ALBUMENTATIONS_UPDATE": "1"}
     run = subprocess.Popen([DOCVLM, "convert", *slow, "--devices", "2", "--accelerator", "cpu"], env=env,
@@ -93,15 +103,15 @@ def test_a_killed_two_process_run_resumes_with_one_process(pages, tmp_path):
             if len(parts) == 2 and all(p.read_text().count("\n") >= 1 for p in parts):
                 break
             assert run.poll() is None, "the run ended before it could be killed"
-            time.sleep(0.2)
+            time.sleep(0.05)
         else:
             pytest.fail("no rows were written")
     finally:
         os.killpg(run.pid, signal.SIGKILL)  # every rank at once
         run.wait()
-    assert not (tmp_path / "manifest.jsonl").exists() or len(rows(tmp_path)) < 10
+    assert not (tmp_path / "manifest.jsonl").exists() or len(rows(tmp_path)) < 48
 
-    done = convert(*slow, "--skip-existing")
+    done = convert(*slow, "--skip-existing", "--batch-size", "16")
     assert "skipped as done" in done.stdout
     skipped = int(done.stdout.split("failed, ")[1].split()[0])
     assert skipped >= 2  # what the killed run finished is not converted again
