@@ -144,7 +144,7 @@ def decode(model, args: argparse.Namespace) -> tuple[list[dict], list[Any]]:
     unscored = [s for s in samples if s.target is None]
     if unscored:
         print(f"docvlm: {len(unscored)} samples have no reference and are not evaluated "
-              f"(first: {unscored[0].meta.get('source', unscored[0].id)})", file=sys.stderr)
+              f"(first: {unscored[0].source or unscored[0].id})", file=sys.stderr)
         samples = [s for s in samples if s.target is not None]
     targets = [task.to_target(s) for s in samples]
     dataset = TaskDataset(samples, task, model.image_size, targets=targets)

@@ -114,7 +114,7 @@ class DocVLM(L.LightningModule):
         rank_zero_info(
             f"docvlm: loss = {self.hparams.loss_reduction.replace('_', '-')} mean over suffix tokens, "
             f"label smoothing {self.hparams.label_smoothing}; "
-            f"targets over max_target_tokens in train: {counts.get('train', 0)}"
+            f"targets over max_target_tokens in train: {counts.get('train', 'counted as read (streamed)')}"
         )
 
     # ------------------------------------------------------------------------------- optimization
@@ -149,7 +149,8 @@ class DocVLM(L.LightningModule):
     def _image_path(self, split: str, index: int) -> str | None:
         """The sample's image file, so that a report made from the predictions file can show it."""
         dataset = getattr(getattr(self.trainer, "datamodule", None), "datasets", {}).get(split)
-        image = dataset.samples[index].image if dataset is not None else None
+        samples = getattr(dataset, "samples", None)  # a streamed split keeps none
+        image = samples[index].image if samples is not None else None
         return str(Path(image).resolve()) if isinstance(image, (str, Path)) else None
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:

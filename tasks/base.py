@@ -7,7 +7,7 @@ Adding a domain is one module in `tasks/` that subclasses `Task` and decorates i
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -22,14 +22,17 @@ class Sample:
     """One training or evaluation example.
 
     `image` is a path (loaded lazily, so that a reader of 500k samples holds no pixels), a PIL image
-    (synthetic samples), or a zero-argument callable returning one (images inside parquet files).
+    (synthetic samples), or a zero-argument callable returning one, an open file or a path (images inside
+    parquet files and `datasets` rows). `source` names the sample's row (`file:line`, a dataset row) for
+    the core's messages; `meta` is the task's own and the core never reads or writes it.
     """
 
     id: str
-    image: str | Path | Image.Image | Callable[[], Image.Image]
+    image: str | Path | Image.Image | Callable[[], Any]
     target: str | None = None
     prefix: str = ""  # per-sample part of the prompt, appended to the task's prefix (e.g. INDICATION)
     meta: dict[str, Any] = field(default_factory=dict)
+    source: str | None = None
 
 
 @dataclass
@@ -97,6 +100,20 @@ class Task:
         from docvlm.tasks.manifest import read_manifest
 
         return read_manifest(source)
+
+    def sample_from_record(self, record: Mapping[str, Any], columns: Mapping[str, str | None], source: str) -> Sample:
+        """One row of a Hugging Face `datasets` dataset as a sample (see `docvlm.hub_data`). `columns` maps
+        `image`, `target`, `prefix` and `id` to the dataset's column names (a `None` target: unlabelled
+        data); the image cell arrives as a lazy callable. Tasks whose datasets keep the target in a domain
+        structure override this. A missing column raises `KeyError(column)`, which the caller words."""
+        target, id_ = columns.get("target"), record.get(columns.get("id") or "")
+        return Sample(
+            id=source if id_ is None else str(id_),
+            image=record[columns["image"]],
+            target=record[target] if target else None,
+            prefix=record.get(columns.get("prefix") or "") or "",
+            source=source,
+        )
 
     def synthesize(self, n: int, seed: int = 0) -> Iterable[Sample]:
         """`n` synthetic samples rendered locally, deterministic in `seed` (tests, demo)."""

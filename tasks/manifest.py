@@ -3,7 +3,7 @@
 Image paths are relative to the manifest's folder (`..` and absolute paths are the user's to choose).
 A malformed row raises `ManifestError` naming the file, the line and, for bad JSON or bytes that are
 not UTF-8, the column, before any training starts. Each sample keeps its row as
-`meta["source"] = "file:line"`, so that later errors (an unreadable image) name the row too.
+`Sample.source = "file:line"`, so that later errors (an unreadable image) name the row too.
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ def read_manifest(path: str | Path) -> list[Sample]:
             raise ManifestError(f"{path}:{line}: 'prefix' must be a string")
         image = path.parent / row["image"]
         meta = {k: v for k, v in row.items() if k not in {"image", "target", "prefix", "id"}}
-        meta["source"] = f"{path}:{line}"
-        samples.append(Sample(id=str(row.get("id") or row["image"]), image=image, target=target, prefix=prefix, meta=meta))
+        samples.append(Sample(id=str(row.get("id") or row["image"]), image=image, target=target, prefix=prefix, meta=meta,
+                              source=f"{path}:{line}"))
     if not samples:
         raise ManifestError(f"{path}: the manifest has no rows (expected one {{\"image\": ..., \"target\": ...}} per line)")
     return samples

@@ -121,7 +121,7 @@ def _read_csv(path: Path) -> list[Sample]:
                 image = path.parent.parent / file_path
             sample_id = row.get("image_id") or Path(file_path).stem
             target = row.get("SMILES") or ""
-            samples.append(Sample(id=sample_id, image=image, target=target, meta={"source": f"{path}:{reader.line_num}"}))
+            samples.append(Sample(id=sample_id, image=image, target=target, source=f"{path}:{reader.line_num}"))
     return samples
 
 
@@ -136,7 +136,7 @@ def _read_folder(folder: Path) -> list[Sample]:
     for image in sorted(p for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
         candidates = (d / (image.stem + suffix) for d in reference_dirs for suffix in REFERENCE_SUFFIXES)
         reference = next((c for c in candidates if c.is_file()), None)
-        meta: dict = {"source": str(image)}
+        meta: dict = {}
         target = None
         if reference is None:
             meta["problems"] = [f"{image}: no MOL/SDF reference"]
@@ -145,7 +145,7 @@ def _read_folder(folder: Path) -> list[Sample]:
             meta["reference"] = str(reference)
             if problems:
                 meta["problems"] = problems
-        samples.append(Sample(id=image.stem, image=image, target=target, meta=meta))
+        samples.append(Sample(id=image.stem, image=image, target=target, meta=meta, source=str(image)))
     if not samples:
         raise ManifestError(f"{image_dir}: no images")
     return samples

@@ -92,10 +92,12 @@ class MusicTask(Task):
                 id=str(stem.relative_to(root)),
                 image=image,
                 target=kern.normalize(text, self.encoding),
-                meta={"source": str(transcription)},
+                source=str(transcription),
             )
 
     def _read_parquet(self, files: list[Path]) -> Iterator[Sample]:
+        """Only the transcriptions are read here; each image is read from its row group when it is loaded,
+        so that 50k samples do not hold 50k images' bytes."""
         import pyarrow.parquet as pq
 
         for path in files:
@@ -104,18 +106,25 @@ class MusicTask(Task):
             if missing:
                 raise ManifestError(f"{path}: parquet file lacks column(s) {', '.join(sorted(missing))}")
             row = 0
-            for batch in table.iter_batches(columns=["image", "transcription"], batch_size=256):
-                for image, text in zip(batch.column("image").to_pylist(), batch.column("transcription").to_pylist()):
-                    data = image.get("bytes") if isinstance(image, dict) else image
-                    if not isinstance(data, bytes) or not isinstance(text, str):
-                        raise ManifestError(f"{path}: row {row} has no image bytes or no transcription text")
+            for group in range(table.num_row_groups):
+                texts = table.read_row_group(group, columns=["transcription"]).column("transcription").to_pylist()
+                for offset, text in enumerate(texts):
+                    if not isinstance(text, str):
+                        raise ManifestError(f"{path}: row {row} has no transcription text")
                     yield Sample(
                         id=f"{path.stem}-{row}",
-                        image=functools.partial(io.BytesIO, data),  # decoded by docvlm.images.load_image
+                        image=functools.partial(_parquet_image, str(path), group, offset),  # see load_image
                         target=kern.normalize(text, self.encoding),
-                        meta={"source": f"{path}:{row}"},
+                        source=f"{path}:{row}",
                     )
                     row += 1
+
+    def sample_from_record(self, record, columns, source: str) -> Sample:
+        """A `datasets` row (GrandStaff's hub export: `columns: {target: transcription}`), target normalised."""
+        sample = super().sample_from_record(record, columns, source)
+        if sample.target is not None:
+            sample.target = kern.normalize(sample.target, self.encoding)
+        return sample
 
     # ---- synthetic scores ----------------------------------------------------------------------
     def synthesize(self, n: int, seed: int = 0) -> Iterator[Sample]:
@@ -152,6 +161,24 @@ class MusicTask(Task):
         written, problems = export(parsed.value, parsed.text, stem)
         parsed.problems.extend(problems)
         return written
+
+
+def _parquet_image(path: str, group: int, offset: int) -> io.BytesIO:
+    """The encoded image of one parquet row, for `docvlm.images.load_image`."""
+    cell = _row_group_images(path, group)[offset].as_py()
+    data = cell.get("bytes") if isinstance(cell, dict) else cell
+    if not isinstance(data, bytes):
+        raise ValueError("the parquet row has no image bytes")
+    return io.BytesIO(data)
+
+
+@functools.lru_cache(maxsize=1)
+def _row_group_images(path: str, group: int):
+    """The image column of one row group. The last one read is kept per process: rows read in order
+    (validation, `evaluate`) read each group once, while shuffled training reads a group per image."""
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(path).read_row_group(group, columns=["image"]).column("image")
 
 
 def _in_split(path: Path, split: str) -> bool:

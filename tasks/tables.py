@@ -8,6 +8,8 @@ Readers:
   `filename` if it names an image). The cell `bbox`es are taken as pixel coordinates of that crop, so
   render each crop at 72 dpi from the table's top-left corner (or set `coords: false`).
 - The generic manifest (`{image, target}` rows; targets are HTML).
+- Hugging Face `datasets` rows (`sample_from_record`): an HTML `target` column, or PubTabNet's `html`
+  structure (`{structure: {tokens}, cells: [{tokens, bbox}]}`, the column `columns.html` names).
 Boxes only matter with `coords: true`; the target is then HTML with `coords="<loc..>x4"` per non-empty cell.
 
 Scores (`score`): TEDS and TEDS-Struct with PubTabNet's semantics, GriTS-Top and GriTS-Con as
@@ -17,12 +19,13 @@ no table could be recovered. Predictions and references are read in the task's `
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from docvlm.tasks.base import ImageMode, Metric, Parsed, Sample, Task, register
 from docvlm.tasks.manifest import ManifestError, read_manifest
@@ -78,12 +81,10 @@ class TablesTask(Task):
         except (json.JSONDecodeError, TypeError):
             is_annotation = False
         if not is_annotation:
-            return [Sample(s.id, s.image, self._convert_html(s.target), s.prefix, s.meta) for s in read_manifest(source)]
+            return [dataclasses.replace(s, target=self._convert_html(s.target)) for s in read_manifest(source)]
         return list(self._read_annotations(source, split))
 
     def _read_annotations(self, path: Path, split: str | None) -> Iterator[Sample]:
-        from docvlm.converters.tables import pubtabnet_html
-
         from docvlm.tasks.manifest import jsonl_rows
 
         root = path.parent
@@ -92,13 +93,35 @@ class TablesTask(Task):
                 if split and row.get("split", split) != split:
                     continue
                 image = _find_image(root, row, split)
-                size = _image_size(image) if self.coords and self.target_format == "html" else None
-                target = pubtabnet_html(row["html"]["structure"]["tokens"], row["html"]["cells"], size)
+                target = self._annotation_target(row["html"], image)
             except (KeyError, TypeError, ValueError) as e:
                 raise ManifestError(f"{path}:{line_no}: {type(e).__name__}: {e}") from None
             sample_id = str(row.get("table_id", row["filename"]))
-            meta = {"source": f"{path}:{line_no}", "split": row.get("split", split)}
-            yield Sample(id=sample_id, image=image, target=self._convert_html(target), meta=meta)
+            yield Sample(id=sample_id, image=image, target=target, meta={"split": row.get("split", split)},
+                         source=f"{path}:{line_no}")
+
+    def sample_from_record(self, record, columns, source: str) -> Sample:
+        """A `datasets` row with an HTML `target` column, or else with PubTabNet's `html` structure (the
+        column `columns["html"]` names, default `html`), turned into HTML as the jsonl reader does."""
+        html = columns.get("html") or "html"
+        if columns.get("target") in record or html not in record:
+            sample = super().sample_from_record(record, columns, source)
+            return dataclasses.replace(sample, target=self._convert_html(sample.target))
+        image = record[columns["image"]]
+        try:
+            target = self._annotation_target(record[html], image)
+        except (KeyError, TypeError, ValueError) as e:
+            raise ManifestError(f"{source}: column {html!r}: {type(e).__name__}: {e}") from None
+        id_ = record.get(columns.get("id") or "")
+        return Sample(id=source if id_ is None else str(id_), image=image, target=target, source=source)
+
+    def _annotation_target(self, html: dict[str, Any], image) -> str:
+        """PubTabNet's `html` structure (structure tokens + cells) as this task's target; the image (a path
+        or a lazy `datasets` cell) is opened for its size only when cell boxes are wanted."""
+        from docvlm.converters.tables import pubtabnet_html
+
+        size = _image_size(image) if self.coords and self.target_format == "html" else None
+        return self._convert_html(pubtabnet_html(html["structure"]["tokens"], html["cells"], size))
 
     def _convert_html(self, target: str | None) -> str | None:
         """An HTML target in this task's `target_format`."""
@@ -185,15 +208,21 @@ def _find_image(root: Path, row: dict, split: str | None) -> Path:
     return folders[0] / names[0]  # reported by the data pipeline when it is loaded
 
 
-def _image_size(path: Path) -> tuple[int, int]:
+def _image_size(path) -> tuple[int, int]:
     """The image's (width, height) from its header, for boxes in pixels; `ValueError` names what is wrong
-    (a special file is never opened: reading a FIFO would block)."""
+    (a special file is never opened: reading a FIFO would block). `path` may be a lazy `datasets` cell:
+    a callable returning an open file, a path or an image."""
     from PIL import Image
 
     from docvlm.errors import special_file_problem
 
+    if callable(path):
+        opened = path()
+        if isinstance(opened, Image.Image):
+            return opened.size
+        path = opened
     try:
-        problem = special_file_problem(path)
+        problem = special_file_problem(path) if isinstance(path, (str, Path)) else None
         if problem is not None:
             raise ValueError(f"{path}: {problem}, not an image file")
         with Image.open(path) as image:
