@@ -122,6 +122,27 @@ class RadiologyTask(Task):
             log.warning("%s: %d studies skipped (missing report or no FINDINGS/IMPRESSION)", root, skipped)
         return samples
 
+    def sample_from_record(self, record, columns, source: str) -> Sample:
+        """A `datasets` row with a `target` column, or a MIMIC-style one: the whole report (the column
+        `columns["report"]`, default `report`) or its `findings`, `impression` and `indication` columns,
+        made into target and prompt as the MIMIC-CXR reader does (a row with neither section gets the target
+        "", where that reader skips the study)."""
+        if columns.get("target") in record:
+            return super().sample_from_record(record, columns, source)
+        report_column = columns.get("report") or "report"
+        if report_column in record:
+            report = reports.parse_report(record[report_column] or "")
+        else:
+            names = {name: columns.get(name) or name for name in ("indication", "findings", "impression")}
+            if names["findings"] not in record and names["impression"] not in record:
+                raise KeyError(columns.get("target") or names["findings"])
+            sections = {name: reports.normalize(record.get(column) or "") for name, column in names.items()}
+            report = reports.Report({name: text for name, text in sections.items() if text})
+        indication = reports.prompt_part(report)
+        sample = super().sample_from_record(record, {**columns, "target": None}, source)
+        return dataclasses.replace(sample, target=reports.to_target(report),
+                                   prefix=f"indication: {indication}" if indication else "")
+
     def synthesize(self, n: int, seed: int = 0) -> Iterator[Sample]:
         from docvlm.converters.radiograph_render import random_case, render, report_text
 

@@ -107,13 +107,11 @@ class TablesTask(Task):
         if columns.get("target") in record or html not in record:
             sample = super().sample_from_record(record, columns, source)
             return dataclasses.replace(sample, target=self._convert_html(sample.target))
-        image = record[columns["image"]]
+        sample = super().sample_from_record(record, {**columns, "target": None}, source)
         try:
-            target = self._annotation_target(record[html], image)
+            return dataclasses.replace(sample, target=self._annotation_target(record[html], sample.image))
         except (KeyError, TypeError, ValueError) as e:
             raise ManifestError(f"{source}: column {html!r}: {type(e).__name__}: {e}") from None
-        id_ = record.get(columns.get("id") or "")
-        return Sample(id=source if id_ is None else str(id_), image=image, target=target, source=source)
 
     def _annotation_target(self, html: dict[str, Any], image) -> str:
         """PubTabNet's `html` structure (structure tokens + cells) as this task's target; the image (a path

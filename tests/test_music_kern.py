@@ -170,6 +170,43 @@ def test_read_parquet_and_manifest(data, tmp_path):
     assert next(iter(task.read(manifest))).target == "**kern\n=\n4c\n*-"
 
 
+def test_parquet_images_are_read_from_their_row_group_when_loaded(tmp_path, monkeypatch):
+    """The reader holds no image bytes: it reads the transcriptions only, and each sample's image is read
+    from its own row group (three of them here) when the sample is loaded, in any order."""
+    import io
+    import pickle
+
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from docvlm.images import BadImageError
+
+    pictures = [np.random.default_rng(i).integers(0, 256, (20 + i, 60, 3), dtype=np.uint8) for i in range(7)]
+    encoded = []
+    for picture in pictures:
+        buffer = io.BytesIO()
+        Image.fromarray(picture).save(buffer, format="PNG")
+        encoded.append({"bytes": buffer.getvalue(), "path": None})
+    encoded[5] = {"bytes": None, "path": None}
+    texts = [f"**kern\n={i}\n4c\n*-" for i in range(7)]
+    path = tmp_path / "train.parquet"
+    pq.write_table(pa.table({"image": encoded, "transcription": texts}), path, row_group_size=3)
+    assert pq.ParquetFile(path).num_row_groups == 3
+    read_columns = []
+    original = pq.ParquetFile.read_row_group
+    monkeypatch.setattr(pq.ParquetFile, "read_row_group",
+                        lambda self, i, columns=None, **kw: read_columns.append(columns) or original(self, i, columns=columns, **kw))
+    samples = docvlm.tasks.get("music").read(path)
+    assert set(map(tuple, read_columns)) == {("transcription",)}  # no image bytes read up front
+    assert len(pickle.dumps(samples)) < min(len(e["bytes"]) for e in encoded if e["bytes"])  # nor held
+    assert [s.target for s in samples] == ["**kern\n=\n4c\n*-"] * 7 and samples[6].source == f"{path}:6"
+    for i in (6, 0, 4, 1, 3, 2):
+        assert np.array_equal(np.asarray(load_image(samples[i].image)), pictures[i])
+    with pytest.raises(BadImageError, match=rf"train\.parquet:5: .*no image bytes"):
+        load_image(samples[5].image, f"{samples[5].source}: image")
+
+
 def test_parse_and_export(data, tmp_path):
     task = docvlm.tasks.get("music")
     clean = task.parse(_gt(data)[2])
