@@ -146,7 +146,7 @@ class StreamDataset(_Items, IterableDataset):
     rank reads its own shards (`Source.stream`); missing targets raise and over-long targets are skipped
     or cut as they come (counted in the log per worker); training order is shuffled within a buffer."""
 
-    SHUFFLE_BUFFER = 256
+    SHUFFLE_BUFFER = 256  # rows
 
     def __init__(self, source: Source, task: Task, image_size: int, augment: Augment | None = None, *,
                  split: str, tokenizer=None, overlength: str = "skip", rank: int = 0, world_size: int = 1,
@@ -166,8 +166,9 @@ class StreamDataset(_Items, IterableDataset):
         seed = torch.initial_seed() + self._epoch if self.shuffle else None  # workers differ, epochs too
         self._epoch += 1
         rows = self.source.stream(self.task, self.rank * workers + worker_id, self.world_size * workers, seed)
-        items = self._items(rows)
-        return _buffer_shuffled(items, random.Random(seed), self.SHUFFLE_BUFFER) if self.shuffle else items
+        if self.shuffle:  # rows, not items: the buffer holds encoded images, not fitted pixels
+            rows = _buffer_shuffled(rows, random.Random(seed), self.SHUFFLE_BUFFER)
+        return self._items(rows)
 
     def _items(self, rows: Iterable[tuple[int, Sample]]) -> Iterator[dict[str, Any]]:
         over = seen = 0

@@ -224,6 +224,19 @@ def test_streaming_keeps_limit_length_limit_and_bad_image_policy(tmp_path, tiny_
     assert batch["id"] == ["good"] and len(batch["skipped"]) == 1
 
 
+def test_a_streamed_train_split_is_shuffled_each_epoch(tmp_path, tiny_small):
+    folder = text_dataset(tmp_path / "ds", n=12)
+    dm = module(tiny_small[1], train=Source(dataset=folder, streaming=True), val=Source(dataset=folder, streaming=True),
+                batch_size=12)
+    dm.setup("fit")
+    torch.manual_seed(0)
+    loader = dm.train_dataloader()
+    epochs = [next(iter(loader))["id"] for _ in range(2)]
+    ordered = [f"r{i}" for i in range(12)]
+    assert sorted(epochs[0]) == sorted(ordered) and epochs[0] != ordered and epochs[0] != epochs[1]
+    assert next(iter(dm.val_dataloader()))["id"] == ordered  # validation keeps the dataset's order
+
+
 def test_streamed_parts_share_the_rows_once(tmp_path):
     folder = text_dataset(tmp_path / "ds", n=9)
     task = tasks.get("text")
