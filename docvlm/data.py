@@ -22,12 +22,14 @@ from typing import Any, Literal
 
 import lightning as L
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 from tqdm import tqdm
 
 from docvlm import hub_data
 from docvlm.errors import DataError
 from docvlm.images import Augment, BadImageError, augment, check_image, fit, load_image
+from docvlm.pixels import PixelTable
 from docvlm.tasks.base import Sample, Task
 
 log = logging.getLogger(__name__)
@@ -216,8 +218,13 @@ def measure(tokenizer, targets: list[str | None], limit: int) -> list[tuple[int,
             for t, ids, offsets in zip(targets, encoded["input_ids"], encoded["offset_mapping"])]
 
 
+_STAND_IN = Image.new("RGB", (1, 1))
+_NO_PIXEL_WORK = {"do_resize": False, "do_rescale": False, "do_normalize": False}
+
+
 class Collator:
     """Batches through `PaliGemmaProcessor`: `<image>`×N `<bos>` prompt `\\n` [target `<eos>`], left-padded.
+    Pixel values come from a `PixelTable` where it gives the processor's values (the same bits, faster).
 
     Items whose image failed to load raise with the file named (`on_bad_image="error"`), or are dropped
     and listed under `skipped` (`"skip"`) for the caller to log or raise: `DocDataModule` raises in the
@@ -229,6 +236,7 @@ class Collator:
         self.processor = processor
         self.with_targets = with_targets
         self.on_bad_image = on_bad_image
+        self._table: PixelTable | None | bool = False  # built on first use, in the process that collates
 
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
         bad = [item for item in items if "error" in item]
@@ -241,9 +249,18 @@ class Collator:
         prompts = [self.processor.image_token + item["prompt"] for item in items]
         images = [item["image"] for item in items]
         suffix = [item["target"] for item in items] if self.with_targets else None
+        if self._table is False:
+            self._table = PixelTable.build(self.processor.image_processor)
+        fast = self._table is not None and self._table.accepts(images)
         with warnings.catch_warnings():  # numpy 2 deprecation inside the processor's tensor conversion
             warnings.simplefilter("ignore", DeprecationWarning)
-            encoded = self.processor(text=prompts, images=images, suffix=suffix, padding="longest", return_tensors="pt")
+            if fast:  # the processor's own text path, with 1-pixel stand-ins for the images it does not need
+                encoded = self.processor(text=prompts, images=[_STAND_IN] * len(images), suffix=suffix,
+                                         padding="longest", return_tensors="pt", **_NO_PIXEL_WORK)
+                encoded["pixel_values"] = self._table(images)
+            else:
+                encoded = self.processor(text=prompts, images=images, suffix=suffix, padding="longest",
+                                         return_tensors="pt")
         batch.update(encoded)
         if self.with_targets:
             batch["labels"][batch["attention_mask"] == 0] = -100

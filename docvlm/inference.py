@@ -149,8 +149,10 @@ def decode_items(model, processor, items: Iterable[list[dict]], decoding: Decodi
     from docvlm.data import Collator
     from docvlm.decode import generate
 
+    collate = Collator(processor, with_targets=False)
+
     def run(group: list[dict]) -> list[Generation]:
-        return generate(model, processor, Collator(processor, with_targets=False)(group), decoding, max_new_tokens)
+        return generate(model, processor, collate(group), decoding, max_new_tokens)
 
     for group in items:
         good = [item for item in group if "error" not in item]
