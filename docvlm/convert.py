@@ -420,11 +420,15 @@ def _convert(args, load_model, out: Path, todo: list[Job], manifest: RunManifest
     pending: dict = {}
 
     def finish(futures) -> None:
-        for future in futures:  # each row durable as soon as its page is placed
-            row = _finish(future, *pending.pop(future), model.task, out, staging)
-            manifest.append([row])
-            _count(row, stats)
-            bar.update(1)
+        rows = []
+        try:
+            for future in futures:
+                rows.append(_finish(future, *pending.pop(future), model.task, out, staging))
+        finally:  # the rows of the pages placed, durable (one sync for them all) before decoding goes on
+            manifest.append(rows)
+            for row in rows:
+                _count(row, stats)
+            bar.update(len(rows))
         bar.set_postfix(failed=len(stats["failed"]), refresh=False)
 
     with tqdm(total=len(todo), unit="page", desc="converting", dynamic_ncols=True, disable=None) as bar:
