@@ -7,7 +7,7 @@ import random
 import string
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 from docvlm.converters.fonts import font, font_files
 
@@ -42,27 +42,32 @@ def random_glyphs(rng: random.Random, alphabet: str, min_chars: int, max_chars: 
 
 
 @functools.cache
-def _glyph_face(font_index: int, size: int, max_chars: int):
-    """The font at the size where `max_chars` wide glyphs fill about 90% of `size` pixels."""
-    face = font(font_index, 64)
-    width = ImageDraw.Draw(Image.new("L", (1, 1))).textlength("M" * max_chars, font=face)
-    return face.font_variant(size=max(8, int(64 * 0.9 * size / max(width, 1))))
+def _cell_face(cell: int) -> ImageFont.FreeTypeFont:
+    """Pillow's bundled font (the same on every machine, unlike the system's fonts) at the size where its
+    widest or tallest digit or capital fills about 80% of a `cell`-pixel square."""
+    face = ImageFont.load_default(size=64)
+    draw = ImageDraw.Draw(Image.new("L", (1, 1)))
+    extent = max(max(r - l, b - t) for l, t, r, b in (draw.textbbox((0, 0), c, font=face) for c in "0M"))
+    return face.font_variant(size=max(6, int(64 * 0.8 * cell / max(extent, 1))))
 
 
-def render_glyphs(text: str, rng: random.Random, size: int, max_chars: int, font_index: int) -> Image.Image:
-    """Render `text` in big glyphs of one font, stretched to fill the square: a line of `max_chars`
-    characters spans about 90% of the width, the glyphs most of the height (each character a column of
-    the image); position, ink and a light noise vary a little. Easy to read on purpose."""
-    face = _glyph_face(font_index, size, max_chars)
-    ascent, descent = face.getmetrics()
-    height = ascent + descent + 4
-    strip = Image.new("L", (size, height), 255)
-    draw = ImageDraw.Draw(strip)
-    left = draw.textbbox((0, 0), text, font=face)[0]
-    draw.text((rng.randint(0, max(1, size // 20)) - left, rng.randint(0, 4)), text, fill=rng.randint(0, 80), font=face)
-    image = strip.resize((size, size), Image.BILINEAR).convert("RGB")
+def render_glyphs(text: str, rng: random.Random, size: int, max_chars: int) -> Image.Image:
+    """Render `text` as a line along the top of a white square, one character centred in each of
+    `max_chars` square cells of side `size // max_chars`: with the model's patch equal to the cell, each
+    character is one image token, in reading order. Easy to read on purpose (the demo learns in minutes);
+    ink, a pixel or two of jitter and a light noise vary."""
+    cell = size // max_chars
+    face = _cell_face(cell)
+    image = Image.new("L", (size, size), 255)
+    draw = ImageDraw.Draw(image)
+    ink = rng.randint(0, 80)
+    for i, char in enumerate(text):
+        left, top, right, bottom = draw.textbbox((0, 0), char, font=face)
+        x = i * cell + (cell - (right - left)) // 2 - left + rng.randint(-1, 1)
+        y = (cell - (bottom - top)) // 2 - top + rng.randint(-1, 1)
+        draw.text((x, y), char, fill=ink, font=face)
     noise = np.random.default_rng(rng.randrange(2**32)).normal(0, rng.uniform(0, 8), (size, size, 1))
-    pixels = np.clip(np.asarray(image, dtype=np.float32) + noise, 0, 255).astype(np.uint8)
+    pixels = np.clip(np.asarray(image.convert("RGB"), dtype=np.float32) + noise, 0, 255).astype(np.uint8)
     return Image.fromarray(pixels)
 
 

@@ -19,8 +19,10 @@ class TextTask(Task):
         synthetic_size: side of the square canvas synthetic lines are drawn on, in pixels.
         synthetic_words: most words (or numbers) in a synthetic line; short lines learn faster.
         synthetic_alphabet: when set, synthetic lines are instead random strings of these characters,
-            `synthetic_min_chars`..`synthetic_max_chars` long, drawn big in one font (`synthetic_font`,
-            an index into the system's fonts): nothing to guess without reading (the demo's lines).
+            `synthetic_min_chars`..`synthetic_max_chars` long, one character per square cell of side
+            `synthetic_size / synthetic_max_chars` along the top, in Pillow's bundled font (the same on
+            every machine): nothing to guess without reading (the demo's lines; a patch size equal to the
+            cell makes each character one image token).
     """
 
     name = "text"
@@ -34,7 +36,6 @@ class TextTask(Task):
     synthetic_alphabet: str = ""
     synthetic_min_chars: int = 3
     synthetic_max_chars: int = 5
-    synthetic_font: int = 0
 
     def synthesize(self, n: int, seed: int = 0) -> Iterator[Sample]:
         from docvlm.converters.text import random_glyphs, random_line, render_glyphs, render_line
@@ -43,7 +44,7 @@ class TextTask(Task):
             rng = random.Random(f"{seed}:{i}")
             if self.synthetic_alphabet:
                 text = random_glyphs(rng, self.synthetic_alphabet, self.synthetic_min_chars, self.synthetic_max_chars)
-                image = render_glyphs(text, rng, self.synthetic_size, self.synthetic_max_chars, self.synthetic_font)
+                image = render_glyphs(text, rng, self.synthetic_size, self.synthetic_max_chars)
             else:
                 text = random_line(rng, self.synthetic_words)
                 image = render_line(text, rng, self.synthetic_size)

@@ -39,7 +39,7 @@ def trained(tmp_path_factory):
     manifest = pages / "val.jsonl"
     manifest.write_text("".join(json.dumps({"image": f"line{i}.png", "target": t}) + "\n" for i, t in enumerate(LINES)))
     cli = cli_main(["fit", "--config", str(REPO / "configs/demo.yaml"), "--data.train.synthetic=8",
-                    "--data.batch_size=4", f"--data.val.path={manifest}", "--data.val.synthetic=0",
+                    "--data.batch_size=4", "--model.model.image_size=224", f"--data.val.path={manifest}", "--data.val.synthetic=0",
                     "--model.decoding.max_new_tokens=12", "--trainer.max_steps=3", "--trainer.val_check_interval=3",
                     f"--trainer.default_root_dir={root}"])
     log_dir = Path(cli.trainer.log_dir)

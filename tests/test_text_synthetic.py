@@ -1,21 +1,27 @@
 """The text task's synthetic lines: the demo's random glyph strings (`synthetic_alphabet`)."""
 
+import numpy as np
+
 from docvlm.model import ModelSpec, load
 from docvlm.tasks.text import TextTask
 
 
-def test_glyph_lines_are_random_strings_of_the_alphabet_drawn_big():
-    task = TextTask(synthetic_size=112, synthetic_alphabet="0123456789", synthetic_min_chars=3, synthetic_max_chars=4)
+def test_glyph_lines_are_random_strings_one_character_per_cell_along_the_top():
+    task = TextTask(synthetic_size=140, synthetic_alphabet="0123456789", synthetic_min_chars=4, synthetic_max_chars=5)
     samples = list(task.synthesize(200, seed=0))
     texts = [s.target for s in samples]
-    assert all(set(t) <= set("0123456789") and 3 <= len(t) <= 4 for t in texts)
-    assert len(set(texts)) > 190 and len({t[:2] for t in texts}) > 60  # no shared words or prefixes to guess
+    assert all(set(t) <= set("0123456789") and 4 <= len(t) <= 5 for t in texts)
+    assert len(set(texts)) > 195 and len({t[:2] for t in texts}) > 60  # no shared words or prefixes to guess
     assert [s.target for s in task.synthesize(5, seed=0)] == texts[:5]
     assert [s.target for s in task.synthesize(5, seed=1)] != texts[:5]
-    image = samples[0].image.convert("L")
-    assert image.size == (112, 112)
-    ink_rows = [y for y in range(112) if min(image.getpixel((x, y)) for x in range(112)) < 128]
-    assert max(ink_rows) - min(ink_rows) > 112 * 0.5  # glyphs fill most of the height
+    for sample in samples[:20]:
+        ink = np.asarray(sample.image.convert("L")) < 128
+        assert sample.image.size == (140, 140) and not ink[28:].any()  # the line is the top row of cells
+        cells = [ink[:28, 28 * i: 28 * (i + 1)] for i in range(5)]
+        assert [c.any() for c in cells] == [i < len(sample.target) for i in range(5)]  # a character per cell
+        assert all(c[:, :2].sum() + c[:, -2:].sum() == 0 for c in cells)  # no glyph crosses into its neighbour
+        rows = np.flatnonzero(cells[0].any(axis=1))
+        assert rows[-1] - rows[0] > 28 * 0.6  # drawn big
 
 
 def test_words_stay_the_default():
