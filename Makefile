@@ -30,7 +30,7 @@ java:
 
 # Everything, the long runs (`slow`: every real config trained, DDP, the 800-step overfit) included: CI runs this.
 test: $(VENV)/.installed browser java
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q --durations=15
 
 # The quick loop while developing: everything but the `slow` runs.
 test-fast: $(VENV)/.installed
