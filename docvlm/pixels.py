@@ -29,7 +29,8 @@ class PixelTable:
         backend, whose float arithmetic differs)."""
         from transformers.image_processing_backends import PilBackend
 
-        if not isinstance(image_processor, PilBackend) or image_processor.do_center_crop or image_processor.do_pad:
+        if not isinstance(image_processor, PilBackend) or any(
+                getattr(image_processor, step, None) for step in ("do_center_crop", "do_pad")):
             return None
         size = None
         if image_processor.do_resize:
