@@ -22,12 +22,16 @@ FAST = ["--model", "tiny", "--task", "text", "--num-workers", "0"]
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def pages(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("pages")
-    for i in range(10):
+def line_pages(tmp_path_factory, name: str, n: int) -> Path:
+    folder = tmp_path_factory.mktemp(name)
+    for i in range(n):
         text_image(f"line {i}", 96).save(folder / f"p{i:02d}.png")
     return folder
+
+
+@pytest.fixture(scope="module")
+def pages(tmp_path_factory) -> Path:
+    return line_pages(tmp_path_factory, "pages", 10)
 
 
 def convert(*args, check=True) -> subprocess.CompletedProcess:
@@ -84,10 +88,7 @@ def test_shards_without_a_launcher_convert_every_page_once(pages, single, tmp_pa
 @pytest.fixture(scope="module")
 def many_pages(tmp_path_factory) -> Path:
     """Enough pages that a run cannot end between two looks at its manifest parts, on any machine."""
-    folder = tmp_path_factory.mktemp("many_pages")
-    for i in range(48):
-        text_image(f"line {i}", 96).save(folder / f"p{i:02d}.png")
-    return folder
+    return line_pages(tmp_path_factory, "many_pages", 48)
 
 
 def test_a_killed_two_process_run_resumes_with_one_process(many_pages, tmp_path):
