@@ -9,6 +9,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
+from hypothesis import settings  # noqa: E402
+
+# `make test-fast` (`--hypothesis-profile fast`): every property still runs, on a tenth of the examples.
+settings.register_profile("fast", max_examples=10)
 
 REPO = Path(__file__).resolve().parents[1]
 

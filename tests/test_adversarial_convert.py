@@ -38,6 +38,7 @@ def corpus(tmp_path) -> Path:
     return tmp_path / "corpus"
 
 
+@pytest.mark.slow
 def test_convert_over_the_hostile_corpus_accounts_for_every_input(corpus, tmp_path):
     before, around = checksums(corpus), listing(tmp_path, tmp_path / "out")
     out = tmp_path / "out"
@@ -55,6 +56,7 @@ def test_convert_over_the_hostile_corpus_accounts_for_every_input(corpus, tmp_pa
     assert listing(tmp_path, out) == around  # nothing written beside --out
 
 
+@pytest.mark.slow
 def test_an_output_folder_holding_the_inputs_is_refused_before_any_work(corpus, tmp_path):
     before = checksums(corpus)
     for out in (corpus, tmp_path):  # the folder itself, and a folder above it
@@ -63,6 +65,7 @@ def test_an_output_folder_holding_the_inputs_is_refused_before_any_work(corpus, 
         assert checksums(corpus) == before and not (out / "manifest.jsonl").exists()
 
 
+@pytest.mark.slow
 def test_names_of_files_and_folders_never_collide(tmp_path):
     from helpers import text_image
 
@@ -74,6 +77,7 @@ def test_names_of_files_and_folders_never_collide(tmp_path):
     assert sorted(r["outputs"][0] for r in rows(tmp_path / "out")) == ["a.txt", "a_txt/b.txt"]
 
 
+@pytest.mark.slow
 def test_a_crafted_manifest_or_a_planted_link_cannot_lead_writes_outside_out(tmp_path):
     from helpers import text_image
 
@@ -125,6 +129,7 @@ def test_evaluate_shows_only_images_inside_the_predictions_folder(tmp_path):
     assert len(set(shown.values())) == 1  # the same words whether the file exists or not
 
 
+@pytest.mark.slow
 def test_evaluate_over_the_hostile_corpus_names_the_first_bad_file(corpus):
     manifest = corpus / "train.jsonl"
     done = run("evaluate", "--task", "text", *FAST, "--data", str(manifest), "--out", str(corpus.parent / "ev"))

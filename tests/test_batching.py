@@ -73,6 +73,7 @@ def mixed(tmp_path_factory):
     return folder
 
 
+@pytest.mark.slow
 def test_convert_forms_batches_of_similar_pages_and_gives_the_same_texts(mixed, tmp_path, monkeypatch):
     real, seen = docvlm.inference.decode_items, []
 

@@ -38,6 +38,7 @@ def positive(record: dict, *keys: str) -> None:
         assert isinstance(record[key], (int, float)) and record[key] > 0, (key, record)
 
 
+@pytest.mark.slow
 def test_smoke_run_fills_every_section(tmp_path):
     out = tmp_path / "bench.json"
     done = subprocess.run([sys.executable, str(REPO / "bench" / "bench_gpu.py"), "--smoke", "--out", str(out)],

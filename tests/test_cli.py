@@ -91,6 +91,7 @@ def run_fit(root, *extra):
     return main(["fit", "--config", str(REPO / "configs/demo.yaml"), *SMALL, f"--trainer.default_root_dir={root}", *extra])
 
 
+@pytest.mark.slow
 def test_fit_checkpoint_resume_and_export(tmp_path):
     cli = run_fit(tmp_path, "--trainer.max_steps=3", "--trainer.val_check_interval=3")
     log_dir = Path(cli.trainer.log_dir)
@@ -145,6 +146,7 @@ def test_export_names_a_missing_or_unreadable_checkpoint(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_qlora_checkpoints_hold_the_adapters_resume_and_export_a_float_model(tmp_path):
     qlora = ["--config", str(REPO / "configs/qlora.yaml"), "--model.model.lora.r=4"]
     cli = run_fit(tmp_path, *qlora, "--trainer.max_steps=3", "--trainer.val_check_interval=3")

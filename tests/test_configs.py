@@ -63,47 +63,54 @@ def _callbacks(config) -> dict[str, list]:
     return found
 
 
+def _last_checkpoint(config):
+    """The init args of the one `ModelCheckpoint` that saves `last.ckpt`."""
+    (last,) = [a for a in _callbacks(config)["ModelCheckpoint"] if a.save_last]
+    return last
+
+
+@pytest.mark.parametrize("strategy", [pytest.param(s, marks=[pytest.mark.slow] if s else []) for s in STRATEGIES])
 @pytest.mark.parametrize("transfer", TRANSFERS)
-def test_every_combination_composes_into_the_papers_settings(compose, transfer):
+def test_every_combination_composes_into_the_papers_settings(compose, transfer, strategy):
     """A transfer the paper has no row for (a task added later) gets the common recipe's checks only."""
     paper = PAPER.get(transfer)
-    cadences = set()
-    # every overlay with every strategy; model and adapter overlays touch disjoint keys, so they are not crossed
-    for strategy in STRATEGIES:
-        for model, adapter in [(model, None) for model in MODELS] + [(None, adapter) for adapter in ADAPTERS]:
-            where = (transfer, model, strategy, adapter)
-            c = compose(*where)
-            if paper:
-                task, task_class = c.data.task, type(docvlm.tasks.get(paper["task"]))
-                assert task.class_path == f"{task_class.__module__}.{task_class.__qualname__}", where
-                assert task.init_args.max_target_tokens == paper["output"], where
-                assert task.init_args.image_mode == paper["image_mode"], where
-                assert c.model.label_smoothing == paper["label_smoothing"], where
-                assert c.model.lr == (2e-4 if adapter else paper["lr"]), where  # LoRA's own rate
-                size, px = (model or f"3b-{paper['px']}").split("-")
-                assert c.model.model.name_or_path == f"google/paligemma2-{size}-pt-{px}", where
-                if "epochs" in paper:
-                    assert c.trainer.max_epochs == paper["epochs"] and c.trainer.max_steps == -1, where
-            assert c.model.decoding.max_new_tokens is None, where  # the task's output length
-            # the common recipe: batch 256, AdamW without weight decay, clipping 1, bf16-mixed, greedy
-            devices = 1 if c.trainer.devices == "auto" else int(c.trainer.devices)
-            assert c.data.batch_size * c.trainer.accumulate_grad_batches * devices == 256, where
-            assert c.model.weight_decay == 0.0 and c.trainer.gradient_clip_val == 1.0, where
-            assert c.trainer.precision == "bf16-mixed" and c.model.decoding.num_beams == 1, where
-            assert c.model.loss_reduction == "per_example", where
-            callbacks = _callbacks(c)
-            assert c.trainer.callbacks[0].class_path == "docvlm.callbacks.BestCheckpoint", where  # trainer.checkpoint_callback
-            assert callbacks["BestCheckpoint"][0].monitor is None, where  # the task's main metric
-            assert "OptimizerStepCadence" in callbacks, where
-            last = [a for a in callbacks["ModelCheckpoint"] if a.save_last]
-            assert len(last) == 1 and 1 <= last[0].every_n_train_steps <= 200, where
-            validation = c.trainer.val_check_interval
-            if isinstance(validation, float):  # once per epoch: as many samples under every strategy
-                assert validation == 1.0 and c.trainer.check_val_every_n_epoch == 1, where
-            else:
-                assert c.trainer.check_val_every_n_epoch is None, where
-            cadences.add((validation, last[0].every_n_train_steps))
-    assert len(cadences) == 1  # in optimizer steps, whatever the accumulation
+    plain = compose(transfer)
+    cadence = (plain.trainer.val_check_interval, _last_checkpoint(plain).every_n_train_steps)
+    # every overlay under this strategy; model and adapter overlays touch disjoint keys, so they are not crossed
+    for model, adapter in [(model, None) for model in MODELS] + [(None, adapter) for adapter in ADAPTERS]:
+        where = (transfer, model, strategy, adapter)
+        c = compose(*where)
+        if paper:
+            task, task_class = c.data.task, type(docvlm.tasks.get(paper["task"]))
+            assert task.class_path == f"{task_class.__module__}.{task_class.__qualname__}", where
+            assert task.init_args.max_target_tokens == paper["output"], where
+            assert task.init_args.image_mode == paper["image_mode"], where
+            assert c.model.label_smoothing == paper["label_smoothing"], where
+            assert c.model.lr == (2e-4 if adapter else paper["lr"]), where  # LoRA's own rate
+            size, px = (model or f"3b-{paper['px']}").split("-")
+            assert c.model.model.name_or_path == f"google/paligemma2-{size}-pt-{px}", where
+            if "epochs" in paper:
+                assert c.trainer.max_epochs == paper["epochs"] and c.trainer.max_steps == -1, where
+        assert c.model.decoding.max_new_tokens is None, where  # the task's output length
+        # the common recipe: batch 256, AdamW without weight decay, clipping 1, bf16-mixed, greedy
+        devices = 1 if c.trainer.devices == "auto" else int(c.trainer.devices)
+        assert c.data.batch_size * c.trainer.accumulate_grad_batches * devices == 256, where
+        assert c.model.weight_decay == 0.0 and c.trainer.gradient_clip_val == 1.0, where
+        assert c.trainer.precision == "bf16-mixed" and c.model.decoding.num_beams == 1, where
+        assert c.model.loss_reduction == "per_example", where
+        callbacks = _callbacks(c)
+        assert c.trainer.callbacks[0].class_path == "docvlm.callbacks.BestCheckpoint", where  # trainer.checkpoint_callback
+        assert callbacks["BestCheckpoint"][0].monitor is None, where  # the task's main metric
+        assert "OptimizerStepCadence" in callbacks, where
+        last = _last_checkpoint(c)
+        assert 1 <= last.every_n_train_steps <= 200, where
+        validation = c.trainer.val_check_interval
+        if isinstance(validation, float):  # once per epoch: as many samples under every strategy
+            assert validation == 1.0 and c.trainer.check_val_every_n_epoch == 1, where
+        else:
+            assert c.trainer.check_val_every_n_epoch is None, where
+        # in optimizer steps, whatever the accumulation: as without overlays
+        assert (validation, last.every_n_train_steps) == cadence, where
 
 
 def test_validation_counts_optimizer_steps_whatever_the_accumulation():

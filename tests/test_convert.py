@@ -242,6 +242,7 @@ def table_model(tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_tables_task_writes_html_csv_markdown_json_per_page(docs, table_model, tmp_path):
     out = tmp_path / "out"
     code = main(["--task", "tables", "--model", str(table_model), "--device", "cpu", "--max-new-tokens", "60",
@@ -256,6 +257,7 @@ def test_tables_task_writes_html_csv_markdown_json_per_page(docs, table_model, t
         assert (out / f"{stem}.csv").read_text(encoding="utf-8").strip() == "7,x"
 
 
+@pytest.mark.slow
 def test_an_export_that_aborts_the_process_costs_only_its_page(docs, tmp_path, monkeypatch):
     monkeypatch.setitem(docvlm.tasks.base._REGISTRY, AbortOnSecondPage.name, AbortOnSecondPage)
     out = tmp_path / "out"

@@ -73,6 +73,7 @@ class AbortOnCrashText(MoleculesTask):
         return super().export(parsed, stem)
 
 
+@pytest.mark.slow
 def test_a_renderer_crash_costs_only_its_drawing(tmp_path, monkeypatch):
     monkeypatch.setitem(docvlm.tasks.base._REGISTRY, AbortOnCrashText.name, AbortOnCrashText)
     predictions = tmp_path / "preds.jsonl"
@@ -199,6 +200,7 @@ def test_molecule_predictions_are_drawn_when_they_parse(tmp_path):
     assert report["main_metric"] == "canon_smiles" and report["rows"][0]["score"]["canon_smiles"] == 1.0
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")
 def test_chromium_renders_report_without_running_model_output(tables_report, tmp_path):
     """The page's DOM after load is unchanged by model output, and no frame painted itself red."""

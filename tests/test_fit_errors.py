@@ -128,6 +128,7 @@ def fit(root, *extra):
                  f"--trainer.default_root_dir={root}", "--export.enabled=false", *extra])
 
 
+@pytest.mark.slow
 def test_an_image_that_fails_when_decoded_in_a_worker_is_one_clean_error_naming_its_line(folder):
     """The header is whole, so `setup` passes it; the data-loader worker fails to decode it, and the error
     is raised in the main process, not as the worker's traceback text."""
@@ -141,6 +142,7 @@ def test_an_image_that_fails_when_decoded_in_a_worker_is_one_clean_error_naming_
     assert "\n" not in str(raised.value) and str(raised.value).endswith("set data.on_bad_image: skip to leave it out")
 
 
+@pytest.mark.slow
 def test_ckpt_path_last_resumes_from_the_newest_last_checkpoint_of_earlier_versions(tmp_path):
     overlay = tmp_path / "save_last.yaml"
     overlay.write_text("trainer:\n  callbacks:\n    - class_path: lightning.pytorch.callbacks.ModelCheckpoint\n"
@@ -166,6 +168,7 @@ def test_ckpt_path_last_resumes_from_the_newest_last_checkpoint_of_earlier_versi
         fit(plain, "--trainer.max_steps=4", f"--ckpt_path={tmp_path / 'nothing.ckpt'}")
 
 
+@pytest.mark.slow
 def test_the_console_script_prints_user_errors_in_one_line_and_ctrl_c_without_traceback(tmp_path):
     (tmp_path / "empty.jsonl").write_text("")
     done = subprocess.run([sys.executable, str(DOCVLM), "fit", "--config", str(REPO / "configs/demo.yaml"),

@@ -248,6 +248,7 @@ def test_streamed_parts_share_the_rows_once(tmp_path):
     assert len(set(indices)) == 9
 
 
+@pytest.mark.slow
 def test_fit_through_the_cli_on_saved_datasets(tmp_path):
     from docvlm.cli import main
 

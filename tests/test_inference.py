@@ -61,6 +61,7 @@ def test_the_exported_folder_describes_itself(trained):
     assert "docvlm convert --model" in card and "docvlm.load(" in card and "cer" in card
 
 
+@pytest.mark.slow
 def test_validation_evaluate_convert_load_and_the_model_card_give_the_same_text(trained, tmp_path):
     expected = trained["validation"]
     assert len(expected) == len(LINES)
@@ -168,6 +169,7 @@ def test_repetition_guard_stops_a_loop_but_not_legitimately_repetitive_targets()
     assert stops(loop, tables.max_target_tokens)
 
 
+@pytest.mark.slow
 def test_decoding_stops_a_looping_sequence_and_says_so(tiny_small):
     """The random tiny model repeats one token: the guard stops it at the window, and the others go on."""
     from helpers import make_batch
@@ -183,6 +185,7 @@ def test_decoding_stops_a_looping_sequence_and_says_so(tiny_small):
         assert any("max_new_tokens=400" in p for p in f.problems)
 
 
+@pytest.mark.slow
 def test_loading_for_inference_does_not_build_the_lightning_module(tmp_path):
     """`docvlm.load` and `convert` read a checkpoint or folder without `docvlm.module` (no import cycle)."""
     code = ("import sys, docvlm; model = docvlm.load('tiny', task='text'); "

@@ -183,6 +183,7 @@ def test_quantizing_without_lora_is_refused():
         load(ModelSpec(name_or_path="tiny", quantize="nf4"))
 
 
+@pytest.mark.slow
 def test_flex_attention_computes_what_eager_does():
     """The GPU option `flex_attention` (forward only on the CPU) with the prefix-LM mask and left padding."""
     eager, processor = load(ModelSpec(name_or_path="tiny", image_size=224, patch_size=28))
@@ -219,6 +220,7 @@ def test_load_from_a_local_folder_applies_the_transfer_settings(tmp_path, tiny):
     assert generate(loaded.eval(), loaded_processor, batch, Decoding(), 6) == generate(model, processor, batch, Decoding(), 6)
 
 
+@pytest.mark.slow
 def test_896_px_patch_14_smoke_step_and_global_attention():
     """The real geometry: 4096 image tokens, so the sequence is longer than the HF default window.
     One training step runs; with the transfer settings the last positions see the first image tokens

@@ -2,10 +2,11 @@
 
 from pathlib import Path
 
+import pytest
 from helpers import fit_tiny
 
 
-
+@pytest.mark.slow
 def test_tiny_molecules_fit_logs_molscribe_metrics(tmp_path: Path) -> None:
     cli = fit_tiny("molecules", tmp_path)
     metrics = cli.trainer.callback_metrics

@@ -2,10 +2,11 @@
 
 from pathlib import Path
 
+import pytest
 from helpers import fit_tiny
 
 
-
+@pytest.mark.slow
 def test_tiny_music_fit_logs_cer_ser_ler(tmp_path: Path) -> None:
     cli = fit_tiny("music", tmp_path, train=4, val=2)
     metrics = cli.trainer.callback_metrics

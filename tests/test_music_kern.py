@@ -80,6 +80,7 @@ def _notes(text: str) -> Counter:
     return Counter((n.onset, n.midi, n.duration) for n in kern.notes(text))
 
 
+@pytest.mark.slow
 def test_round_trip_through_musicxml(data, tmp_path):
     texts = _gt(data) + [kern_synth.random_kern(random.Random(i)) for i in range(8)]
     for i, text in enumerate(texts):

@@ -100,6 +100,7 @@ def test_clock():
     assert [clock(s) for s in (0, 59.6, 61, 3600 + 62)] == ["0:00", "1:00", "1:01", "1:01:02"]
 
 
+@pytest.mark.slow
 def test_the_demo_shortened_prints_progress_and_metrics_and_draws_the_learning_rate(tmp_path, capsys):
     from docvlm.callbacks import plot_curves
     from docvlm.cli import main

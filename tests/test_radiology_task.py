@@ -147,6 +147,7 @@ def test_score_parse_and_export(tmp_path: Path) -> None:
     assert [p.name for p in task.export(task.parse("no markers at all"), tmp_path / "raw")] == ["raw.txt", "raw.json"]
 
 
+@pytest.mark.slow
 def test_tiny_radiology_fit_logs_report_metrics(tmp_path: Path) -> None:
     cli = fit_tiny("radiology", tmp_path, train=4, val=2)
     metrics = cli.trainer.callback_metrics

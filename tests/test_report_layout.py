@@ -59,6 +59,7 @@ def test_problems_are_short_and_never_repeat_the_output(name):
     assert not [p for p in problems if any(run in p for run in runs)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", TASKS)
 def test_long_fields_fold_and_wrap(name, tmp_path):
     data, page = report(name, tmp_path, [LONG[name]])
@@ -92,6 +93,7 @@ def test_histogram_axis_stays_within_the_metrics_range(values, limits):
     assert histogram(values, "teds").axes[0].get_xlim() == pytest.approx(limits)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")
 def test_reference_and_prediction_are_in_view_at_1400_px(tmp_path):
     """Each task's page of one long hostile case, shot at 1400 px: the reference's and the prediction's
@@ -116,6 +118,7 @@ def test_reference_and_prediction_are_in_view_at_1400_px(tmp_path):
             assert right < 1390 and right - left > 250, f"{name}: the {cls} spans x {left}..{right}"
 
 
+@pytest.mark.slow
 def test_a_failing_music_export_is_one_short_problem(tmp_path, monkeypatch):
     """music21 and verovio put the offending text in their messages; the problem keeps one line of it."""
     from docvlm.converters import kern, kern_render

@@ -127,6 +127,7 @@ def test_tree_edit_distance_equals_apted_on_random_trees():
     assert html  # lxml is what both sides parse with
 
 
+@pytest.mark.slow
 def test_results_do_not_depend_on_the_block_size(samples, monkeypatch):
     """Tiny blocks: rename costs one row at a time, forest distances one keyroot pair at a time."""
     module = importlib.import_module("docvlm.metrics.tables_teds")

@@ -46,6 +46,7 @@ def test_synthesize_is_deterministic_and_export_writes_files(tmp_path):
     assert task.export(task.parse("garbage"), tmp_path / "g")[0].read_text() == "garbage"
 
 
+@pytest.mark.slow
 def test_tiny_tables_fit_logs_teds(tmp_path):
     cli = fit_tiny("tables", tmp_path)
     metrics = cli.trainer.callback_metrics
