@@ -19,7 +19,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 import torch  # noqa: E402
 
-from docvlm.data import Collator, TaskDataset  # noqa: E402
+from docvlm.items import Collator, TaskDataset  # noqa: E402
 from docvlm.images import Augment  # noqa: E402
 from docvlm.model import build_tiny_tokenizer  # noqa: E402
 from docvlm.tasks.base import Sample  # noqa: E402

@@ -75,7 +75,7 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 import docvlm.tasks as tasks  # noqa: E402
 from docvlm.callbacks import ExportHF  # noqa: E402
-from docvlm.data import Collator, TaskDataset  # noqa: E402
+from docvlm.items import Collator, TaskDataset  # noqa: E402
 from docvlm.model import LoraSpec, ModelSpec  # noqa: E402
 from docvlm.module import DocVLM  # noqa: E402
 

@@ -403,6 +403,7 @@ def _convert(args, load_model, out: Path, todo: list[Job], manifest: RunManifest
 
     from docvlm.batching import by_length, window_batches
     from docvlm.inference import decode_items
+    from docvlm.pixels import hand_over
 
     try:
         model = load_model()
@@ -412,7 +413,7 @@ def _convert(args, load_model, out: Path, todo: list[Job], manifest: RunManifest
     dataset = _PageDataset(todo, model.task, model.image_size, args.dpi)
     window = window_batches(args.batch_size, model.image_size) if args.length_buckets else 1
     workers = max(args.num_workers, 0)
-    loader = DataLoader(dataset, batch_size=args.batch_size, num_workers=workers, collate_fn=list,
+    loader = DataLoader(dataset, batch_size=args.batch_size, num_workers=workers, collate_fn=hand_over,
                         prefetch_factor=max(2, -(-window // workers)) if workers else None)  # a window ahead
     groups = by_length(loader, args.batch_size, window) if args.length_buckets else loader
     staging = manifest.staging

@@ -85,7 +85,7 @@ class RepetitionGuard:
 
 
 def generate(model, processor, batch: dict, decoding: Decoding, max_new_tokens: int) -> list[Generation]:
-    """The outputs for the prompts of a batch made by `docvlm.data.Collator` (no targets), on the
+    """The outputs for the prompts of a batch made by `docvlm.items.Collator` (no targets), on the
     model's device and in its dtype."""
     import torch
     from transformers import StoppingCriteriaList

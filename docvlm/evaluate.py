@@ -134,9 +134,10 @@ def decode(model, args: argparse.Namespace) -> tuple[list[dict], list[Any]]:
     from torch.utils.data import DataLoader
     from tqdm import tqdm
 
-    from docvlm.data import Source, TaskDataset
     from docvlm.images import BadImageError
     from docvlm.inference import decode_items
+    from docvlm.items import Source, TaskDataset
+    from docvlm.pixels import hand_over
 
     task = model.task
     samples = Source(path=args.data, split=args.split, synthetic=args.synthetic or 0, seed=SYNTHETIC_SEED,
@@ -148,7 +149,7 @@ def decode(model, args: argparse.Namespace) -> tuple[list[dict], list[Any]]:
         samples = [s for s in samples if s.target is not None]
     targets = [task.to_target(s) for s in samples]
     dataset = TaskDataset(samples, task, model.image_size, targets=targets)
-    loader = DataLoader(dataset, batch_size=args.batch_size, num_workers=max(args.num_workers, 0), collate_fn=list)
+    loader = DataLoader(dataset, batch_size=args.batch_size, num_workers=max(args.num_workers, 0), collate_fn=hand_over)
     decoding, max_new_tokens = model.decoding_for(args.num_beams, args.max_new_tokens, args.repetition_guard)
 
     args.out.mkdir(parents=True, exist_ok=True)

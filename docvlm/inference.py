@@ -144,33 +144,54 @@ def decode_items(model, processor, items: Iterable[list[dict]], decoding: Decodi
     """For each group of `TaskDataset`-style items, [(item, its Generation or the error)] in order.
 
     An item whose image failed to load carries the error message; if a whole batch fails to decode, each
-    item is decoded alone, so that one bad page fails alone.
+    item is decoded alone, so that one bad page fails alone. The next group's pixel values are made in a
+    thread while the model decodes this one (a large share of a page on a CPU, for a small model).
     """
-    from docvlm.data import Collator
+    from concurrent.futures import ThreadPoolExecutor
+
     from docvlm.decode import generate
+    from docvlm.items import Collator
 
     collate = Collator(processor, with_targets=False)
 
-    def run(group: list[dict]) -> list[Generation]:
-        return generate(model, processor, collate(group), decoding, max_new_tokens)
+    def run(group: list[dict], pixel_values=None) -> list[Generation]:
+        return generate(model, processor, collate(group, pixel_values), decoding, max_new_tokens)
 
-    for group in items:
-        good = [item for item in group if "error" not in item]
-        results: dict[int, Generation | Exception] = {id(i): ValueError(i["error"]) for i in group if "error" in i}
-        if good:
-            try:
-                results.update(zip(map(id, good), run(good)))
-            except Exception as e:  # noqa: BLE001
-                if len(good) == 1:
-                    results[id(good[0])] = e
-                else:
-                    _free_accelerator_memory()
-                    for item in good:
-                        try:
-                            results[id(item)] = run([item])[0]
-                        except Exception as e1:  # noqa: BLE001
-                            results[id(item)] = e1
-        yield [(item, results[id(item)]) for item in group]
+    with ThreadPoolExecutor(1, thread_name_prefix="docvlm-pixels") as pool:
+        def ahead(group: list[dict]):
+            good = [item for item in group if "error" not in item]
+            return group, good, pool.submit(collate.pixel_values, [item["image"] for item in good]) if good else None
+
+        for group, good, pixels in _one_ahead(map(ahead, items)):
+            results: dict[int, Generation | Exception] = {id(i): ValueError(i["error"]) for i in group if "error" in i}
+            if good:
+                try:
+                    results.update(zip(map(id, good), run(good, pixels.result())))
+                except Exception as e:  # noqa: BLE001
+                    if len(good) == 1:
+                        results[id(good[0])] = e
+                    else:
+                        _free_accelerator_memory()
+                        for item in good:
+                            try:
+                                results[id(item)] = run([item])[0]
+                            except Exception as e1:  # noqa: BLE001
+                                results[id(item)] = e1
+            yield [(item, results[id(item)]) for item in group]
+
+
+def _one_ahead(iterable: Iterable) -> Iterator:
+    """`iterable`'s elements, each taken from it once the one after it is (so that work that taking one
+    starts runs while the caller uses the one before)."""
+    iterator = iter(iterable)
+    current = next(iterator, _END)
+    while current is not _END:
+        following = next(iterator, _END)
+        yield current
+        current = following
+
+
+_END = object()
 
 
 def _free_accelerator_memory() -> None:
@@ -215,7 +236,7 @@ class Model:
         `prompts` are per-image prompt parts appended to the task's prompt (e.g. a radiology INDICATION),
         exactly as training builds prompts from a sample's `prefix`. Each result has `.text`, `.value`
         (the domain object) and `.problems` (decoding and parsing problems)."""
-        from docvlm.data import TaskDataset
+        from docvlm.items import TaskDataset
 
         if prompts is not None and len(prompts) != len(images):
             raise ValueError(f"{len(prompts)} prompts for {len(images)} images")

@@ -2,7 +2,7 @@
 
 from PIL import Image, ImageDraw
 
-from docvlm.data import Collator
+from docvlm.items import Collator
 
 
 def text_image(text: str, size: int) -> Image.Image:

@@ -7,7 +7,8 @@ import pytest
 from PIL import Image
 
 import docvlm.tasks as tasks
-from docvlm.data import DocDataModule, Source
+from docvlm.data import DocDataModule
+from docvlm.items import Source
 from docvlm.images import Augment, BadImageError, fit, load_image
 from docvlm.tasks.manifest import ManifestError, read_manifest
 

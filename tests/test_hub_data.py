@@ -16,7 +16,8 @@ import torch
 from PIL import Image
 
 import docvlm.tasks as tasks
-from docvlm.data import DocDataModule, Source
+from docvlm.data import DocDataModule
+from docvlm.items import Source
 from docvlm.errors import DataError
 from docvlm.images import BadImageError, load_image
 

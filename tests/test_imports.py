@@ -5,9 +5,8 @@ cycles but the listed ones, and the core names no task's metric."""
 import ast
 from pathlib import Path
 
-import pytest
-
 import docvlm.tasks
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = {"docvlm.converters": ROOT / "converters", "docvlm.metrics": ROOT / "docvlm" / "metrics",
@@ -18,9 +17,9 @@ LAYERS = [
     ("converters", {"docvlm.converters"}),
     ("metrics", {"docvlm.metrics"}),
     ("tasks", {"docvlm.tasks"}),
-    ("core", {"docvlm.images", "docvlm.decode", "docvlm.model", "docvlm.module", "docvlm.data", "docvlm.hub_data",
-              "docvlm.callbacks", "docvlm.export_worker", "docvlm.pages", "docvlm.progress", "docvlm.describe",
-              "docvlm.pixels", "docvlm.batching"}),
+    ("core", {"docvlm.images", "docvlm.decode", "docvlm.model", "docvlm.module", "docvlm.data", "docvlm.items",
+              "docvlm.hub_data", "docvlm.callbacks", "docvlm.export_worker", "docvlm.pages", "docvlm.progress",
+              "docvlm.describe", "docvlm.pixels", "docvlm.batching"}),
     ("jobs", {"docvlm", "docvlm.inference", "docvlm.convert", "docvlm.convert_manifest", "docvlm.evaluate",
               "docvlm.export", "docvlm.report"}),
     ("cli", {"docvlm.cli", "docvlm.lightning_cli"}),

@@ -14,10 +14,11 @@ from helpers import text_image
 import docvlm
 from docvlm.cli import main as cli_main
 from docvlm.convert import _PageDataset, gather_pages, main as convert_main, plan
-from docvlm.data import TaskDataset
 from docvlm.decode import Decoding, generate, guard_window, repeating_period
 from docvlm.evaluate import main as evaluate_main
+from docvlm.items import TaskDataset
 from docvlm.model import build_tiny_tokenizer
+from docvlm.tasks.base import Sample
 from docvlm.tasks.manifest import read_manifest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -186,10 +187,56 @@ def test_decoding_stops_a_looping_sequence_and_says_so(tiny_small):
 
 
 @pytest.mark.slow
-def test_loading_for_inference_does_not_build_the_lightning_module(tmp_path):
-    """`docvlm.load` and `convert` read a checkpoint or folder without `docvlm.module` (no import cycle)."""
+def test_loading_and_converting_on_one_device_import_no_lightning(tmp_path):
+    """`docvlm.load` reads a model without `docvlm.module` (no import cycle); converting a page on one device
+    needs nothing of Lightning (its import costs seconds of every run's start-up)."""
+    from PIL import Image
+
+    Image.new("RGB", (64, 32), "white").save(tmp_path / "page.png")
     code = ("import sys, docvlm; model = docvlm.load('tiny', task='text'); "
-            "print('docvlm.module' in sys.modules, 'docvlm.convert' in sys.modules)")
+            "print('docvlm.module' in sys.modules, 'docvlm.convert' in sys.modules); "
+            f"code = model.convert([{str(tmp_path / 'page.png')!r}], {str(tmp_path / 'out')!r}, max_new_tokens=2); "
+            "print(code, 'lightning' in sys.modules)")
     printed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300,
                              env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"}).stdout
-    assert printed.split() == ["False", "False"]
+    lines = printed.splitlines()
+    assert lines[0].split() == ["False", "False"] and lines[-1].split() == ["0", "False"], printed
+
+
+def test_the_next_batch_is_prepared_while_this_one_decodes_and_a_failure_there_costs_no_page(tiny_small):
+    """decode_items takes group k+1 (starting its pixel values in a thread) before handing group k on;
+    when the pixel values of a batch fail, its pages are decoded one by one, each as alone."""
+    from unittest import mock
+
+    from docvlm.inference import _one_ahead, decode_items
+    from docvlm.items import Collator
+
+    taken: list[int] = []
+
+    def numbers():
+        for n in range(3):
+            taken.append(n)
+            yield n
+
+    assert [(n, list(taken)) for n in _one_ahead(numbers())] == [(0, [0, 1]), (1, [0, 1, 2]), (2, [0, 1, 2])]
+
+    model, processor = tiny_small
+    task = docvlm.tasks.get("text")
+    samples = [Sample(id=str(i), image=text_image(word, 224), target=word) for i, word in enumerate(LINES)]
+    dataset = TaskDataset(samples, task, 224, targets=[None] * len(samples))
+    groups = [[dataset[i] for i in range(0, 3)], [dataset[i] for i in range(3, 5)]]
+    decoding = Decoding(max_new_tokens=4)
+    alone = [generate(model, processor, Collator(processor, with_targets=False)([item]), decoding, 4)[0].text
+             for group in groups for item in group]
+    real = Collator.pixel_values
+    calls = []
+
+    def fails_for_batches(self, images):
+        calls.append(len(images))
+        if len(images) > 1:
+            raise RuntimeError("pixel values failed")
+        return real(self, images)
+
+    with mock.patch.object(Collator, "pixel_values", fails_for_batches):
+        got = [generation.text for group in decode_items(model, processor, groups, decoding, 4) for _, generation in group]
+    assert got == alone and calls.count(3) == 1 and calls.count(2) == 1 and calls.count(1) == 5

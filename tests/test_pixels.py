@@ -9,10 +9,10 @@ import torch
 from PIL import Image, ImageDraw
 from transformers import PaliGemmaProcessor, SiglipImageProcessorPil
 
-from docvlm.data import Collator
+from docvlm.items import Collator
 from docvlm.images import fit, load_image
 from docvlm.model import build_tiny_tokenizer
-from docvlm.pixels import PixelTable
+from docvlm.pixels import PixelTable, hand_over, planes, to_image
 
 # google/paligemma2-3b-pt-896's preprocessor_config.json
 REAL_896 = {"do_normalize": True, "do_rescale": True, "do_resize": True, "image_mean": [0.5, 0.5, 0.5],
@@ -63,6 +63,8 @@ def test_table_gives_the_processors_bits(settings, size):
     got = table(images)
     assert got.dtype == expected.dtype and got.shape == expected.shape
     assert torch.equal(got, expected)
+    handed = [planes(image) for image in images]  # as loader workers hand pages over
+    assert table.accepts(handed) and torch.equal(table(handed), expected)
 
 
 def test_collator_batches_are_the_processors(tiny_small):
@@ -70,17 +72,28 @@ def test_collator_batches_are_the_processors(tiny_small):
     images = scans(224)
     items = [{"index": i, "id": str(i), "prompt": f"prompt {'x' * i}", "target": f"target {i}" * (i + 1),
               "truncated": i == 2, "image": image} for i, image in enumerate(images)]
+    handed = hand_over([dict(item) for item in items])
+    assert all(isinstance(item["image"], torch.Tensor) for item in handed)
     for with_targets in (False, True):
         collator = Collator(proc, with_targets=with_targets)
         fast = collator(items)
         collator._table = None  # the processor for everything
-        plain = collator(items)
-        assert fast.keys() == plain.keys()
-        for key in fast:
-            if isinstance(fast[key], torch.Tensor):
-                assert torch.equal(fast[key], plain[key]), key
-            else:
-                assert fast[key] == plain[key], key
+        for batch in (collator(items), collator(handed), Collator(proc, with_targets=with_targets)(handed)):
+            assert fast.keys() == batch.keys()
+            for key in fast:
+                if isinstance(fast[key], torch.Tensor):
+                    assert torch.equal(fast[key], batch[key]), key
+                else:
+                    assert fast[key] == batch[key], key
+
+
+def test_hand_over_keeps_everything_but_the_form_of_rgb_images():
+    rgb = Image.fromarray(np.random.default_rng(1).integers(0, 256, (5, 7, 3), dtype=np.uint8), "RGB")
+    grey = Image.new("L", (7, 5), 9)
+    items = hand_over([{"index": 0, "image": rgb}, {"index": 1, "image": grey}, {"index": 2, "error": "bad"}])
+    assert items[0]["image"].shape == (3, 5, 7) and items[0]["image"].dtype == torch.uint8
+    assert np.array_equal(np.asarray(to_image(items[0]["image"])), np.asarray(rgb))
+    assert items[1]["image"] is grey and items[2] == {"index": 2, "error": "bad"}
 
 
 def test_anything_else_is_left_to_the_processor():

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 import docvlm.tasks as tasks
-from docvlm.data import DocDataModule, Source
+from docvlm.data import DocDataModule
+from docvlm.items import Source
 from docvlm.decode import Decoding
 from docvlm.model import ModelSpec
 from docvlm.module import DocVLM
