@@ -28,9 +28,10 @@ java:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq default-jre-headless >/dev/null; } || \
 	  echo "java is not installed: the comparisons with Java's PTBTokenizer will be skipped"
 
-# Everything, the `slow` runs (training, DDP, subprocesses, Chromium, the hostile corpora) included: CI runs this.
+# Everything, the `slow` runs (training, DDP, subprocesses, Chromium, the hostile corpora) included, on up to 4
+# cores (pytest-xdist): CI runs this.
 test: $(VENV)/.installed browser java
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q --durations=15
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q --durations=15 -n auto --maxprocesses 4
 
 # The quick loop while developing (under 2 minutes on 2 cores): everything but the `slow` runs, a tenth of the
 # Hypothesis examples, on up to 4 cores (pytest-xdist).

@@ -14,6 +14,11 @@ from hypothesis import settings  # noqa: E402
 # `make test-fast` (`--hypothesis-profile fast`): every property still runs, on a tenth of the examples.
 settings.register_profile("fast", max_examples=10)
 
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):  # pytest-xdist: the cores shared out, not every worker on all of them
+    import torch
+
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+
 REPO = Path(__file__).resolve().parents[1]
 
 
