@@ -164,8 +164,10 @@ def test_interrupted_run_keeps_its_work_and_skip_existing_does_only_the_rest(doc
     monkeypatch.setattr(convert, "_finish", interrupt_on_third_page)
     assert main(args) == 130
     first = rows_of(out)
-    # the pages placed before Ctrl-C are recorded (exports already done meanwhile too), the interrupted one is not
-    assert {"a", "doc-p1"} <= {r["id"] for r in first} and len(first) == 3 and "doc-p2" not in by_id(first)
+    # the pages placed before Ctrl-C are recorded, and doc-p3 if its export had finished meanwhile (a race
+    # with the export worker); the interrupted page is not
+    ids = [r["id"] for r in first]
+    assert {"a", "doc-p1"} <= set(ids) <= {"a", "doc-p1", "doc-p3"} and len(set(ids)) == len(ids), ids
     before = mtimes(out)
     monkeypatch.setattr(convert, "_finish", real_finish)
 
@@ -174,7 +176,7 @@ def test_interrupted_run_keeps_its_work_and_skip_existing_does_only_the_rest(doc
     assert main([*args, "--skip-existing"]) == 0
     rows = rows_of(out)
     assert sorted(r["id"] for r in rows) == ["a", "doc-p1", "doc-p2", "doc-p3"]  # each page once, the cut line gone
-    assert rows[:3] == first
+    assert rows[:len(first)] == first
     after = mtimes(out)
     assert {k: after[k] for k in ("a.txt", "doc-p1.txt")} == {k: before[k] for k in ("a.txt", "doc-p1.txt")}
 
