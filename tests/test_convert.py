@@ -16,7 +16,7 @@ import docvlm.tasks.base
 from docvlm import convert
 from docvlm.convert import main
 from docvlm.convert_manifest import RunManifest
-from docvlm.export_worker import ExportError, ExportWorker
+from docvlm.export_worker import ExportWorker
 from docvlm.inference import make_task, parse_scalar
 from docvlm.pages import PageRangeError, expand, parse_page_range
 from docvlm.tasks.text import TextTask

@@ -204,7 +204,7 @@ def test_parquet_images_are_read_from_their_row_group_when_loaded(tmp_path, monk
     assert [s.target for s in samples] == ["**kern\n=\n4c\n*-"] * 7 and samples[6].source == f"{path}:6"
     for i in (6, 0, 4, 1, 3, 2):
         assert np.array_equal(np.asarray(load_image(samples[i].image)), pictures[i])
-    with pytest.raises(BadImageError, match=rf"train\.parquet:5: .*no image bytes"):
+    with pytest.raises(BadImageError, match=r"train\.parquet:5: .*no image bytes"):
         load_image(samples[5].image, f"{samples[5].source}: image")
 
 

@@ -4,7 +4,6 @@ import csv
 import io
 import json
 import random
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
