@@ -33,7 +33,7 @@ java:
 test: $(VENV)/.installed browser java
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q --durations=15 -n auto --maxprocesses 4
 
-# The quick loop while developing (under 2 minutes on 2 cores): everything but the `slow` runs, a tenth of the
+# The quick loop while developing (about 1.5 minutes on 2 cores): everything but the `slow` runs, a tenth of the
 # Hypothesis examples, on up to 4 cores (pytest-xdist).
 test-fast: $(VENV)/.installed
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not slow" --hypothesis-profile fast -n auto --maxprocesses 4
