@@ -163,21 +163,27 @@ def decode_items(model, processor, items: Iterable[list[dict]], decoding: Decodi
             return group, good, pool.submit(collate.pixel_values, [item["image"] for item in good]) if good else None
 
         for group, good, pixels in _one_ahead(map(ahead, items)):
-            results: dict[int, Generation | Exception] = {id(i): ValueError(i["error"]) for i in group if "error" in i}
-            if good:
-                try:
-                    results.update(zip(map(id, good), run(good, pixels.result())))
-                except Exception as e:  # noqa: BLE001
-                    if len(good) == 1:
-                        results[id(good[0])] = e
-                    else:
-                        _free_accelerator_memory()
-                        for item in good:
-                            try:
-                                results[id(item)] = run([item])[0]
-                            except Exception as e1:  # noqa: BLE001
-                                results[id(item)] = e1
-            yield [(item, results[id(item)]) for item in group]
+            yield _decoded(group, good, pixels, run)
+
+
+def _decoded(group: list[dict], good: list[dict], pixels, run) -> list[tuple[dict, Generation | Exception]]:
+    """[(item, its Generation or the error)] of one group: its `good` items in one batch (with the pixel
+    values made ahead), or each alone when the batch fails."""
+    results: dict[int, Generation | Exception] = {id(i): ValueError(i["error"]) for i in group if "error" in i}
+    if good:
+        try:
+            results.update(zip(map(id, good), run(good, pixels.result())))
+        except Exception as e:  # noqa: BLE001
+            if len(good) == 1:
+                results[id(good[0])] = e
+            else:
+                _free_accelerator_memory()
+                for item in good:
+                    try:
+                        results[id(item)] = run([item])[0]
+                    except Exception as e1:  # noqa: BLE001
+                        results[id(item)] = e1
+    return [(item, results[id(item)]) for item in group]
 
 
 def _one_ahead(iterable: Iterable) -> Iterator:
