@@ -6,7 +6,7 @@
 In one process, on the same pages, the same weights (the tiny PaliGemma 2 at 896 px / patch 56, 256 image
 tokens) and the same output length (the random model never stops early):
 - baseline: for each image, `PaliGemmaProcessor` + `model.generate` + decode, one at a time;
-- docvlm: `docvlm.load(...).convert(...)` (what `docvlm convert` runs: loader workers, batched decoding,
+- docvlm: `convert_with(docvlm.load(...), ...)` (what `docvlm convert` runs: loader workers, batched decoding,
   export workers, manifest) at batch 1 and batch 8.
 Then `docvlm convert` as a command with 1 process and with `--devices 2 --accelerator cpu` (wall time of the
 whole command, start-up included, and pages/s). Prints the figures and the ratios.
@@ -72,13 +72,14 @@ def ours(paths: list[Path], max_new_tokens: int, batch_size: int, out: Path, bef
     from unittest import mock
 
     import docvlm
+    from docvlm.convert import convert_with
     from docvlm.pixels import PixelTable
 
     model = docvlm.load("tiny", task="text")
     with mock.patch.object(PixelTable, "build", return_value=None) if before else contextlib.nullcontext():
         start = time.perf_counter()
-        code = model.convert([str(p) for p in paths], out, batch_size=batch_size, max_new_tokens=max_new_tokens,
-                             length_buckets=not before)
+        code = convert_with(model, paths, out, batch_size=batch_size, max_new_tokens=max_new_tokens,
+                            length_buckets=not before)
         assert code == 0, code
         return time.perf_counter() - start
 

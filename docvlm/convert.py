@@ -291,9 +291,10 @@ def main(argv: list[str]) -> int:
     return world.worst(run(args, world, lambda: load_from_args(args, device)))
 
 
-def convert_with(model: Model, inputs: list[str], out: Path, **options) -> int:
-    """`docvlm convert` in this process with a loaded model (`docvlm.load(...).convert`)."""
-    args = build_parser().parse_args(["--model", "-", "--out", str(out), "--", *inputs])
+def convert_with(model: Model, inputs: list[str | Path], out: str | Path, **options) -> int:
+    """`docvlm convert` in this process with a loaded model (`docvlm.load(...)`); returns its exit status.
+    `options` are the command's long options with `_` for `-` (`pages="1-3"`, `skip_existing=True`)."""
+    args = build_parser().parse_args(["--model", "-", "--out", str(out), "--", *map(str, inputs)])
     for key, value in options.items():
         if not hasattr(args, key):
             raise TypeError(f"convert() got an unknown option {key!r}")

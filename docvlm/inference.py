@@ -220,7 +220,7 @@ class Model:
         model = docvlm.load("runs/pubtabnet/lightning_logs/version_0/hf")
         tables = model(["scan1.png", "scan2.png"], batch_size=8)
         tables[0].text, tables[0].value, tables[0].problems
-        model.convert(["scans/", "report.pdf"], "converted/")   # what `docvlm convert` does
+        convert_with(model, ["scans/", "report.pdf"], "converted/")   # `docvlm convert` (docvlm.convert)
     """
 
     net: Any
@@ -268,13 +268,6 @@ class Model:
             repetition_guard=self.decoding.repetition_guard if repetition_guard is None else repetition_guard,
         )
         return decoding, decoding.max_new_tokens or self.task.max_target_tokens
-
-    def convert(self, inputs: Sequence[str | Path], out: str | Path, **options) -> int:
-        """Convert files and folders into `out` exactly as `docvlm convert` does; returns its exit status.
-        `options` are the command's long options with `_` for `-` (`pages="1-3"`, `skip_existing=True`)."""
-        from docvlm.convert import convert_with
-
-        return convert_with(self, [str(i) for i in inputs], Path(out), **options)
 
 
 def load(model: str | Path, device: str | None = None, dtype: str | None = None, task: str | None = None,

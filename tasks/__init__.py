@@ -9,7 +9,6 @@ import pkgutil
 from docvlm.tasks.base import Metric, Parsed, Sample, Task, get, names, register
 
 for _module in pkgutil.iter_modules(__path__):
-    if _module.name not in {"base", "manifest"}:
-        importlib.import_module(f"{__name__}.{_module.name}")
+    importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = ["Metric", "Parsed", "Sample", "Task", "get", "names", "register"]

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from docvlm.errors import DataError, special_file_problem
-from docvlm.tasks.base import Sample
+from docvlm.tasks.sample import Sample
 
 
 class ManifestError(DataError):

@@ -13,7 +13,7 @@ from helpers import text_image
 
 import docvlm
 from docvlm.cli import main as cli_main
-from docvlm.convert import _PageDataset, gather_pages, main as convert_main, plan
+from docvlm.convert import _PageDataset, convert_with, gather_pages, main as convert_main, plan
 from docvlm.decode import Decoding, generate, guard_window, repeating_period
 from docvlm.evaluate import main as evaluate_main
 from docvlm.items import TaskDataset
@@ -83,6 +83,8 @@ def test_validation_evaluate_convert_load_and_the_model_card_give_the_same_text(
     results = model([trained["pages"] / f"{n}.png" for n in names], batch_size=2)
     assert [r.text for r in results] == [expected[n] for n in names]
     assert all(r.value == r.text for r in results)
+    assert convert_with(model, [trained["pages"]], tmp_path / "api", num_workers=0) == 0  # the command's Python entry
+    assert {r["id"]: r["text"] for r in manifest_rows(tmp_path / "api")} == expected
 
     snippet = re.search(r"With plain `transformers`.*?```python\n(.*?)```", (trained["hf"] / "README.md").read_text(), re.S)
     script = tmp_path / "snippet.py"
@@ -195,7 +197,8 @@ def test_loading_and_converting_on_one_device_import_no_lightning(tmp_path):
     Image.new("RGB", (64, 32), "white").save(tmp_path / "page.png")
     code = ("import sys, docvlm; model = docvlm.load('tiny', task='text'); "
             "print('docvlm.module' in sys.modules, 'docvlm.convert' in sys.modules); "
-            f"code = model.convert([{str(tmp_path / 'page.png')!r}], {str(tmp_path / 'out')!r}, max_new_tokens=2); "
+            "from pathlib import Path; from docvlm.convert import convert_with; "
+            f"code = convert_with(model, [Path({str(tmp_path / 'page.png')!r})], {str(tmp_path / 'out')!r}, max_new_tokens=2); "
             "print(code, 'lightning' in sys.modules)")
     printed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300,
                              env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"}).stdout
