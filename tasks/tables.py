@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from docvlm.metrics.common import same_length
 from docvlm.tasks.base import ImageMode, Metric, Parsed, Sample, Task, register
 from docvlm.tasks.manifest import ManifestError, read_manifest
 
@@ -163,8 +164,7 @@ class TablesTask(Task):
         from docvlm.metrics.tables_grits import grits
         from docvlm.metrics.tables_teds import teds_batch
 
-        if len(predictions) != len(references):
-            raise ValueError(f"{len(predictions)} predictions for {len(references)} references")
+        same_length(predictions, references)
         if not references:
             return {metric.name: 0.0 for metric in self.metrics}
         preds = [self._as_html(p) for p in predictions]

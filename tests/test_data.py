@@ -169,6 +169,23 @@ def test_metrics_are_reachable_by_name_and_load_lazily():
         docvlm.metrics.no_such_metric
 
 
+def test_every_metric_module_lists_its_names_and_each_is_reached_once():
+    """`docvlm.metrics` finds a module's names in its `__all__` (no list to keep by hand): every module has one,
+    each listed name exists there, and no name is listed by two modules."""
+    import importlib
+    import pkgutil
+
+    import docvlm.metrics
+
+    listed = []
+    for module in pkgutil.iter_modules(docvlm.metrics.__path__):
+        imported = importlib.import_module(f"docvlm.metrics.{module.name}")
+        assert "__all__" in vars(imported), f"docvlm/metrics/{module.name}.py has no __all__"
+        listed += imported.__all__
+        assert all(getattr(docvlm.metrics, name) is getattr(imported, name) for name in imported.__all__), module.name
+    assert sorted(listed) == docvlm.metrics.__all__
+
+
 def test_targets_with_coordinates_get_no_geometric_augmentation():
     located = DocDataModule(tasks.get("tables", coords=True), augment=Augment(rotate=3, scale=0.1, blur=False))
     assert (located.augment.rotate, located.augment.scale) == (0.0, 0.0)

@@ -87,6 +87,13 @@ def test_score_returns_the_declared_metrics_and_identical_predictions_score_best
                 assert sign * worse[metric.name] <= sign * best[metric.name] + 1e-9, (metric.name, predictions[:1])
 
 
+def test_score_refuses_a_prediction_count_that_is_not_the_reference_count(task, samples):
+    """`zip` would silently score only the shorter list (`docvlm.metrics.common.same_length` says so)."""
+    references = [task.to_target(s) for s in samples]
+    with pytest.raises(ValueError, match="predictions for"):
+        task.score(references[:-1], references)
+
+
 def test_sample_level_metrics_average_over_samples_and_the_main_metric_ranks_samples(task, samples):
     """A metric not declared `corpus` is the mean of its per-sample values (what reports rank and plot)."""
     references = [task.to_target(s) for s in samples]

@@ -1,30 +1,37 @@
 """Metrics with the reference implementations' exact semantics, one module per domain.
 
-`docvlm.metrics.teds(...)` and the rest are loaded on first use, so that importing one domain's
-metrics (as each task does) does not import every domain's libraries (RDKit, lxml, ...).
+`docvlm.metrics.teds(...)` reaches every name a module lists in its `__all__`. The names are read from the
+modules' source, and a module is imported on first use, so that one domain's metrics do not load every
+domain's libraries (RDKit, lxml, ...). A new module needs no edit here.
 """
 
+import ast
+import functools
 import importlib
+import pkgutil
+from pathlib import Path
 
-_MODULES = {
-    "text": ["cer", "exact_match"],
-    "music": ["music_cer", "music_ler", "music_metrics", "music_ser"],
-    "molecules": ["canonicalize_smiles", "molecule_scores"],
-    "nlg": ["bleu", "clean_report_r2gen", "cider", "nlg_scores", "rouge_l"],
-    "ptb": ["ptb_tokenize"],
-    "chexpert": ["chexpert_scores", "radgraph_f1"],
-    "tables_teds": ["teds", "teds_batch", "teds_struct"],
-    "tables_grits": ["grits", "grits_con", "grits_top"],
-}
-_WHERE = {name: module for module, names in _MODULES.items() for name in names}
-__all__ = sorted(_WHERE)
+
+@functools.cache
+def _exports() -> dict[str, str]:
+    """Each exported name -> the module (of this package) whose `__all__` lists it."""
+    where: dict[str, str] = {}
+    for module in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        source = Path(module.module_finder.path) / module.name
+        tree = ast.parse((source / "__init__.py" if module.ispkg else source.with_suffix(".py")).read_bytes())
+        for node in tree.body:
+            if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "__all__" for t in node.targets):
+                where.update(dict.fromkeys(ast.literal_eval(node.value), module.name))
+    return where
 
 
 def __getattr__(name: str):
-    if name not in _WHERE:
+    if name == "__all__":
+        return sorted(_exports())
+    if name not in _exports():
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
+    return getattr(importlib.import_module(f"{__name__}.{_exports()[name]}"), name)
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+    return sorted(set(globals()) | set(_exports()))

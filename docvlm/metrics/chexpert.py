@@ -61,6 +61,9 @@ from pathlib import Path
 
 import numpy as np
 
+from docvlm.metrics.common import same_length
+
+__all__ = ["chexpert_scores", "radgraph_f1"]  # what `docvlm.metrics` offers by name
 CATEGORIES = (
     "No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Lesion", "Lung Opacity", "Edema",
     "Consolidation", "Pneumonia", "Atelectasis", "Pneumothorax", "Pleural Effusion", "Pleural Other",
@@ -386,8 +389,7 @@ def chexpert_scores(predictions: Sequence[str], references: Sequence[str]) -> di
     unmentioned as negative (the convention of report-generation papers). Keys:
     `chexpert_{precision,recall,f1}_{micro,macro}_{14,5}`.
     """
-    if len(predictions) != len(references):
-        raise ValueError(f"{len(predictions)} predictions for {len(references)} references")
+    same_length(predictions, references)
     pred, true = label_matrix(predictions), label_matrix(references)
     pred, true = np.isin(pred, (POSITIVE, UNCERTAIN)), np.isin(true, (POSITIVE, UNCERTAIN))
     five = [CATEGORIES.index(c) for c in FIVE]

@@ -48,6 +48,9 @@ from multiprocessing import get_context
 from rdkit import Chem, DataStructs, rdBase
 
 from docvlm.converters.molecules import MAX_SMILES_CHARS
+from docvlm.metrics.common import same_length
+
+__all__ = ["canonicalize_smiles", "molecule_scores"]  # what `docvlm.metrics` offers by name
 
 # SmilesPE 0.0.3 `atomwise_tokenizer` pattern, as MolScribe uses it (findall drops what it does not match).
 _ATOMWISE = re.compile(
@@ -167,8 +170,7 @@ def molecule_scores(
 
     `workers`: processes to use; None uses every core for sets of `PARALLEL_FROM` pairs or more.
     """
-    if len(predictions) != len(references):
-        raise ValueError(f"{len(predictions)} predictions for {len(references)} references")
+    same_length(predictions, references)
     if not references:
         return {name: 0.0 for name in METRICS if name != "chiral"}
     pairs = list(zip(predictions, references))

@@ -26,6 +26,9 @@ from typing import Literal
 
 from rapidfuzz.distance import Levenshtein
 
+from docvlm.metrics.common import same_length
+
+__all__ = ["music_cer", "music_ler", "music_metrics", "music_ser"]  # what `docvlm.metrics` offers by name
 CerParsing = Literal["characters", "smt2024", "ijdar"]
 
 
@@ -82,8 +85,7 @@ def error_rate(
     predictions: Sequence[str], references: Sequence[str], symbols: Callable[[str], Sequence[str]]
 ) -> float:
     """Corpus error rate in percent: total edit distance over total reference length (SMT `compute_metric`)."""
-    if len(predictions) != len(references):
-        raise ValueError(f"{len(predictions)} predictions for {len(references)} references")
+    same_length(predictions, references)
     errors = total = 0
     for prediction, reference in zip(predictions, references):
         ref = symbols(reference)

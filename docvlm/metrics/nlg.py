@@ -45,7 +45,10 @@ from collections.abc import Sequence
 import numpy as np
 from rapidfuzz.distance import LCSseq
 
+from docvlm.metrics.common import same_length
 from docvlm.metrics.ptb import ptb_tokenize
+
+__all__ = ["bleu", "clean_report_r2gen", "cider", "nlg_scores", "rouge_l"]  # what `docvlm.metrics` offers by name
 
 References = Sequence[str | Sequence[str]]
 TOKENIZERS = ("r2gen", "ptb", "none")
@@ -92,8 +95,7 @@ def _as_lists(references: References) -> list[list[str]]:
 
 def _check(predictions: Sequence[str], references: References) -> list[list[str]]:
     refs = _as_lists(references)
-    if len(predictions) != len(refs):
-        raise ValueError(f"{len(predictions)} predictions for {len(refs)} references")
+    same_length(predictions, refs)
     if any(not r for r in refs):
         raise ValueError("every prediction needs at least one reference")
     return refs

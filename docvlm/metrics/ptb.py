@@ -42,6 +42,8 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+__all__ = ["ptb_tokenize"]  # what `docvlm.metrics` offers by name
+
 log = logging.getLogger(__name__)
 
 # pycocoevalcap's PUNCTUATIONS as they come out of `-lowerCase` (its `-LRB-` ... entries never match then)

@@ -34,6 +34,8 @@ from lxml import etree, html
 
 from docvlm.metrics.tables_teds import span
 
+__all__ = ["grits", "grits_con", "grits_top"]  # what `docvlm.metrics` offers by name
+
 
 def grits(pred: str, true: str) -> dict[str, float]:
     """GriTS-Top and GriTS-Con F-scores of a predicted table against the true one, in [0, 1]."""

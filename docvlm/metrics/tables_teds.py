@@ -36,6 +36,9 @@ from lxml import etree, html
 from rapidfuzz.distance import Levenshtein
 from rapidfuzz.process import cdist
 
+from docvlm.metrics.common import same_length
+
+__all__ = ["teds", "teds_batch", "teds_struct"]  # what `docvlm.metrics` offers by name
 _PI_TAG = "<?>"  # stands for the tag of processing instructions (lxml gives them a function as tag)
 _FD_LIMIT = 1 << 20  # elements of one batched forest-distance array or block of rename costs (8 MiB)
 
@@ -63,8 +66,7 @@ def teds_batch(
     preds: Sequence[str], trues: Sequence[str], structure_only: bool = False, workers: int | None = None
 ) -> list[float]:
     """TEDS of each pair, spread over `workers` processes (default: all cores)."""
-    if len(preds) != len(trues):
-        raise ValueError(f"{len(preds)} predictions for {len(trues)} references")
+    same_length(preds, trues)
     workers = min(workers or os.cpu_count() or 1, len(preds))
     if workers <= 1:
         return [teds(p, t, structure_only) for p, t in zip(preds, trues)]

@@ -6,13 +6,17 @@ from collections.abc import Sequence
 
 import editdistance
 
+from docvlm.metrics.common import same_length
+
+__all__ = ["cer", "exact_match"]  # what `docvlm.metrics` offers by name
+
 
 def cer(predictions: Sequence[str], references: Sequence[str]) -> float:
     """Corpus character error rate: total edit distance over total reference length, in [0, inf).
 
     An empty reference set (total length 0) gives 0.0 when every prediction is empty too, else 1.0.
     """
-    _same_length(predictions, references)
+    same_length(predictions, references)
     errors = sum(editdistance.eval(p, r) for p, r in zip(predictions, references))
     total = sum(len(r) for r in references)
     if total == 0:
@@ -22,12 +26,7 @@ def cer(predictions: Sequence[str], references: Sequence[str]) -> float:
 
 def exact_match(predictions: Sequence[str], references: Sequence[str]) -> float:
     """Share of predictions equal to their reference (after stripping surrounding whitespace)."""
-    _same_length(predictions, references)
+    same_length(predictions, references)
     if not references:
         return 0.0
     return sum(p.strip() == r.strip() for p, r in zip(predictions, references)) / len(references)
-
-
-def _same_length(predictions: Sequence[str], references: Sequence[str]) -> None:
-    if len(predictions) != len(references):
-        raise ValueError(f"{len(predictions)} predictions for {len(references)} references")
