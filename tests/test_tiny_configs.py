@@ -1,24 +1,61 @@
-"""The tiny configs train on their own task's synthetic data without losing any of it to `max_target_tokens`."""
+"""Every task has a tiny config, composed over configs/tiny/base.yaml, that trains on its own synthetic data
+without losing any of it to `max_target_tokens`."""
 
 import importlib
 from pathlib import Path
 
 import pytest
-import yaml
+
+import docvlm.tasks
+from docvlm.data import DocDataModule
+from docvlm.lightning_cli import DocVLMCLI
+from docvlm.module import DocVLM
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIGS = sorted((REPO / "configs" / "tiny").glob("*.yaml")) + [REPO / "configs" / "demo.yaml"]
+TINY = sorted(p for p in (REPO / "configs" / "tiny").glob("*.yaml") if p.name != "base.yaml")
+CONFIGS = TINY + [REPO / "configs" / "demo.yaml"]
+
+
+class _Parse(DocVLMCLI):
+    """The CLI's own parser and composition (`config: base.yaml` included), without loading any model."""
+
+    def instantiate_classes(self) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def parser():
+    return _Parse(DocVLM, DocDataModule, run=False, args=["--config", str(CONFIGS[-1])]).parser
+
+
+def task_of(config):
+    module, name = config.data.task.class_path.rsplit(".", 1)
+    return getattr(importlib.import_module(module), name)(**config.data.task.init_args.as_dict())
+
+
+def test_every_task_has_a_tiny_config_named_after_it(parser):
+    named = {path.stem: task_of(parser.parse_args(["--config", str(path)])).name for path in TINY}
+    assert all(stem == name for stem, name in named.items()), named
+    assert sorted(named) == docvlm.tasks.names()
+
+
+@pytest.mark.parametrize("path", TINY, ids=[p.stem for p in TINY])
+def test_tiny_configs_share_the_base(path, parser):
+    """Composed, a tiny config keeps the base's model, trainer and validation split."""
+    config = parser.parse_args(["--config", str(path)])
+    base = parser.parse_args(["--config", str(path.with_name("base.yaml")), "--data.task", config.data.task.class_path])
+    assert config.model.model == base.model.model and config.trainer.callbacks == base.trainer.callbacks
+    assert (config.trainer.max_steps, config.data.val) == (base.trainer.max_steps, base.data.val)
+    assert config.trainer.default_root_dir == f"runs/tiny-{path.stem}"
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
-def test_no_synthetic_training_target_is_over_length(path, tiny_small):
+def test_no_synthetic_training_target_is_over_length(path, parser, tiny_small):
     """The config's training targets (the first 200), with `<eos>`, in the tiny tokenizer (about a token a
     character: the longest any tokenizer makes them): the data module would skip each one over the limit."""
-    config = yaml.safe_load(path.read_text(encoding="utf-8"))
-    task_config, train = config["data"]["task"], config["data"]["train"]
-    module, name = task_config["class_path"].rsplit(".", 1)
-    task = getattr(importlib.import_module(module), name)(**task_config.get("init_args", {}))
-    targets = [task.to_target(s) for s in task.synthesize(min(train["synthetic"], 200), seed=train["seed"])]
+    config = parser.parse_args(["--config", str(path)])
+    task, train = task_of(config), config.data.train
+    targets = [task.to_target(s) for s in task.synthesize(min(train.synthetic, 200), seed=train.seed)]
     tokenizer = tiny_small[1].tokenizer
     lengths = [len(ids) + 1 for ids in tokenizer(targets, add_special_tokens=False)["input_ids"]]
     assert max(lengths) <= task.max_target_tokens, f"{sum(n > task.max_target_tokens for n in lengths)} over"
