@@ -1,11 +1,16 @@
 """Model output is arbitrary text: every task's `score` returns a finite number for every metric on any
-predictions and references, random (surrogates included) or mutated from valid targets. Hypothesis draws
-150-300 batches of 1-8 pairs per task, 1,300-2,700 texts each; derandomized, so a run repeats."""
+predictions and references, random (surrogates included) or mutated from the task's own synthetic targets,
+under each value of its few-valued options. Hypothesis draws 200 batches of 1-8 pairs per task, about 1,800
+texts; derandomized, so a run repeats."""
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
 import os
+import re
+import typing
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -14,44 +19,32 @@ from hypothesis import strategies as st
 import docvlm.tasks
 from docvlm.metrics import ptb
 
-# Valid targets of each task, and pieces that matter to its parsers, spliced in by the mutations.
-VALID = {
-    "molecules": ["CCO", "N[C@@H](C)C(=O)O", "C/C=C\\C", "[R1]c1ccccc1", "C[Ph]", "CC(=O)[O-].[Na+]", "c1ccc2ccccc2c1"],
-    "music": [
-        "**kern\t**kern\n*clefF4\t*clefG2\n*M4/4\t*M4/4\n=1\t=1\n4C\t4c\n4D\t8d 8f\n.\t8e\n=\t=\n*-\t*-",
-        "**kern\n*clefG2\n*k[f#]\n4g#\n*^\n4a\t4b\n*v\t*v\n2cc\n==\n*-",
-    ],
-    "radiology": [
-        "FINDINGS: The lungs are clear. No pleural effusion or pneumothorax. IMPRESSION: No acute process.",
-        "FINDINGS: Moderate cardiomegaly, 0.5-1.0 cm nodule (Fig. 2); Dr. ___ paged. IMPRESSION: Stage I. The \u201cedema\u201d!!",
-        "IMPRESSION: 1. Possible pneumonia. 2. No pneumothorax.;",
-    ],
-    "tables": [
-        "<table><tr><td>a</td><td>b</td></tr><tr><td colspan=\"2\">c</td></tr></table>",
-        "<table><thead><tr><th>h</th><td rowspan=\"2\">x</td></tr></thead><tbody><tr><td><b>1</b></td></tr></tbody></table>",
-    ],
-    "text": ["Score 782 dose MI5 level Group:", "data", ""],
-}
-PIECES = {
-    "molecules": ["[", "]", "(", ")", "/", "\\", "@", "@@", "[R1]", "[R", "*", "=", "#", "1", "%12", "+", "-", ".", "[Ph]", "X"],
-    "music": ["\t", "\n", "*", "**kern", "*-", "*^", "*v", "=", ".", "4", "c", "r", "#", " ", "!!", "*clefG2", "*M3/4", "{"],
-    "radiology": ["FINDINGS:", "IMPRESSION:", ". ", "!!", "?!", "\u2019", "\u201c", "\u2013", "Dr.", "I. The", "___", "\n",
-                  "(", "\\", "'s", "<b>", "&amp;", "\r", "\u2028", "cannot", "5 7/8", "1. ", "  "],
-    "tables": ["<table>", "</table>", "<tr>", "</tr>", "<td>", "</td>", "<th>", "<thead>", "<tbody>", "colspan=\"0\"",
-               "rowspan=\"x\"", "<td colspan=\"3\">", "<html><body>", "&amp;", "&nbsp;", "<", ">", "\"", "<!--", "]]>"],
-    "text": [" ", "\n", "\t", "\u0301", "\U0001F600"],
-}
+# Pieces that broke parsers before, spliced into every task's outputs beside the task's own tokens.
+HOSTILE = ["<!--", "]]>", "&amp;", "&nbsp;", "<html><body>", "colspan=\"0\"", "rowspan=\"x\"", "<", ">", "\"", "[R1]", "[R",
+           "%12", "@@", "\\", "*-", "*^", "*v", "!!", "?!", "___", "5 7/8", "1. ", "I. The", "Dr.", "\r", "\t", "\n", "  ",
+           "\u2028", "\u2019", "\u201c", "\u2013", "\u0301", "\U0001F600", "\x00"]
 ANY_TEXT = st.text(st.characters(exclude_categories=()), max_size=60)  # surrogates included
+
+
+@functools.cache
+def material(name: str) -> tuple[list[str], list[str]]:
+    """What the task's model is taught to write (targets of its synthetic samples, two seeds, and ""), and the
+    pieces mutations splice in: those targets' own tokens (words, punctuation runs, characters) and HOSTILE."""
+    task = docvlm.tasks.get(name)
+    valid = [task.to_target(s) for seed in (0, 1) for s in task.synthesize(3, seed=seed)] + [""]
+    tokens = {piece for text in valid for piece in [*re.findall(r"\w+|[^\w\s]+|\s", text), *text]}
+    return valid, sorted(tokens) + HOSTILE
 
 
 @st.composite
 def mutated(draw, name: str) -> str:
-    text = draw(st.sampled_from(VALID[name]))
+    valid, pieces = material(name)
+    text = draw(st.sampled_from(valid))
     for _ in range(draw(st.integers(1, 4))):
         i = draw(st.integers(0, len(text)))
         j = draw(st.integers(i, len(text)))
         op = draw(st.sampled_from(["delete", "insert", "duplicate", "replace"]))
-        piece = draw(st.one_of(st.sampled_from(PIECES[name]), ANY_TEXT))
+        piece = draw(st.one_of(st.sampled_from(pieces), ANY_TEXT))
         if op == "delete":
             text = text[:i] + text[j:]
         elif op == "insert":
@@ -64,24 +57,33 @@ def mutated(draw, name: str) -> str:
 
 
 def outputs(name: str):
-    return st.one_of(ANY_TEXT, mutated(name), st.sampled_from(VALID[name]))
+    return st.one_of(ANY_TEXT, mutated(name), st.sampled_from(material(name)[0]))
 
 
-# Batches of 1-8 pairs per task, as a multiple of the Hypothesis profile's examples (100; 10 in `make test-fast`).
-EXAMPLES = {"molecules": 3.0, "music": 1.5, "radiology": 1.5, "tables": 2.0, "text": 3.0}
+def choices(name: str):
+    """Every combination of the task's options that take one of a few values (`Literal` fields: the radiology
+    tokenizer, the tables target format...), drawn with the texts: each changes how `score` reads them."""
+    task = type(docvlm.tasks.get(name))
+    hints = typing.get_type_hints(task)
+    literal = {f.name: typing.get_args(hints[f.name]) for f in dataclasses.fields(task)
+               if typing.get_origin(hints[f.name]) is typing.Literal}
+    return st.fixed_dictionaries({field: st.sampled_from(values) for field, values in literal.items()})
+
+
+# Batches of 1-8 pairs per task, twice the Hypothesis profile's examples (100; 10 in `make test-fast`).
+EXAMPLES = 2.0
 
 
 @pytest.mark.parametrize("name", docvlm.tasks.names())
 def test_score_returns_finite_numbers_on_any_output(name, monkeypatch) -> None:
     monkeypatch.setattr(ptb, "ptb_jar", lambda: None)  # `ptb` in the pure-Python approximation here; Java below
     monkeypatch.setattr(os, "cpu_count", lambda: 1)  # TEDS in this process: a pool per call of 8 pairs costs 0.2 s
-    tokenizers = st.sampled_from(["r2gen", "ptb", "none"]) if name == "radiology" else st.just(None)
 
-    @settings(max_examples=round(EXAMPLES.get(name, 5.0) * settings.default.max_examples), deadline=None, derandomize=True,
+    @settings(max_examples=round(EXAMPLES * settings.default.max_examples), deadline=None, derandomize=True,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-    @given(pairs=st.lists(st.tuples(outputs(name), outputs(name)), min_size=1, max_size=8), tokenizer=tokenizers)
-    def check(pairs, tokenizer) -> None:
-        task = docvlm.tasks.get(name, tokenizer=tokenizer) if tokenizer else docvlm.tasks.get(name)
+    @given(pairs=st.lists(st.tuples(outputs(name), outputs(name)), min_size=1, max_size=8), options=choices(name))
+    def check(pairs, options) -> None:
+        task = docvlm.tasks.get(name, **options)
         predictions, references = [p for p, _ in pairs], [r for _, r in pairs]
         scores = task.score(predictions, references)
         assert scores and all(isinstance(v, float) and math.isfinite(v) for v in scores.values()), scores
