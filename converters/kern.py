@@ -1,26 +1,6 @@
-"""**kern (Humdrum) text for piano scores: GrandStaff normalisation, structural checks, repair, notes.
+"""**kern (Humdrum) text of piano scores: GrandStaff targets, structural checks, repair.
 
-Pure Python (no music21, no verovio): `docvlm.converters.kern_render` does the rendering, the MusicXML,
-MIDI and SVG exports and the synthetic scores.
-
-GrandStaff ships each excerpt as `.krn` (`**kern`) and `.bekrn` (`**ekern_1.0` headers, `·` between the
-sub-tokens of a token, e.g. `4·.·aa·-`). `normalize` turns either into a training target the way SMT's
-`prepare_data` does for single systems (antoniorv6/SMT `data.py`):
-
-1. surrounding newlines and spaces are stripped (`strip("\\n ")`);
-2. the measure number after `=` is dropped (`=12` -> `=`, `=-` stays);
-3. `kern` targets: the `·` and `@` sub-token separators are removed (SMT replaces `·` by nothing);
-   `bekern` targets keep them, so a tokenizer can see the sub-tokens;
-4. everything else is kept verbatim, the `**ekern_1.0` headers included (SMT's targets keep them, and the
-   SMT / ScoreVision error rates are computed over them).
-
-Model output is checked record by record (`check`): exclusive interpretations first, one field per active
-spine on every record, spine splits `*^`, merges `*v`, terminations `*-` and additions `*+` change the
-number of spines, a record is all interpretations, all barlines, all comments or all data, every data
-sub-token is a note, a rest or a null token, and (for otherwise well-formed text) no spine starts a note
-before its previous one ends and all spines reach each barline together. `repair` then makes the text valid **kern (pad or cut ragged
-records, drop malformed sub-tokens, add a missing header or terminator) so that a partly wrong prediction
-still renders and exports.
+Pure Python, so that checking model output needs no music21 or verovio (`kern_render` renders and exports).
 """
 
 from __future__ import annotations
@@ -55,7 +35,17 @@ def strip_separators(text: str) -> str:
 
 
 def normalize(text: str, fmt: KernFormat = "kern") -> str:
-    """A GrandStaff `.krn` / `.bekrn` file's text -> the training target, SMT's rules (module docstring)."""
+    """A GrandStaff `.krn` / `.bekrn` file's text -> the training target, as SMT's `prepare_data` makes single
+    systems (antoniorv6/SMT `data.py`). GrandStaff's `.bekrn` has `**ekern_1.0` headers and `·` between the
+    sub-tokens of a token (`4·.·aa·-`).
+
+    1. surrounding newlines and spaces are stripped (`strip("\\n ")`);
+    2. the measure number after `=` is dropped (`=12` -> `=`, `=-` stays);
+    3. `kern` targets: the `·` and `@` sub-token separators are removed (SMT replaces `·` by nothing);
+       `bekern` targets keep them, so a tokenizer can see the sub-tokens;
+    4. everything else is kept verbatim, the `**ekern_1.0` headers included (SMT's targets keep them, and the
+       SMT / ScoreVision error rates are computed over them).
+    """
     if fmt not in ("kern", "bekern"):
         raise ValueError(f"unknown kern format {fmt!r}; expected 'kern' or 'bekern'")
     text = _MEASURE_NUMBER.sub("", text.replace("\r\n", "\n").strip("\n "))
@@ -149,12 +139,21 @@ def check(text: str) -> list[str]:
 
 
 def repair(text: str) -> str | None:
-    """The text made into valid **kern (see module docstring); None when nothing usable is left."""
+    """The text made into valid **kern (see `scan`); None when nothing usable is left."""
     return scan(text)[0]
 
 
 def scan(text: str) -> tuple[str | None, list[str]]:
-    """Check and repair in one pass: returns (repaired **kern or None, problems)."""
+    """Check and repair in one pass: returns (repaired **kern or None, problems).
+
+    Checked record by record: exclusive interpretations first, one field per active spine on every record,
+    spine splits `*^`, merges `*v`, terminations `*-` and additions `*+` change the number of spines, a record
+    is all interpretations, all barlines, all comments or all data, every data sub-token is a note, a rest or
+    a null token, and (for otherwise well-formed text) no spine starts a note before its previous one ends
+    and all spines reach each barline together. The repair pads or cuts ragged records, drops malformed
+    sub-tokens and adds a missing header or terminator, so that a partly wrong prediction still renders and
+    exports.
+    """
     problems: list[str] = []
     numbered = [(n, ln) for n, ln in enumerate(strip_separators(text).replace("\r\n", "\n").split("\n"), 1) if ln.strip()]
     if not numbered:

@@ -1,7 +1,6 @@
-"""The task abstraction: one object binds a domain (readers, prompt, converter, metrics, export).
+"""`Task`: one object binds a domain, so that the core reaches domains only through it.
 
-The core (`docvlm.data`, `docvlm.module`, `docvlm.cli`) reaches a domain only through a `Task`.
-Adding a domain is one module in `tasks/` that subclasses `Task` and decorates it with `@register`.
+A domain is a module of `tasks/` with a registered `Task` subclass (docs/adding-a-task.md).
 """
 
 from __future__ import annotations

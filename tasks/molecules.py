@@ -1,10 +1,5 @@
-"""`molecules`: an image of a chemical structure -> its SMILES (PaliGemma 2's molecule transfer).
-
-Reads MolScribe's CSV (`image_id,file_path,SMILES`), folders of images with MOL/SDF references (the
-OCSR_Review layout `images/` + `mol_ref/`, or references beside the images) and the generic manifest;
-synthesizes molecules drawn by RDKit; scores with MolScribe's metrics (`docvlm.metrics.molecules`).
-RDKit is imported inside the methods so that `import docvlm.tasks` stays fast.
-"""
+"""`molecules`: an image of a chemical structure -> its SMILES, as PaliGemma 2's molecule transfer, scored as
+MolScribe scores it."""
 
 from __future__ import annotations
 
@@ -44,7 +39,9 @@ class MoleculesTask(Task):
     synthetic_size: int = 448
 
     def read(self, source: str | Path, split: str | None = None) -> list[Sample]:
-        """A MolScribe CSV or manifest file; or a folder: `<folder>/<split>.csv`, `<folder>/<split>/`, or itself."""
+        """A MolScribe CSV (`image_id,file_path,SMILES`) or manifest file; or a folder: `<folder>/<split>.csv`,
+        `<folder>/<split>/`, or itself, of images with MOL/SDF references (the OCSR_Review layout `images/` +
+        `mol_ref/`, or references beside the images)."""
         source = Path(source)
         if source.is_file():
             return _read_csv(source) if _is_molscribe_csv(source) else read_manifest(source)

@@ -1,14 +1,7 @@
-"""`music`: image of a single-system piano score -> its **kern transcription (GrandStaff, as in PaliGemma 2).
+"""`music`: an image of one piano system -> its **kern, as PaliGemma 2's GrandStaff transfer.
 
-Transfer settings from the PaliGemma 2 paper: lr 1e-4, label smoothing 0.1, at most 1024 output tokens,
-896 px. Images are stretched to the square, not padded: a GrandStaff system is about 3.3 times as wide as
-it is high, and padding it to a square would spend two thirds of the pixels on white and shrink the staff
-lines to a third of the input's height (the paper pads only tables and molecules).
-
-Readers: the GrandStaff layout (`<composer>/<collection>/<piece>/<transposition>_m-<a>-<b>.{jpg,
-_distorted.jpg,krn,bekrn}` with partition lists `train.txt`, `val.txt`, `test.txt`), the Hugging Face parquet
-export (columns `image`, `transcription`), and the generic JSONL/CSV manifest. Targets are normalised as SMT
-does (see `docvlm.converters.kern`), and the metrics are SMT's CER/SER/LER (`docvlm.metrics.music`).
+Images are stretched, not padded (the paper pads only tables and molecules): a system is about 3.3 times as
+wide as high, and padding would spend two thirds of the pixels on white and shrink the staves to a third.
 """
 
 from __future__ import annotations
@@ -56,6 +49,9 @@ class MusicTask(Task):
 
     # ---- readers -------------------------------------------------------------------------------
     def read(self, source: str | Path, split: str | None = None) -> list[Sample]:
+        """GrandStaff folders (`<composer>/<collection>/<piece>/<transposition>_m-<a>-<b>.{jpg,_distorted.jpg,
+        krn,bekrn}`, partition lists `<split>.txt`), its Hugging Face parquet export (`image`, `transcription`)
+        or a manifest. Targets are normalised as SMT does (`docvlm.converters.kern`)."""
         source = Path(source)
         if source.is_file() and source.suffix == ".parquet":
             return list(self._read_parquet([source]))

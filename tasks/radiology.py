@@ -1,12 +1,5 @@
-"""`radiology`: a chest radiograph (+ its INDICATION as prompt) -> FINDINGS and IMPRESSION.
-
-As PaliGemma 2's MIMIC-CXR transfer: the INDICATION section is the per-sample prompt part, the target
-is `FINDINGS: ... IMPRESSION: ...`, decoding is greedy. Metrics: BLEU-1..4, ROUGE-L and CIDEr-D with
-pycocoevalcap's scorers on the marker-free report text, prepared in the convention of the `tokenizer`
-option (`docvlm.metrics.nlg`),
-CheXpert-style clinical-efficacy precision/recall/F1 (`docvlm.metrics.chexpert`), and RadGraph F1
-when asked for and the optional `radgraph` package is installed.
-"""
+"""`radiology`: a chest radiograph -> its FINDINGS and IMPRESSION, as PaliGemma 2's MIMIC-CXR transfer: the
+study's INDICATION is the sample's part of the prompt."""
 
 from __future__ import annotations
 
@@ -161,6 +154,8 @@ class RadiologyTask(Task):
         return Parsed(text=text, value=report if report.sections else None, problems=problems)
 
     def score(self, predictions: Sequence[str], references: Sequence[str]) -> dict[str, float]:
+        """BLEU-1..4, ROUGE-L and CIDEr-D on the marker-free report text in the `tokenizer` option's convention,
+        CheXpert-style label precision, recall and F1, and RadGraph F1 when asked for (`radgraph` package)."""
         from docvlm.metrics.chexpert import chexpert_scores, radgraph_f1
         from docvlm.metrics.nlg import nlg_scores
 

@@ -1,4 +1,4 @@
-"""`Sample`, what readers make: its own module so that the manifest reader and `Task` both use it."""
+"""`Sample`, what readers make. A module of its own: the manifest reader and `Task` both need it."""
 
 from __future__ import annotations
 
@@ -14,15 +14,17 @@ from PIL import Image
 class Sample:
     """One training or evaluation example.
 
-    `image` is a path (loaded lazily, so that a reader of 500k samples holds no pixels), a PIL image
-    (synthetic samples), or a zero-argument callable returning one, an open file or a path (images inside
-    parquet files and `datasets` rows). `source` names the sample's row (`file:line`, a dataset row) for
-    the core's messages; `meta` is the task's own and the core never reads or writes it.
+    Attributes:
+        image: a path or a zero-argument callable returning an image, an open file or a path, loaded when
+            used (a reader of 500k samples holds no pixels; parquet and `datasets` rows), or a PIL image.
+        prefix: the sample's own part of the prompt, after the task's prefix (the radiology INDICATION).
+        meta: the task's own; the core never reads or writes it.
+        source: the sample's row (`file:line`, a dataset row), named in the core's messages.
     """
 
     id: str
     image: str | Path | Image.Image | Callable[[], Any]
     target: str | None = None
-    prefix: str = ""  # per-sample part of the prompt, appended to the task's prefix (e.g. INDICATION)
+    prefix: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
     source: str | None = None

@@ -1,21 +1,4 @@
-"""`tables`: an image of a table -> its HTML (or OTSL), as PaliGemma 2's PubTabNet/FinTabNet transfers.
-
-Readers:
-- PubTabNet 2.0.0: `PubTabNet_2.0.0.jsonl` (or any jsonl of that schema) with the images in
-  `<root>/<split>/<filename>` or beside the jsonl; rows are filtered by their `split` field.
-- FinTabNet: `FinTabNet_1.0.0_cell_<split>.jsonl` (same schema plus `table_id`). FinTabNet ships PDFs,
-  not images: put one crop per table at `<root>/<split>/<table_id>.png` (or `.jpg`, or the row's
-  `filename` if it names an image). The cell `bbox`es are taken as pixel coordinates of that crop, so
-  render each crop at 72 dpi from the table's top-left corner (or set `coords: false`).
-- The generic manifest (`{image, target}` rows; targets are HTML).
-- Hugging Face `datasets` rows (`sample_from_record`): an HTML `target` column, or PubTabNet's `html`
-  structure (`{structure: {tokens}, cells: [{tokens, bbox}]}`, the column `columns.html` names).
-Boxes only matter with `coords: true`; the target is then HTML with `coords="<loc..>x4"` per non-empty cell.
-
-Scores (`score`): TEDS and TEDS-Struct with PubTabNet's semantics, GriTS-Top and GriTS-Con as
-table-transformer, all means over samples in [0, 1], and `unparseable`, the share of outputs from which
-no table could be recovered. Predictions and references are read in the task's `target_format`.
-"""
+"""`tables`: an image of a table -> its HTML (or OTSL), as PaliGemma 2's PubTabNet/FinTabNet transfers."""
 
 from __future__ import annotations
 
@@ -64,7 +47,19 @@ class TablesTask(Task):
         return self.coords
 
     def read(self, source: str | Path, split: str | None = None) -> list[Sample]:
-        """A PubTabNet/FinTabNet jsonl or manifest file, or a dataset folder (see the module docstring)."""
+        """A PubTabNet/FinTabNet jsonl or manifest file, or a dataset folder holding one.
+
+        - PubTabNet 2.0.0: `PubTabNet_2.0.0.jsonl` (or any jsonl of that schema) with the images in
+          `<root>/<split>/<filename>` or beside the jsonl; rows are filtered by their `split` field.
+        - FinTabNet: `FinTabNet_1.0.0_cell_<split>.jsonl` (same schema plus `table_id`). FinTabNet ships PDFs,
+          not images: put one crop per table at `<root>/<split>/<table_id>.png` (or `.jpg`, or the row's
+          `filename` if it names an image). The cell `bbox`es are taken as pixel coordinates of that crop, so
+          render each crop at 72 dpi from the table's top-left corner (or set `coords: false`).
+        - The generic manifest (`{image, target}` rows; targets are HTML).
+
+        Boxes only matter with `coords: true`; the target is then HTML with `coords="<loc..>x4"` per non-empty
+        cell.
+        """
         source = Path(source)
         if source.is_dir():
             candidates = [source / "PubTabNet_2.0.0.jsonl", source / f"FinTabNet_1.0.0_cell_{split}.jsonl"]
@@ -161,6 +156,9 @@ class TablesTask(Task):
         return f"<html><body>{text}</body></html>" if text.strip() else ""
 
     def score(self, predictions: Sequence[str], references: Sequence[str]) -> dict[str, float]:
+        """TEDS and TEDS-Struct (PubTabNet's), GriTS-Top and -Con (table-transformer's), means over samples in
+        [0, 1], and `unparseable`: the share of outputs with no table to recover. Texts are read in the
+        task's `target_format`."""
         from docvlm.metrics.tables_grits import grits
         from docvlm.metrics.tables_teds import teds_batch
 
