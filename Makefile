@@ -31,9 +31,11 @@ java:
 # Everything, the `slow` runs (training, DDP, subprocesses, Chromium, the hostile corpora) included, on up to 4
 # cores (pytest-xdist): CI runs this.
 test: $(VENV)/.installed browser java
+	$(VENV)/bin/ruff check .
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q --durations=15 -n auto --maxprocesses 4
 
 # The quick loop while developing (about 1.5 minutes on 2 cores): everything but the `slow` runs, a tenth of the
 # Hypothesis examples, on up to 4 cores (pytest-xdist).
 test-fast: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not slow" --hypothesis-profile fast -n auto --maxprocesses 4

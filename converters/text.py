@@ -47,7 +47,8 @@ def _cell_face(cell: int) -> ImageFont.FreeTypeFont:
     widest or tallest digit or capital fills about 80% of a `cell`-pixel square."""
     face = ImageFont.load_default(size=64)
     draw = ImageDraw.Draw(Image.new("L", (1, 1)))
-    extent = max(max(r - l, b - t) for l, t, r, b in (draw.textbbox((0, 0), c, font=face) for c in "0M"))
+    extent = max(max(right - left, bottom - top)
+                 for left, top, right, bottom in (draw.textbbox((0, 0), c, font=face) for c in "0M"))
     return face.font_variant(size=max(6, int(64 * 0.8 * cell / max(extent, 1))))
 
 

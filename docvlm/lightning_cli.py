@@ -17,9 +17,7 @@ from lightning.pytorch.cli import LightningCLI  # noqa: E402
 
 import docvlm.tasks  # noqa: E402,F401  (registers every task, so short class names resolve)
 from docvlm.callbacks import ExportHF, PlotCurves, PredictionsJSONL  # noqa: E402
-from docvlm.data import DocDataModule  # noqa: E402
 from docvlm.errors import DataError  # noqa: E402
-from docvlm.module import DocVLM  # noqa: E402
 from docvlm.progress import Progress, ValidateAtEnd  # noqa: E402
 from docvlm.tasks.base import Task  # noqa: E402
 

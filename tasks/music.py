@@ -14,8 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from PIL import Image
-
 from docvlm.converters import kern
 from docvlm.converters.kern_synth import random_kern, to_bekern
 from docvlm.metrics.music import CerParsing, music_metrics
