@@ -1,5 +1,7 @@
 """Small builders shared by the core tests."""
 
+from pathlib import Path
+
 from PIL import Image, ImageDraw
 
 from docvlm.items import Collator
@@ -24,8 +26,6 @@ def make_batch(processor, prompts, targets=None, size=None):
 
 def fit_tiny(config: str, root, train: int = 8, val: int = 4, steps: int = 2):
     """`docvlm fit --config configs/tiny/<config>.yaml` for a few steps on a little synthetic data."""
-    from pathlib import Path
-
     from docvlm.cli import main
 
     repo = Path(__file__).resolve().parents[1]
@@ -34,3 +34,16 @@ def fit_tiny(config: str, root, train: int = 8, val: int = 4, steps: int = 2):
         f"--trainer.max_steps={steps}", f"--trainer.val_check_interval={steps}", f"--data.train.synthetic={train}",
         f"--data.val.synthetic={val}", "--model.decoding.max_new_tokens=8", f"--trainer.default_root_dir={root}",
     ])
+
+
+def config_parser(config: Path):
+    """The CLI's own parser (`config: base.yaml` composition included), built from `config`, loading no model."""
+    from docvlm.data import DocDataModule
+    from docvlm.lightning_cli import DocVLMCLI
+    from docvlm.module import DocVLM
+
+    class ParseOnly(DocVLMCLI):
+        def instantiate_classes(self) -> None:
+            pass
+
+    return ParseOnly(DocVLM, DocDataModule, run=False, args=["--config", str(config)]).parser

@@ -10,9 +10,7 @@ import torch
 
 import docvlm.tasks
 from docvlm.callbacks import BestCheckpoint, OptimizerStepCadence
-from docvlm.lightning_cli import DocVLMCLI
-from docvlm.data import DocDataModule
-from docvlm.module import DocVLM
+from helpers import config_parser
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 # The paper's transfer settings (DESIGN.md, from arXiv 2412.03555): learning rate, label smoothing, longest
@@ -31,16 +29,9 @@ STRATEGIES = [None, *sorted(p.stem for p in (CONFIGS / "strategies").glob("*.yam
 ADAPTERS = ["lora", "qlora"]
 
 
-class _Parse(DocVLMCLI):
-    """The CLI's own parser and composition, without loading any model."""
-
-    def instantiate_classes(self) -> None:
-        pass
-
-
 @pytest.fixture(scope="module")
 def compose():
-    parser = _Parse(DocVLM, DocDataModule, run=False, args=["--config", str(CONFIGS / "paligemma2" / "text.yaml")]).parser
+    parser = config_parser(CONFIGS / "paligemma2" / "text.yaml")
 
     def compose(transfer, model=None, strategy=None, adapter=None):
         paths = [CONFIGS / "paligemma2" / f"{transfer}.yaml"]

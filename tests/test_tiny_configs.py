@@ -8,25 +8,16 @@ import pytest
 import yaml
 
 import docvlm.tasks
-from docvlm.data import DocDataModule
-from docvlm.lightning_cli import DocVLMCLI
-from docvlm.module import DocVLM
+from helpers import config_parser
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = sorted(p for p in (REPO / "configs" / "tiny").glob("*.yaml") if p.name != "base.yaml")
 CONFIGS = TINY + [REPO / "configs" / "demo.yaml"]
 
 
-class _Parse(DocVLMCLI):
-    """The CLI's own parser and composition (`config: base.yaml` included), without loading any model."""
-
-    def instantiate_classes(self) -> None:
-        pass
-
-
 @pytest.fixture(scope="module")
 def parser():
-    return _Parse(DocVLM, DocDataModule, run=False, args=["--config", str(CONFIGS[-1])]).parser
+    return config_parser(CONFIGS[-1])
 
 
 def task_of(config):
