@@ -19,10 +19,12 @@ from hypothesis import strategies as st
 import docvlm.tasks
 from docvlm.metrics import ptb
 
-# Pieces that broke parsers before, spliced into every task's outputs beside the task's own tokens.
-HOSTILE = ["<!--", "]]>", "&amp;", "&nbsp;", "<html><body>", "colspan=\"0\"", "rowspan=\"x\"", "<", ">", "\"", "[R1]", "[R",
-           "%12", "@@", "\\", "*-", "*^", "*v", "!!", "?!", "___", "5 7/8", "1. ", "I. The", "Dr.", "\r", "\t", "\n", "  ",
-           "\u2028", "\u2019", "\u201c", "\u2013", "\u0301", "\U0001F600", "\x00"]
+# Pieces that broke parsers before, and PaliGemma's own location and segment tokens (any task's model may write
+# them), spliced into every task's outputs beside the task's own tokens.
+HOSTILE = ["<!--", "]]>", "&amp;", "&nbsp;", "<html><body>", "colspan=\"0\"", "rowspan=\"x\"", "<", ">", "\"", "[R1]",
+           "[R", "%12", "@@", "\\", "*-", "*^", "*v", "!!", "?!", "___", "5 7/8", "1. ", "I. The", "Dr.", "\r", "\t",
+           "\n", "  ", "\u2028", "\u2019", "\u201c", "\u2013", "\u0301", "\U0001F600", "\x00",
+           "<loc0000>", "<loc1023>", "<loc1024>", "<loc99999>", "<loc", "<seg001>", " ; ", ";"]
 ANY_TEXT = st.text(st.characters(exclude_categories=()), max_size=60)  # surrogates included
 
 
