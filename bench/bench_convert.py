@@ -150,8 +150,8 @@ def bucket_work(n: int, batch_size: int) -> tuple[float, float, float, float]:
 def command(folder: Path, out: Path, max_new_tokens: int, *extra: str) -> float:
     docvlm = Path(sys.executable).parent / "docvlm"
     start = time.perf_counter()
-    subprocess.run([str(docvlm), "convert", "--model", "tiny", "--task", "text", "--max-new-tokens", str(max_new_tokens),
-                    str(folder), "--out", str(out), *extra], check=True, capture_output=True)
+    subprocess.run([str(docvlm), "convert", "--model", "tiny", "--task", "text", "--max-new-tokens",
+                    str(max_new_tokens), str(folder), "--out", str(out), *extra], check=True, capture_output=True)
     return time.perf_counter() - start
 
 
@@ -168,7 +168,6 @@ def main() -> None:
     parser.add_argument("--mixed-pages", type=int, default=256, help="pages of the mixed corpus (default 256)")
     args = parser.parse_args()
     import torch
-
     import transformers
 
     if args.threads:

@@ -19,8 +19,8 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 import torch  # noqa: E402
 
-from docvlm.items import Collator, TaskDataset  # noqa: E402
 from docvlm.images import Augment  # noqa: E402
+from docvlm.items import Collator, TaskDataset  # noqa: E402
 from docvlm.model import build_tiny_tokenizer  # noqa: E402
 from docvlm.tasks.base import Sample  # noqa: E402
 
@@ -30,7 +30,8 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "tests" / "data" / "pubtabnet" 
 def processor_896():
     from transformers import PaliGemmaProcessor, SiglipImageProcessorPil
 
-    image_processor = SiglipImageProcessorPil(size={"height": 896, "width": 896}, image_mean=[0.5] * 3, image_std=[0.5] * 3)
+    image_processor = SiglipImageProcessorPil(size={"height": 896, "width": 896}, image_mean=[0.5] * 3,
+                                              image_std=[0.5] * 3)
     image_processor.image_seq_length = 4096
     return PaliGemmaProcessor(image_processor=image_processor, tokenizer=build_tiny_tokenizer())
 

@@ -520,7 +520,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--phases", default=",".join(PHASES), help=f"comma-separated subset of {','.join(PHASES)}")
     parser.add_argument("--batches", default="1,2,4,8", help="batch sizes, growing")
     parser.add_argument("--adapter-batch", type=int, help="LoRA and QLoRA batch size (default 4; smoke 2)")
-    parser.add_argument("--target-tokens", type=int, help="target length with <eos> (default: the task's 4096; smoke 64)")
+    parser.add_argument("--target-tokens", type=int,
+                        help="target length with <eos> (default: the task's 4096; smoke 64)")
     parser.add_argument("--warmup", type=int, help="warm-up steps per batch size (default 2; smoke 1)")
     parser.add_argument("--steps", type=int, help="measured steps per batch size (default 3; smoke 2)")
     parser.add_argument("--peak-tflops", type=float, default=989.0, help="dense bf16 peak (H200 SXM: 989)")
@@ -581,7 +582,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                    for n, t in zip(one["attention_mask"].sum(1), (one["labels"] != -100).sum(1)))
     per_sample = {k: v / len(one["input_ids"]) for k, v in flops_per_batch(config, one).items()}
     report["flops"] = {
-        "per_sample_model_tflop": per_sample["model"] / 1e12, "per_sample_hardware_tflop": per_sample["hardware"] / 1e12,
+        "per_sample_model_tflop": per_sample["model"] / 1e12,
+        "per_sample_hardware_tflop": per_sample["hardware"] / 1e12,
         "per_token_model_gflop": per_sample["model"] / report["meta"]["sequence_length"] / 1e9,
         "analytic_forward": analytic, "counted_forward": count.get_total_flops(),
         "counted_over_analytic": count.get_total_flops() / analytic,
@@ -595,18 +597,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return sweep_runs(groups, config, batches, s, failure)
 
     if "eager" in phases:
-        report.setdefault("train", {})["eager"] = run_phase("eager", s, lambda: docvlm_sweep(models.get("eager"), "eager"))
+        report.setdefault("train", {})["eager"] = run_phase("eager", s,
+                                                           lambda: docvlm_sweep(models.get("eager"), "eager"))
     if "transformers" in phases:
         def baseline() -> dict:
-            groups, failure = transformers_fit(models.get("eager").net, batches, schedule_of(sizes, s), s, "transformers")
+            groups, failure = transformers_fit(models.get("eager").net, batches, schedule_of(sizes, s), s,
+                                              "transformers")
             return sweep_runs(groups, config, batches, s, failure)
         report["transformers"] = {"eager": run_phase("transformers", s, baseline)}
         ours = {r["batch"]: r for r in report.get("train", {}).get("eager", {}).get("runs", []) if "step_s" in r}
         theirs = {r["batch"]: r for r in report["transformers"]["eager"].get("runs", []) if "step_s" in r}
-        report["overhead"] = {str(b): ours[b]["step_s"] / theirs[b]["step_s"] - 1 for b in sizes if b in ours and b in theirs}
+        report["overhead"] = {str(b): ours[b]["step_s"] / theirs[b]["step_s"] - 1
+                              for b in sizes if b in ours and b in theirs}
     if "export_full" in phases:
         def export_full() -> dict:
-            _, probe, failure = fit(models.get("eager"), batches, [min(sizes)], s, "export_full", export_to=tmp / "full")
+            _, probe, failure = fit(models.get("eager"), batches, [min(sizes)], s, "export_full",
+                                    export_to=tmp / "full")
             shutil.rmtree(tmp / "full", ignore_errors=True)
             return failure or probe.result
         report.setdefault("export", {})["full"] = run_phase("export_full", s, export_full)
@@ -636,7 +642,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             result = report.setdefault("train", {})["flex_attention"] = run_phase("flex", s, flex)
             if "flex_gradients" not in report:
                 report["flex_gradients"] = ({"skipped": result["skipped"]} if "skipped" in result else
-                                            {"error": "the flex phase failed before the comparison: " + result["error"]})
+                                            {"error": "the flex phase failed before the comparison: "
+                                             + result["error"]})
     models.drop("eager", "flex")
     adapters = {"lora": {"lora": LoraSpec(), "freeze_vision": True, "freeze_projector": True},
                 "qlora": {"lora": LoraSpec(), "quantize": "nf4"}}
@@ -661,7 +668,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             result = sweep_runs(groups, config, batches, s, failure, with_flops=False)
             run = result["runs"][0] if result["runs"] else {"error": result["stopped"]}
             return {**run, "trainable_params": trained, "build_s": models.build_s[name],
-                    "settings": {k: (dataclasses.asdict(v) if isinstance(v, LoraSpec) else v) for k, v in changes.items()}}
+                    "settings": {k: (dataclasses.asdict(v) if isinstance(v, LoraSpec) else v)
+                                 for k, v in changes.items()}}
         report[name] = run_phase(name, s, adapter)
     shutil.rmtree(tmp, ignore_errors=True)
     report["skipped"] = s.skipped
@@ -682,7 +690,8 @@ def bitsandbytes_installed() -> bool:
 def print_table(report: dict) -> None:
     meta = report["meta"]
     print(f"\n{meta['model']} on {meta['device']}: {meta['image_tokens']} image tokens, targets of "
-          f"{meta['target_tokens']} tokens, sequence {meta['sequence_length']}, {meta['params'] / 1e9:.2f} B parameters")
+          f"{meta['target_tokens']} tokens, sequence {meta['sequence_length']}, "
+          f"{meta['params'] / 1e9:.2f} B parameters")
     print("| path | batch | step s | samples/s | tokens/s | peak GiB | host GiB | MFU | HFU |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     paths = [(f"docvlm {k}", v) for k, v in report.get("train", {}).items()]
@@ -693,7 +702,8 @@ def print_table(report: dict) -> None:
         for r in part.get("runs", []):
             if "step_s" in r:
                 flops = f"{100 * r['mfu']:.1f}% | {100 * r['hfu']:.1f}%" if "mfu" in r else " | "
-                print(f"| {label} | {r['batch']} | {r['step_s']:.3f} | {r['samples_per_s']:.2f} | {r['tokens_per_s']:.0f} | "
+                print(f"| {label} | {r['batch']} | {r['step_s']:.3f} | {r['samples_per_s']:.2f} | "
+                      f"{r['tokens_per_s']:.0f} | "
                       f"{r['peak_gib']:.1f} | {r['host_peak_gib']:.1f} | {flops} |")
             else:
                 print(f"| {label} | {r['batch']} | {r.get('note') or r.get('error')} | | | | | | |")
@@ -708,13 +718,16 @@ def print_table(report: dict) -> None:
               f"worst tensor {grads['worst_tensor_relative_error']:.2e}"))
     for name, r in report.get("export", {}).items():
         if "export_s" in r:
-            print(f"export ({name}, model on {r['model_on']}): {r['export_s']:.1f} s, device peak {r['peak_gib']:.1f} GiB, "
-                  f"host peak {r['host_peak_gib']:.1f} GiB (before {r['host_before_gib']:.1f}), wrote {r['written_gib']:.2f} GiB")
+            print(f"export ({name}, model on {r['model_on']}): {r['export_s']:.1f} s, "
+                  f"device peak {r['peak_gib']:.1f} GiB, "
+                  f"host peak {r['host_peak_gib']:.1f} GiB (before {r['host_before_gib']:.1f}), "
+                  f"wrote {r['written_gib']:.2f} GiB")
         else:
             print(f"export ({name}): {r.get('skipped') or r.get('error')}")
     flops = report["flops"]
     print(f"FLOPs per sample: model {flops['per_sample_model_tflop']:.2f} TFLOP, hardware "
-          f"{flops['per_sample_hardware_tflop']:.2f} TFLOP; counted/analytic forward {flops['counted_over_analytic']:.4f}")
+          f"{flops['per_sample_hardware_tflop']:.2f} TFLOP; "
+          f"counted/analytic forward {flops['counted_over_analytic']:.4f}")
     for line in report["skipped"]:
         print(f"skipped: {line}")
     print(f"wall time {meta['wall_s']:.0f} s (budget {meta['budget_s']:.0f} s)")

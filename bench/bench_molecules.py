@@ -3,7 +3,8 @@ the rendering throughput of synthetic drawings at 448 and 896 px.
 
 MolScribe's `evaluate.py` needs only numpy, RDKit and SmilesPE; it is loaded from a MolScribe source tree:
 
-    pip install SmilesPE==0.0.3 && pip download MolScribe==1.1.1 --no-deps -d /tmp/ms && tar xzf /tmp/ms/MolScribe-1.1.1.tar.gz -C /tmp/ms
+    pip install SmilesPE==0.0.3 && pip download MolScribe==1.1.1 --no-deps -d /tmp/ms \\
+        && tar xzf /tmp/ms/MolScribe-1.1.1.tar.gz -C /tmp/ms
     python bench/bench_molecules.py --molscribe /tmp/ms/MolScribe-1.1.1/molscribe/evaluate.py
 """
 
@@ -60,7 +61,8 @@ def bench_metrics(n: int, molscribe: str | None) -> None:
     t_parallel = time.perf_counter() - start
     assert serial == parallel
     print(f"metrics on {n} pairs, {cores} cores")
-    print(f"  ours, 1 process  : {t_serial:7.2f} s  {n / t_serial:8.0f} pairs/s  (all six metrics, InChI and fingerprints included)")
+    print(f"  ours, 1 process  : {t_serial:7.2f} s  {n / t_serial:8.0f} pairs/s  "
+          "(all six metrics, InChI and fingerprints included)")
     print(f"  ours, {cores} processes: {t_parallel:7.2f} s  {n / t_parallel:8.0f} pairs/s")
     if not molscribe:
         print("  (MolScribe reference skipped: pass --molscribe PATH/molscribe/evaluate.py)")
@@ -73,11 +75,14 @@ def bench_metrics(n: int, molscribe: str | None) -> None:
     theirs = reference.SmilesEvaluator(golds, num_workers=cores).evaluate(preds)
     t_ref = time.perf_counter() - start
     print(f"  MolScribe evaluate.py ({cores} workers): {t_ref:7.2f} s  (canon_smiles, graph, chiral, valid only)")
-    for ours_key, their_key in [("canon_smiles", "canon_smiles"), ("graph", "graph"), ("chiral", "chiral"), ("valid", "pred_valid")]:
+    keys = [("canon_smiles", "canon_smiles"), ("graph", "graph"), ("chiral", "chiral"), ("valid", "pred_valid")]
+    for ours_key, their_key in keys:
         same = abs(serial[ours_key] - float(theirs[their_key])) < 1e-12
-        print(f"  {ours_key:12s} ours {serial[ours_key]:.6f}  MolScribe {float(theirs[their_key]):.6f}  {'same' if same else 'DIFFERENT'}")
+        print(f"  {ours_key:12s} ours {serial[ours_key]:.6f}  MolScribe {float(theirs[their_key]):.6f}  "
+              f"{'same' if same else 'DIFFERENT'}")
         assert same, ours_key
-    print(f"  ratio MolScribe / ours ({cores} processes): {t_ref / t_parallel:.2f}x; ours also computes tanimoto and inchi: {serial['tanimoto']:.4f} {serial['inchi']:.4f}")
+    print(f"  ratio MolScribe / ours ({cores} processes): {t_ref / t_parallel:.2f}x; ours also computes tanimoto "
+          f"and inchi: {serial['tanimoto']:.4f} {serial['inchi']:.4f}")
 
 
 def bench_render(count: int) -> None:
@@ -89,7 +94,8 @@ def bench_render(count: int) -> None:
         for i, mol in enumerate(mols):
             render(mol, random.Random(i), size)
         elapsed = time.perf_counter() - start
-        print(f"render at {size} px: {count / elapsed:6.1f} images/s on one core ({1000 * elapsed / count:.1f} ms/image)")
+        print(f"render at {size} px: {count / elapsed:6.1f} images/s on one core "
+              f"({1000 * elapsed / count:.1f} ms/image)")
 
 
 if __name__ == "__main__":

@@ -82,8 +82,10 @@ def main() -> None:
         ours = music_metrics(preds, refs)
     t_ours = (time.perf_counter() - t) / repeats
     assert all(abs(ours[k] - ref[k]) < 1e-9 for k in ref), (ours, ref)
-    print(f"metrics on {args.pages} pages of {chars:.0f} characters: CER {ours['cer']:.4f} SER {ours['ser']:.4f} LER {ours['ler']:.4f}")
-    print(f"  SMT pure Python: {t_ref:.3f} s   docvlm (rapidfuzz): {t_ours * 1000:.2f} ms   ratio {t_ref / t_ours:.0f}x")
+    print(f"metrics on {args.pages} pages of {chars:.0f} characters: CER {ours['cer']:.4f} SER {ours['ser']:.4f} "
+          f"LER {ours['ler']:.4f}")
+    print(f"  SMT pure Python: {t_ref:.3f} s   docvlm (rapidfuzz): {t_ours * 1000:.2f} ms   "
+          f"ratio {t_ref / t_ours:.0f}x")
 
     from docvlm.converters.kern_render import render
     from docvlm.converters.kern_synth import random_kern

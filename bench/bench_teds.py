@@ -65,7 +65,8 @@ def big_table(rows: int, cols: int, seed: int) -> str:
         "<tr>" + "".join(f"<td>{rng.randint(0, 10**rng.randint(1, 6))}</td>" for _ in range(cols)) + "</tr>"
         for _ in range(rows)
     )
-    return f"<html><body><table><thead><tr>{'<td>h</td>' * cols}</tr></thead><tbody>{body}</tbody></table></body></html>"
+    head = "<td>h</td>" * cols
+    return f"<html><body><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></body></html>"
 
 
 def main(reference_path: Path | None) -> None:
@@ -100,7 +101,8 @@ def main(reference_path: Path | None) -> None:
     print(f"batch API, 200 pairs: 1 worker {t1:.2f} s, {cores} workers {tn:.2f} s, speed-up {t1 / tn:.2f}x")
 
     for rows, cols in ((50, 20), (100, 50), (200, 50)):
-        out = subprocess.run([sys.executable, __file__, str(rows), str(cols)], capture_output=True, text=True, check=True)
+        out = subprocess.run([sys.executable, __file__, str(rows), str(cols)], capture_output=True, text=True,
+                             check=True)
         print(out.stdout, end="")
 
 

@@ -23,8 +23,8 @@ import torch  # noqa: E402
 
 import docvlm.tasks as tasks  # noqa: E402
 from docvlm.data import DocDataModule  # noqa: E402
-from docvlm.items import Source  # noqa: E402
 from docvlm.images import fit  # noqa: E402
+from docvlm.items import Source  # noqa: E402
 from docvlm.model import ModelSpec, build_tiny  # noqa: E402
 from docvlm.module import DocVLM  # noqa: E402
 

@@ -155,7 +155,8 @@ def scan(text: str) -> tuple[str | None, list[str]]:
     exports.
     """
     problems: list[str] = []
-    numbered = [(n, ln) for n, ln in enumerate(strip_separators(text).replace("\r\n", "\n").split("\n"), 1) if ln.strip()]
+    lines = strip_separators(text).replace("\r\n", "\n").split("\n")
+    numbered = [(n, ln) for n, ln in enumerate(lines, 1) if ln.strip()]
     if not numbered:
         return None, ["empty transcription"]
     first = numbered[0][1].split("\t")

@@ -106,7 +106,8 @@ def export(kern: str | None, raw: str, stem: str | Path) -> tuple[list[Path], li
     written, problems = [krn], []
     if kern is None:
         return written, problems
-    for suffix, write in ((".musicxml", write_musicxml), (".mid", write_midi), (".svg", write_svg), (".png", write_png)):
+    writers = ((".musicxml", write_musicxml), (".mid", write_midi), (".svg", write_svg), (".png", write_png))
+    for suffix, write in writers:
         path = Path(f"{stem}{suffix}")
         try:
             write(kern, path)
@@ -118,8 +119,9 @@ def export(kern: str | None, raw: str, stem: str | Path) -> tuple[list[Path], li
 
 def musicxml_notes(path: str | Path) -> list[tuple]:
     """(onset, MIDI pitch, duration) of every note in a MusicXML file, onsets and durations in quarters."""
-    import music21
     from fractions import Fraction
+
+    import music21
 
     score = music21.converter.parse(str(path))
     return [

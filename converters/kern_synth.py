@@ -18,7 +18,8 @@ _LETTERS = "cdefgab"
 _SHARPS = "fcgdaeb"  # order of sharps (and, reversed, of flats) in key signatures
 _METERS = [(2, 4), (3, 4), (4, 4), (2, 2), (3, 8), (6, 8)]
 # (duration in quarters, kern reciprocal); triplet eighths (12) are drawn as whole groups of three
-_DURATIONS = [(F(4), "1"), (F(3), "2."), (F(2), "2"), (F(3, 2), "4."), (F(1), "4"), (F(3, 4), "8."), (F(1, 2), "8"), (F(1, 4), "16")]
+_DURATIONS = [(F(4), "1"), (F(3), "2."), (F(2), "2"), (F(3, 2), "4."), (F(1), "4"), (F(3, 4), "8."), (F(1, 2), "8"),
+              (F(1, 4), "16")]
 _WEIGHTS = [1, 1, 3, 2, 6, 1, 6, 4]
 _RANGES = {"F4": (-10, 4), "G2": (0, 14)}  # diatonic steps from middle C (c = 0) that each clef draws from
 
@@ -163,5 +164,6 @@ def to_bekern(kern: str) -> str:
         if fields[0][:1] in ("*", "=", "!"):
             out.append(line)
             continue
-        out.append("\t".join(" ".join("·".join(m.group(0) for m in part.finditer(t)) for t in f.split(" ")) if f != "." else f for f in fields))
+        out.append("\t".join(" ".join("·".join(m.group(0) for m in part.finditer(t)) for t in f.split(" "))
+                              if f != "." else f for f in fields))
     return "\n".join(out)

@@ -66,7 +66,8 @@ def parse_otsl(text: str) -> tuple[Table | None, list[str]]:
             row = row + [("<ecel>", "")] * (n_cols - len(row))
         for c, (token, content) in enumerate(row):
             left, up = owner.get((r, c - 1)), owner.get((r - 1, c))
-            target = {"<lcel>": left, "<ucel>": up, "<xcel>": up if left is not None and left is up else None}.get(token)
+            merged = up if left is not None and left is up else None
+            target = {"<lcel>": left, "<ucel>": up, "<xcel>": merged}.get(token)
             if token in ("<lcel>", "<ucel>", "<xcel>") and target is not None and _extend(target, r, c, owner):
                 owner[(r, c)] = target
                 continue

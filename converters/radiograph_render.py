@@ -52,7 +52,8 @@ def random_case(rng: random.Random) -> Case:
     return Case(
         cardiomegaly=rng.random() < 0.35,
         effusion=tuple(side for side in ("left", "right") if rng.random() < 0.25),
-        consolidation=rng.choice(["right lower lobe", "left lower lobe", "right upper lobe"]) if rng.random() < 0.25 else None,
+        consolidation=(rng.choice(["right lower lobe", "left lower lobe", "right upper lobe"]) if rng.random() < 0.25
+                       else None),
         device=rng.choice(["tube", "pacemaker"]) if rng.random() < 0.3 else None,
         indication=rng.choice(INDICATIONS),
         severity={"effusion": rng.choice(["small", "moderate"]), "cardiomegaly": rng.choice(["mild", "moderate"])},
@@ -78,12 +79,14 @@ def report_text(case: Case, rng: random.Random) -> str:
     if case.effusion:
         sides = " pleural effusions" if len(case.effusion) == 2 else f" {case.effusion[0]} pleural effusion"
         size = case.severity["effusion"]
-        findings.append(f"There is a {size}{sides}." if len(case.effusion) == 1 else f"There are {size} bilateral{sides}.")
+        findings.append(f"There is a {size}{sides}." if len(case.effusion) == 1
+                        else f"There are {size} bilateral{sides}.")
         impression.append(f"{size.capitalize()}{sides}.")
     negatives = [n for n, present in (("pleural effusion", case.effusion), ("focal consolidation", case.consolidation))
                  if not present]
     negatives.append("pneumothorax")
-    findings.append(f"No {', '.join(negatives[:-1])}{',' if len(negatives) > 2 else ''}{' or ' if len(negatives) > 1 else ''}"
+    findings.append(f"No {', '.join(negatives[:-1])}{',' if len(negatives) > 2 else ''}"
+                    f"{' or ' if len(negatives) > 1 else ''}"
                     f"{negatives[-1]}.")
     if not impression:
         impression.append("No acute cardiopulmonary process.")

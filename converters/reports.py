@@ -114,7 +114,8 @@ def parse_report(text: str) -> Report:
 
 def to_target(report: Report) -> str:
     """`FINDINGS: ... IMPRESSION: ...` with a marker for each non-empty section; '' when both are missing."""
-    parts = [f"{marker} {report.get(name)}" for name, marker in zip(TARGET_SECTIONS, (FINDINGS_MARKER, IMPRESSION_MARKER))
+    markers = zip(TARGET_SECTIONS, (FINDINGS_MARKER, IMPRESSION_MARKER))
+    parts = [f"{marker} {report.get(name)}" for name, marker in markers
              if report.get(name)]
     return " ".join(parts)
 

@@ -83,7 +83,8 @@ def render_table(table: Table, rng: random.Random, max_size: int = 896) -> Image
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
 
     def measure(cell: Cell) -> tuple[int, int]:
-        width = sum(probe.textlength(text, font=small if style == "sup" else regular) for style, text in _runs(cell.html))
+        width = sum(probe.textlength(text, font=small if style == "sup" else regular)
+                    for style, text in _runs(cell.html))
         return int(width) + (1 if "<b>" in cell.html else 0), size + 2
 
     widths, heights = [20] * table.n_cols, [size + 4] * table.n_rows
@@ -125,10 +126,12 @@ def render_table(table: Table, rng: random.Random, max_size: int = 896) -> Image
             if style == "b":
                 draw.text((x + 1, y), text, fill=ink, font=face)
             x += probe.textlength(text, font=face)
-        cell.box = (float(left), float(top - (size // 3 if "<sup>" in cell.html else 0)), float(left + w), float(top + h))
+        raised = size // 3 if "<sup>" in cell.html else 0
+        cell.box = (float(left), float(top - raised), float(left + w), float(top + h))
     scale = min(1.0, max_size / max(image.size))
     if scale < 1.0:
-        image = image.resize((max(1, int(image.width * scale)), max(1, int(image.height * scale))), Image.Resampling.LANCZOS)
+        size_ = (max(1, int(image.width * scale)), max(1, int(image.height * scale)))
+        image = image.resize(size_, Image.Resampling.LANCZOS)
         for cell in table.cells:
             if cell.box is not None:
                 cell.box = tuple(v * scale for v in cell.box)  # type: ignore[assignment]

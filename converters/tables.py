@@ -301,10 +301,12 @@ def _place(rows, problems: list[str]) -> Table:
                 problems.append(f"{where}, column {c + 1}: colspan {colspan} runs into a spanning cell; cut to {free}")
                 colspan = free
             if rowspan > len(rows) - r:
-                problems.append(f"{where}, column {c + 1}: rowspan {rowspan} runs past the last row; cut to {len(rows) - r}")
+                problems.append(f"{where}, column {c + 1}: rowspan {rowspan} runs past the last row; "
+                                f"cut to {len(rows) - r}")
                 rowspan = len(rows) - r
             header = in_thead or node.tag == "th"
-            cells.append(Cell(r, c, rowspan, colspan, _inner_html(node, problems), header, loc=_coords(node.get("coords"))))
+            cells.append(Cell(r, c, rowspan, colspan, _inner_html(node, problems), header,
+                              loc=_coords(node.get("coords"))))
             occupied.update((r + i, c + j) for i in range(rowspan) for j in range(colspan))
             c += colspan
     n_rows = len(rows)

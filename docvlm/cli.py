@@ -18,8 +18,8 @@ from docvlm.errors import DataError
 def main(args: list[str] | None = None):
     """Run the CLI on `args` (default: the command line); returns the `LightningCLI`, for tests and
     notebooks. Errors are raised (`run` reports them)."""
-    from docvlm.lightning_cli import DocVLMCLI
     from docvlm.data import DocDataModule
+    from docvlm.lightning_cli import DocVLMCLI
     from docvlm.module import DocVLM
 
     return DocVLMCLI(DocVLM, DocDataModule, args=args, save_config_kwargs={"overwrite": True},

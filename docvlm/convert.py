@@ -40,7 +40,13 @@ from typing import Any
 from docvlm.convert_manifest import RunManifest, safe_relative
 from docvlm.export_worker import ExportError, ExportPool
 from docvlm.inference import (
-    Model, ModelLoadError, TaskMismatchError, add_model_arguments, check_task_early, load_from_args, positive,
+    Model,
+    ModelLoadError,
+    TaskMismatchError,
+    add_model_arguments,
+    check_task_early,
+    load_from_args,
+    positive,
 )
 from docvlm.pages import Page, PageRange, PageRangeError, expand, parse_page_range
 from docvlm.tasks.base import Sample, Task
@@ -99,7 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="pages of PDFs and multi-page TIFFs, e.g. 1-3,7 or 2- (to the end); default all. "
                              "Single images are always converted")
     parser.add_argument("--dpi", type=positive(float), default=200.0,
-                        help="PDF rasterisation resolution (default 200; pages over 40 megapixels are rendered smaller)")
+                        help="PDF rasterisation resolution (default 200; pages over 40 megapixels are rendered "
+                             "smaller)")
     parser.add_argument("--skip-existing", "--resume", action="store_true", dest="skip_existing",
                         help="skip pages the manifest records as done (no error, all outputs present); "
                              "failed and missing pages are converted")
@@ -440,7 +447,8 @@ def _convert(args, load_model, out: Path, todo: list[Job], manifest: RunManifest
                 for item, generation in group:
                     job = todo[item["index"]]
                     if isinstance(generation, Exception):
-                        reason = item.get("error") or f"{job.page.where}: decoding failed ({type(generation).__name__}: {generation})"
+                        reason = item.get("error") or (f"{job.page.where}: decoding failed "
+                                                       f"({type(generation).__name__}: {generation})")
                         failed.append(_row(model.task, job.page.input, job.page.page, job.id, error=reason))
                     else:
                         stem = staging / f"{item['index']}" / Path(job.id).name

@@ -53,7 +53,8 @@ def read(folder: Path) -> dict[str, Any] | None:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ValueError(f"{path}: cannot read the model's description ({e})") from None
-    if not isinstance(data, dict) or not isinstance(data.get("task"), str) or not isinstance(data.get("options", {}), dict):
+    if not isinstance(data, dict) or not isinstance(data.get("task"), str) \
+            or not isinstance(data.get("options", {}), dict):
         raise ValueError(f"{path}: not a docvlm model description (needs 'task' and 'options')")
     return data
 

@@ -21,7 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from docvlm.inference import (
-    ModelLoadError, TaskMismatchError, add_model_arguments, check_task_early, load_from_args, resolve_task,
+    ModelLoadError,
+    TaskMismatchError,
+    add_model_arguments,
+    check_task_early,
+    load_from_args,
+    resolve_task,
 )
 from docvlm.report import write_reports
 from docvlm.tasks.base import Task

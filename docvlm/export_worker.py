@@ -13,7 +13,6 @@ from pathlib import Path
 
 from docvlm.tasks.base import Task
 
-
 STARTUP_TIMEOUT = 300.0  # seconds a new export process may take to import before it counts as hung
 
 

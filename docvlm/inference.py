@@ -69,7 +69,8 @@ def load_weights(source: str | Path, dtype: str = "float32"):
         return _from_checkpoint(path, dtype)
     if source != TINY and not path.is_dir():
         if path.exists():
-            raise ModelLoadError(f"{source}: not a model folder (expected a Hugging Face folder, a .ckpt, a hub id or 'tiny')")
+            raise ModelLoadError(f"{source}: not a model folder (expected a Hugging Face folder, a .ckpt, a hub id "
+                                 "or 'tiny')")
         if not _HUB_ID.match(source) or source.startswith((".", "/", "~")):
             raise ModelLoadError(f"{source}: no such model folder")
     try:
@@ -96,7 +97,8 @@ def _from_checkpoint(path: Path, dtype: str):
         state = {k[len("net."):]: v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
     except (RuntimeError, KeyError, EOFError, ValueError, TypeError, pickle.UnpicklingError) as e:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise ModelLoadError(f"{path}: not a docvlm checkpoint that can be read safely ({type(e).__name__}: {reason})") from None
+        raise ModelLoadError(f"{path}: not a docvlm checkpoint that can be read safely "
+                             f"({type(e).__name__}: {reason})") from None
     model, processor = load(spec)
     trained = {name for name, p in model.named_parameters() if p.requires_grad}
     missing = sorted(trained - state.keys()) if spec.quantize else []
@@ -131,7 +133,8 @@ def make_task(name: str, options: dict[str, Any]) -> Task:
     known = [f.name for f in dataclasses.fields(cls)]
     unknown = sorted(set(options) - set(known))
     if unknown:
-        raise ValueError(f"task {name!r} has no option {', '.join(map(repr, unknown))}; its options: {', '.join(known)}")
+        raise ValueError(f"task {name!r} has no option {', '.join(map(repr, unknown))}; "
+                         f"its options: {', '.join(known)}")
     try:
         return docvlm.tasks.get(name, **options)
     except (TypeError, ValueError) as e:

@@ -70,7 +70,8 @@ class Source:
             raise DataError("a data source needs a `path`, a `dataset` or a number of `synthetic` samples")
         return samples[: self.limit] if self.limit is not None else samples
 
-    def stream(self, task: Task, part: int = 0, parts: int = 1, seed: int | None = None) -> Iterator[tuple[int, Sample]]:
+    def stream(self, task: Task, part: int = 0, parts: int = 1,
+               seed: int | None = None) -> Iterator[tuple[int, Sample]]:
         """(index, sample) of part `part` of `parts` of a streamed `dataset` (see `hub_data.stream`)."""
         if not self.dataset:
             raise DataError("`streaming: true` reads a `dataset` (a hub id or a save_to_disk folder); "

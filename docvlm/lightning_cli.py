@@ -24,7 +24,8 @@ from docvlm.tasks.base import Task  # noqa: E402
 # Tasks are dataclasses; a config names the one to use by `class_path`.
 set_parsing_settings(subclasses_enabled=[Task])
 # Lightning advertises its cloud services ("💡 Tip: ...") in every run's log; keep its other messages.
-logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(lambda record: not str(record.msg).startswith("💡"))
+logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
+    lambda record: not str(record.msg).startswith("💡"))
 
 # `ckpt_path` values that Lightning resolves itself and that are not files
 _KEYWORDS = ("best", "hpc", "registry")

@@ -142,7 +142,8 @@ class DocVLM(L.LightningModule):
     def _collect(self, batch: dict[str, Any], split: str) -> None:
         if "input_ids" not in batch:
             return
-        for index, id_, target, prediction in zip(batch["index"].tolist(), batch["id"], batch["target"], self.decode(batch)):
+        decoded = zip(batch["index"].tolist(), batch["id"], batch["target"], self.decode(batch))
+        for index, id_, target, prediction in decoded:
             self._outputs.append({"index": index, "id": id_, "image": self._image_path(split, index), "target": target,
                                   "prediction": prediction})
 
@@ -206,7 +207,8 @@ class DocVLM(L.LightningModule):
             return None
         metrics, measured_on = {}, None
         if self._trainer is not None:
-            found = {k[len("val/"):]: float(v) for k, v in self.trainer.callback_metrics.items() if k.startswith("val/")}
+            found = {k[len("val/"):]: float(v) for k, v in self.trainer.callback_metrics.items()
+                     if k.startswith("val/")}
             samples = found.pop("samples", None)
             if found:
                 source = getattr(self.trainer.datamodule, "sources", {}).get("val")
@@ -252,7 +254,8 @@ class DocVLM(L.LightningModule):
             model = unwrap(self.net)
             data = self.description()
             if data is not None:
-                describe.set_generation_config(model, self.processor, self.decoding.max_new_tokens or self.task.max_target_tokens)
+                describe.set_generation_config(model, self.processor,
+                                               self.decoding.max_new_tokens or self.task.max_target_tokens)
             model.save_pretrained(directory, state_dict=state)
             self.processor.save_pretrained(directory)
             if data is not None:

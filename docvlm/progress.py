@@ -29,8 +29,8 @@ class Progress(ProgressBar):
     In a terminal the line is rewritten in place (at most `refresh_s` apart), and validation, test and
     predict show their batches on it. When stdout is not a terminal, a whole line is printed after the
     first optimizer step (the run has started, at this speed), every `every_n_steps` steps and at the last
-    one, and one when an evaluation starts and ends, so a log shows how far a run is while it runs. The rate and the time left count training time only
-    (validation excluded). Only rank zero prints.
+    one, and one when an evaluation starts and ends, so a log shows how far a run is while it runs. The rate
+    and the time left count training time only (validation excluded). Only rank zero prints.
 
     Args:
         every_n_steps: steps between lines when stdout is not a terminal.

@@ -146,7 +146,8 @@ def html_page(task: Task, options: dict[str, Any], metrics: dict[str, float], me
     worker = ExportWorker(task, EXPORT_TIMEOUT)
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            case_html = "".join(_case(worker, row, image, metric, Path(tmp) / str(i)) for i, (row, image) in enumerate(cases))
+            case_html = "".join(_case(worker, row, image, metric, Path(tmp) / str(i))
+                                for i, (row, image) in enumerate(cases))
     finally:
         worker.close()
     return f"""<!DOCTYPE html>
@@ -161,7 +162,7 @@ def html_page(task: Task, options: dict[str, Any], metrics: dict[str, float], me
 <img alt="histogram of per-sample {e(metric)}" src="{_plot(values, metric)}"></section>
 <section id="worst"><h2>Worst {len(cases)} by {e(metric)}</h2>{case_html}</section>
 </body></html>
-"""
+"""  # noqa: E501  (the page's sections one a line)
 
 
 def _case(worker: ExportWorker, row: dict, image: Any, metric: str, stem: Path) -> str:
@@ -170,7 +171,8 @@ def _case(worker: ExportWorker, row: dict, image: Any, metric: str, stem: Path) 
     reference = _rendered(worker, row["target"], stem.with_name(stem.name + "-ref"))
     return (
         f'<div class="case"><div class="sample"><h3>{e(str(row["id"]))}</h3>'
-        f"<p>{e(metric)}: {'n/a' if value is None else f'{value:.4f}'}</p>{_image(image)}{_problems(row['problems'])}</div>"
+        f"<p>{e(metric)}: {'n/a' if value is None else f'{value:.4f}'}</p>"
+        f"{_image(image)}{_problems(row['problems'])}</div>"
         f'<div class="reference"><h4>reference</h4><pre>{e(row["target"])}</pre>{reference}</div>'
         f'<div class="prediction"><h4>prediction</h4><pre>{e(row["prediction"])}</pre>'
         f"{_rendered(worker, row['prediction'], stem)}</div></div>"
@@ -211,8 +213,10 @@ def _rendered(worker: ExportWorker, text: str, stem: Path) -> str:
     parts = []
     for path in map(Path, paths):
         if path.suffix == ".html":
-            document = f'<meta http-equiv="Content-Security-Policy" content="{FRAME_CSP}">' + path.read_text(encoding="utf-8")
-            parts.append(f'<iframe sandbox title="rendered HTML" srcdoc="{html.escape(document, quote=True)}"></iframe>')
+            document = (f'<meta http-equiv="Content-Security-Policy" content="{FRAME_CSP}">'
+                        + path.read_text(encoding="utf-8"))
+            parts.append(f'<iframe sandbox title="rendered HTML" '
+                         f'srcdoc="{html.escape(document, quote=True)}"></iframe>')
         elif path.suffix == ".png":
             parts.append(_image(path))
     return "".join(parts)

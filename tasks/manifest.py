@@ -39,10 +39,11 @@ def read_manifest(path: str | Path) -> list[Sample]:
             raise ManifestError(f"{path}:{line}: 'prefix' must be a string")
         image = path.parent / row["image"]
         meta = {k: v for k, v in row.items() if k not in {"image", "target", "prefix", "id"}}
-        samples.append(Sample(id=str(row.get("id") or row["image"]), image=image, target=target, prefix=prefix, meta=meta,
-                              source=f"{path}:{line}"))
+        samples.append(Sample(id=str(row.get("id") or row["image"]), image=image, target=target, prefix=prefix,
+                              meta=meta, source=f"{path}:{line}"))
     if not samples:
-        raise ManifestError(f"{path}: the manifest has no rows (expected one {{\"image\": ..., \"target\": ...}} per line)")
+        raise ManifestError(f"{path}: the manifest has no rows "
+                            "(expected one {\"image\": ..., \"target\": ...} per line)")
     return samples
 
 

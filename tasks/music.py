@@ -70,12 +70,14 @@ class MusicTask(Task):
 
     def _read_grandstaff(self, root: Path, split: str | None) -> Iterator[Sample]:
         if split is None:
-            stems = sorted({p.with_suffix("") for p in root.rglob("*.bekrn")} | {p.with_suffix("") for p in root.rglob("*.krn")})
+            stems = sorted({p.with_suffix("") for p in root.rglob("*.bekrn")}
+                           | {p.with_suffix("") for p in root.rglob("*.krn")})
             entries = [(str(s), s) for s in stems]
         else:
             entries = list(_partition_entries(root, split))
         for where, stem in entries:
-            transcription = next((p for p in (stem.with_suffix(".bekrn"), stem.with_suffix(".krn")) if p.is_file()), None)
+            candidates = (stem.with_suffix(".bekrn"), stem.with_suffix(".krn"))
+            transcription = next((p for p in candidates if p.is_file()), None)
             image = stem.with_name(stem.name + "_distorted.jpg") if self.distorted else stem.with_suffix(".jpg")
             if transcription is None:
                 raise ManifestError(f"{where}: no {stem}.bekrn or .krn")

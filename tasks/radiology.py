@@ -48,7 +48,8 @@ class RadiologyTask(Task):
 
     name = "radiology"
     metrics = (
-        *(Metric(f"bleu{n}", corpus=True) for n in range(1, 5)), Metric("rouge_l"), Metric("cider", corpus=True, perfect=None),
+        *(Metric(f"bleu{n}", corpus=True) for n in range(1, 5)), Metric("rouge_l"),
+        Metric("cider", corpus=True, perfect=None),
         *(Metric(f"chexpert_{score}_{average}_{labels}", corpus=True, perfect=None if average == "macro" else 1.0)
           for labels in ("14", "5") for score in ("precision", "recall", "f1") for average in ("micro", "macro")),
         Metric("radgraph_f1", optional=True),
@@ -78,7 +79,8 @@ class RadiologyTask(Task):
         if split is not None and wanted is None:
             raise MimicLayoutError(f"unknown split {split!r}; use one of {sorted(SPLIT_NAMES)}")
         splits = {row["dicom_id"]: row for row in _csv_rows(_find(root, "mimic-cxr-2.0.0-split.csv"))}
-        views = {row["dicom_id"]: row.get("ViewPosition", "") for row in _csv_rows(_find(root, "mimic-cxr-2.0.0-metadata.csv"))}
+        metadata = _csv_rows(_find(root, "mimic-cxr-2.0.0-metadata.csv"))
+        views = {row["dicom_id"]: row.get("ViewPosition", "") for row in metadata}
         order = {v.upper(): i for i, v in enumerate(self.views)}
         studies: dict[str, list[tuple]] = {}
         for dicom, row in splits.items():
@@ -161,7 +163,8 @@ class RadiologyTask(Task):
 
         hyps = [reports.report_text(p) for p in predictions]
         refs = [reports.report_text(r) for r in references]
-        log.info("BLEU, ROUGE-L and CIDEr-D in the %r convention (the radiology task's `tokenizer` option)", self.tokenizer)
+        log.info("BLEU, ROUGE-L and CIDEr-D in the %r convention (the radiology task's `tokenizer` option)",
+                 self.tokenizer)
         scores = {**nlg_scores(hyps, refs, tokenizer=self.tokenizer), **chexpert_scores(hyps, refs)}
         if self.radgraph:
             scores["radgraph_f1"] = radgraph_f1(hyps, refs)

@@ -74,6 +74,7 @@ def test_a_task_added_as_the_guide_says_passes_every_test_it_lists(tmp_path):
     passed = [line.split()[0] for line in done.stdout.splitlines() if " PASSED" in line]
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
     assert all(any(test.startswith(check) for test in passed) for check in CHECKS), sorted(passed)
-    task_tests = set(re.findall(r"^def (test_\w+)\(task\b", (root / "tests" / "test_task_contract.py").read_text(), re.M))
+    contract = (root / "tests" / "test_task_contract.py").read_text()
+    task_tests = set(re.findall(r"^def (test_\w+)\(task\b", contract, re.M))
     assert {f"tests/test_task_contract.py::{name}[{TASK}]" for name in task_tests} <= set(passed)
     assert any(f"[{TASK}]" in test for test in passed if test.startswith("tests/test_readme.py"))

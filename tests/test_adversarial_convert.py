@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from test_adversarial_fit import checksums, make_corpus, manifests
 
 DOCVLM = str(Path(sys.executable).parent / "docvlm")

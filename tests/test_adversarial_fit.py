@@ -121,7 +121,8 @@ def command(root: Path, manifest: Path, *extra: str) -> list[str]:
 
 def fit(root: Path, manifest: Path, *extra: str, timeout: int = 300) -> subprocess.CompletedProcess:
     try:
-        return subprocess.run(command(root, manifest, *extra), capture_output=True, text=True, timeout=timeout, cwd=root)
+        return subprocess.run(command(root, manifest, *extra), capture_output=True, text=True, timeout=timeout,
+                              cwd=root)
     except subprocess.TimeoutExpired as e:
         pytest.fail(f"docvlm fit hung on {manifest.name}: {(e.stderr or b'')[-3000:]!r}")
 

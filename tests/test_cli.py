@@ -22,8 +22,10 @@ from docvlm.module import DocVLM
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "configs").rglob("*.yaml"))
 # Overlays (and the real runs' base) hold only the keys they change and are applied on top of the demo.
-OVERLAYS = {p for p in CONFIGS if p.parent.name in ("strategies", "models") or p.name in ("lora.yaml", "qlora.yaml", "base.yaml")}
-SMALL = ["--data.train.synthetic=8", "--data.val.synthetic=4", "--data.batch_size=4", "--model.decoding.max_new_tokens=8"]
+OVERLAYS = {p for p in CONFIGS
+            if p.parent.name in ("strategies", "models") or p.name in ("lora.yaml", "qlora.yaml", "base.yaml")}
+SMALL = ["--data.train.synthetic=8", "--data.val.synthetic=4", "--data.batch_size=4",
+         "--model.decoding.max_new_tokens=8"]
 
 
 def config_args(path: Path) -> list[str]:
@@ -84,11 +86,13 @@ def test_top_level_help_names_every_command(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
     printed = capsys.readouterr().out
-    assert all(command in printed for command in ("fit", "predict", "docvlm convert", "docvlm evaluate", "docvlm export"))
+    commands = ("fit", "predict", "docvlm convert", "docvlm evaluate", "docvlm export")
+    assert all(command in printed for command in commands)
 
 
 def run_fit(root, *extra):
-    return main(["fit", "--config", str(REPO / "configs/demo.yaml"), *SMALL, f"--trainer.default_root_dir={root}", *extra])
+    return main(["fit", "--config", str(REPO / "configs/demo.yaml"), *SMALL, f"--trainer.default_root_dir={root}",
+                 *extra])
 
 
 @pytest.mark.slow
@@ -100,7 +104,8 @@ def test_fit_checkpoint_resume_and_export(tmp_path):
     assert {"val/cer", "val/exact_match", "val/samples"} <= set(cli.trainer.callback_metrics)
     assert cli.trainer.callback_metrics["val/samples"] == 4
 
-    resumed = run_fit(tmp_path, "--trainer.max_steps=5", "--trainer.val_check_interval=5", f"--ckpt_path={checkpoints[0]}")
+    resumed = run_fit(tmp_path, "--trainer.max_steps=5", "--trainer.val_check_interval=5",
+                      f"--ckpt_path={checkpoints[0]}")
     assert resumed.trainer.global_step == 5
     state = torch.load(checkpoints[0], map_location="cpu", weights_only=True)
     assert state["global_step"] == 3
@@ -115,7 +120,8 @@ def test_fit_checkpoint_resume_and_export(tmp_path):
     dm, module = resumed.datamodule, resumed.model.eval()
     batch = next(iter(dm.val_dataloader()))
     ours = module.decode(batch)
-    inputs = processor(text=["<image>ocr"] * len(batch["id"]), images=[dm.datasets["val"][i]["image"] for i in range(len(batch["id"]))], return_tensors="pt", padding="longest")
+    images = [dm.datasets["val"][i]["image"] for i in range(len(batch["id"]))]
+    inputs = processor(text=["<image>ocr"] * len(batch["id"]), images=images, return_tensors="pt", padding="longest")
     generated = model.generate(**inputs, max_new_tokens=8, do_sample=False)
     theirs = processor.batch_decode(generated[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
     assert ours == theirs
@@ -156,7 +162,8 @@ def test_qlora_checkpoints_hold_the_adapters_resume_and_export_a_float_model(tmp
     assert saved.keys() == trained.keys() and all("lora_" in k for k in saved)  # no 4-bit base in it
     assert all(torch.equal(saved[k], p) for k, p in trained.items())
 
-    resumed = run_fit(tmp_path, *qlora, "--trainer.max_steps=5", "--trainer.val_check_interval=5", f"--ckpt_path={checkpoint}")
+    resumed = run_fit(tmp_path, *qlora, "--trainer.max_steps=5", "--trainer.val_check_interval=5",
+                      f"--ckpt_path={checkpoint}")
     assert resumed.trainer.global_step == 5
     restored = DocVLM.load_from_checkpoint(checkpoint, task=cli.datamodule.task, weights_only=True)
     assert all(torch.equal(p, saved[f"net.{n}"]) for n, p in restored.net.named_parameters() if p.requires_grad)
@@ -171,7 +178,8 @@ def test_qlora_checkpoints_hold_the_adapters_resume_and_export_a_float_model(tmp
 
 
 def test_validate_writes_predictions(tmp_path):
-    cli = main(["validate", "--config", str(REPO / "configs/demo.yaml"), *SMALL, f"--trainer.default_root_dir={tmp_path}"])
+    cli = main(["validate", "--config", str(REPO / "configs/demo.yaml"), *SMALL,
+                f"--trainer.default_root_dir={tmp_path}"])
     rows = [json.loads(line) for line in next(Path(tmp_path).rglob("val-step0.jsonl")).read_text().splitlines()]
     assert [r["id"] for r in rows] == [f"synthetic-1-{i}" for i in range(4)]  # the demo validates on seed 1
     assert cli.trainer.callback_metrics["val/samples"] == 4

@@ -20,7 +20,8 @@ PAPER = {
     "fintabnet": dict(task="tables", lr=1e-4, label_smoothing=0.0, output=4096, image_mode="pad", px=896),
     "molecules": dict(task="molecules", lr=1e-4, label_smoothing=0.1, output=256, image_mode="pad", px=448),
     "grandstaff": dict(task="music", lr=1e-4, label_smoothing=0.1, output=1024, image_mode="stretch", px=896),
-    "mimic_cxr": dict(task="radiology", lr=5e-6, label_smoothing=0.0, output=512, image_mode="stretch", px=448, epochs=8),
+    "mimic_cxr": dict(task="radiology", lr=5e-6, label_smoothing=0.0, output=512, image_mode="stretch", px=448,
+                      epochs=8),
     "text": dict(task="text", lr=1e-5, label_smoothing=0.1, output=2048, image_mode="stretch", px=896),
 }
 TRANSFERS = sorted(p.stem for p in (CONFIGS / "paligemma2").glob("*.yaml") if p.stem != "base")
@@ -90,7 +91,8 @@ def test_every_combination_composes_into_the_papers_settings(compose, transfer, 
         assert c.trainer.precision == "bf16-mixed" and c.model.decoding.num_beams == 1, where
         assert c.model.loss_reduction == "per_example", where
         callbacks = _callbacks(c)
-        assert c.trainer.callbacks[0].class_path == "docvlm.callbacks.BestCheckpoint", where  # trainer.checkpoint_callback
+        # trainer.checkpoint_callback
+        assert c.trainer.callbacks[0].class_path == "docvlm.callbacks.BestCheckpoint", where
         assert callbacks["BestCheckpoint"][0].monitor is None, where  # the task's main metric
         assert "OptimizerStepCadence" in callbacks, where
         last = _last_checkpoint(c)

@@ -216,10 +216,10 @@ TABLE = "<table><tr><td>7</td><td>x</td></tr></table>"
 def table_model(tmp_path_factory) -> Path:
     """A tiny model (224 px) trained to answer every image with TABLE, saved in Hugging Face format."""
     import torch
-    from helpers import make_batch
 
     from docvlm.decode import Decoding, generate
     from docvlm.model import build_tiny
+    from helpers import make_batch
 
     model, processor = build_tiny(image_size=224, patch_size=28)
     processor.tokenizer.padding_side = "left"
@@ -234,7 +234,8 @@ def table_model(tmp_path_factory) -> Path:
         optimizer.zero_grad()
         if step % 20 == 19:
             model.eval()
-            if [g.text for g in generate(model, processor, make_batch(processor, ["table html"]), Decoding(), 60)] == [TABLE]:
+            generated = generate(model, processor, make_batch(processor, ["table html"]), Decoding(), 60)
+            if [g.text for g in generated] == [TABLE]:
                 break
     else:
         pytest.fail("the tiny model did not learn the table")
@@ -286,7 +287,8 @@ def test_music_pages_around_a_repaired_crash_sample_all_export(tmp_path, no_core
     as a problem), so every page exports; containment of a real crash is tested with `os.abort` above."""
     worker = ExportWorker(docvlm.tasks.get("music"), timeout=120)
     try:
-        results = [worker.export(text, tmp_path / f"s{i}") for i, text in enumerate([GOOD_KERN, VEROVIO_CRASH, GOOD_KERN])]
+        results = [worker.export(text, tmp_path / f"s{i}")
+                   for i, text in enumerate([GOOD_KERN, VEROVIO_CRASH, GOOD_KERN])]
     finally:
         worker.close()
     for paths, problems in results:

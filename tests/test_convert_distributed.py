@@ -11,11 +11,11 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import text_image
 
 import docvlm.tasks.base
 from docvlm.convert import main
 from docvlm.tasks.text import TextTask
+from helpers import text_image
 
 DOCVLM = str(Path(sys.executable).parent / "docvlm")
 FAST = ["--model", "tiny", "--task", "text", "--num-workers", "0"]
@@ -93,7 +93,8 @@ def many_pages(tmp_path_factory) -> Path:
 
 def test_a_killed_two_process_run_resumes_with_one_process(many_pages, tmp_path):
     pages = many_pages
-    slow = [*FAST, "--max-new-tokens", "60", "--no-repetition-guard", "--batch-size", "1", str(pages), "--out", str(tmp_path)]
+    slow = [*FAST, "--max-new-tokens", "60", "--no-repetition-guard", "--batch-size", "1", str(pages),
+            "--out", str(tmp_path)]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "NO_ALBUMENTATIONS_UPDATE": "1"}
     run = subprocess.Popen([DOCVLM, "convert", *slow, "--devices", "2", "--accelerator", "cpu"], env=env,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)

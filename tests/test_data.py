@@ -8,8 +8,8 @@ from PIL import Image
 
 import docvlm.tasks as tasks
 from docvlm.data import DocDataModule
-from docvlm.items import Source
 from docvlm.images import Augment, BadImageError, fit, load_image
+from docvlm.items import Source
 from docvlm.tasks.manifest import ManifestError, read_manifest
 
 
@@ -86,10 +86,12 @@ def test_bad_image_in_a_batch_errors_or_is_skipped(image_folder, tiny_small):
     (image_folder / "broken.png").write_bytes(b"not an image")
     data = (image_folder / "c.png").read_bytes()
     (image_folder / "cut.png").write_bytes(data[: len(data) // 2])
-    rows = [{"image": "a.png", "target": "x"}, {"image": "broken.png", "target": "y"}, {"image": "b.png", "target": "z"}]
+    rows = [{"image": "a.png", "target": "x"}, {"image": "broken.png", "target": "y"},
+            {"image": "b.png", "target": "z"}]
     manifest = write_manifest(image_folder, rows)
     dm = module(processor, train=Source(path=str(manifest)), batch_size=3)
-    with pytest.raises(BadImageError, match=rf"{manifest}:2: .*broken\.png: not an image file.*data\.on_bad_image: skip"):
+    with pytest.raises(BadImageError,
+                       match=rf"{manifest}:2: .*broken\.png: not an image file.*data\.on_bad_image: skip"):
         dm.setup("fit")
     rows[1]["image"] = "cut.png"
     manifest = write_manifest(image_folder, rows)
@@ -135,7 +137,8 @@ def test_augmentation_changes_pixels_but_keeps_size():
 
 def test_validation_data_is_not_augmented(tiny_small):
     _, processor = tiny_small
-    dm = DocDataModule(tasks.get("text", synthetic_size=224), train=Source(synthetic=2), val=Source(synthetic=2), augment=Augment(p=1.0))
+    dm = DocDataModule(tasks.get("text", synthetic_size=224), train=Source(synthetic=2), val=Source(synthetic=2),
+                       augment=Augment(p=1.0))
     dm.processor = processor
     dm.setup("fit")
     assert dm.datasets["val"].augment is None and dm.datasets["train"].augment is not None

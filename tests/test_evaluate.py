@@ -77,11 +77,13 @@ class AbortOnCrashText(MoleculesTask):
 def test_a_renderer_crash_costs_only_its_drawing(tmp_path, monkeypatch):
     monkeypatch.setitem(docvlm.tasks.base._REGISTRY, AbortOnCrashText.name, AbortOnCrashText)
     predictions = tmp_path / "preds.jsonl"
-    rows = [{"id": "first", "target": "CCO", "prediction": "CRASH"}, {"id": "second", "target": "CCO", "prediction": "CCN"}]
+    rows = [{"id": "first", "target": "CCO", "prediction": "CRASH"},
+            {"id": "second", "target": "CCO", "prediction": "CCN"}]
     predictions.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     out = tmp_path / "out"
     assert main(["--task", AbortOnCrashText.name, "--predictions", str(predictions), "--out", str(out)]) == 0
-    cases = {c.xpath("string(.//h3)"): c for c in lxml_html.fromstring((out / "report.html").read_bytes()).xpath("//div[@class='case']")}
+    page = lxml_html.fromstring((out / "report.html").read_bytes())
+    cases = {c.xpath("string(.//h3)"): c for c in page.xpath("//div[@class='case']")}
     crashed = cases["first"].xpath("string(./div[3]//p[@class='problems'])")
     assert crashed.startswith("the export process crashed (signal SIGABRT)")
     assert not cases["first"].xpath("./div[3]//img") and cases["first"].xpath("./div[2]//img")  # its reference is drawn
@@ -127,7 +129,8 @@ def test_hostile_table_predictions_stay_inert(tables_report):
     assert len(frames) == 8  # reference and prediction rendered, four cases
     for frame in frames:
         assert frame.get("sandbox") is not None and "allow" not in frame.get("sandbox")
-        assert frame.get("srcdoc").startswith('''<meta http-equiv="Content-Security-Policy" content="default-src 'none';''')
+        csp = '''<meta http-equiv="Content-Security-Policy" content="default-src 'none';'''
+        assert frame.get("srcdoc").startswith(csp)
     # the rendered tables are the sanitised export: no script or handler even inside the frames;
     # the raw hostile text is shown only as text in <pre>
     assert not any("<script" in f.get("srcdoc") or "onerror" in f.get("srcdoc") for f in frames)
@@ -148,7 +151,8 @@ def test_hostile_table_predictions_stay_inert(tables_report):
 
 def test_malformed_predictions_line_names_file_and_line(tmp_path, capsys):
     predictions = tmp_path / "preds.jsonl"
-    predictions.write_text('{"id": "a", "prediction": "x", "target": "x"}\n{"id": "b", "prediction": \n', encoding="utf-8")
+    predictions.write_text('{"id": "a", "prediction": "x", "target": "x"}\n{"id": "b", "prediction": \n',
+                           encoding="utf-8")
     assert main(["--task", "text", "--predictions", str(predictions), "--out", str(tmp_path / "out")]) == 1
     assert f"{predictions}:2: not valid JSON" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()

@@ -17,9 +17,9 @@ from PIL import Image
 
 import docvlm.tasks as tasks
 from docvlm.data import DocDataModule
-from docvlm.items import Source
 from docvlm.errors import DataError
 from docvlm.images import BadImageError
+from docvlm.items import Source
 from docvlm.tasks.manifest import ManifestError, jsonl_rows, read_manifest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,7 +36,8 @@ def folder(tmp_path):
 def test_malformed_json_reports_its_real_column(folder):
     line = '{"image": "a.png", "target": '
     (folder / "bad.jsonl").write_text('{"image": "a.png", "target": "x"}\n' + line + "\n")
-    with pytest.raises(ManifestError, match=rf"bad\.jsonl:2: not valid JSON \(Expecting value at column {len(line) + 1}\)"):
+    with pytest.raises(ManifestError,
+                       match=rf"bad\.jsonl:2: not valid JSON \(Expecting value at column {len(line) + 1}\)"):
         read_manifest(folder / "bad.jsonl")
     (folder / "bad.jsonl").write_text('{"image": "a.png" "target": "x"}\n')
     with pytest.raises(ManifestError, match=r"bad\.jsonl:1: not valid JSON \(Expecting ',' delimiter at column 19\)"):
@@ -47,8 +48,10 @@ def test_malformed_json_reports_its_real_column(folder):
 
 
 def test_bytes_that_are_not_utf8_are_named_by_file_line_and_column(folder):
-    (folder / "latin1.jsonl").write_bytes(b'{"image": "a.png", "target": "x"}\n{"image": "b.png", "target": "caf\xe9"}\n')
-    with pytest.raises(ManifestError, match=r"latin1\.jsonl:2: not UTF-8 \(byte 0xe9 at column 34\); save the manifest as UTF-8"):
+    (folder / "latin1.jsonl").write_bytes(b'{"image": "a.png", "target": "x"}\n'
+                                          b'{"image": "b.png", "target": "caf\xe9"}\n')
+    with pytest.raises(ManifestError,
+                       match=r"latin1\.jsonl:2: not UTF-8 \(byte 0xe9 at column 34\); save the manifest as UTF-8"):
         read_manifest(folder / "latin1.jsonl")
     (folder / "latin1.csv").write_bytes(b"image,target\na.png,ok\nb.png,caf\xe9\n")
     with pytest.raises(ManifestError, match=r"latin1\.csv:3: not UTF-8 \(byte 0xe9 at column 10\)"):
@@ -110,7 +113,8 @@ def test_unreadable_images_are_found_in_setup_and_counted(folder, tiny_small):
     (folder / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     manifest = folder / "data.jsonl"
     with pytest.raises(DataError, match=rf"^{manifest}:2: {folder / 'missing.png'}: no such image file \(and 1 more "
-                                        r"unreadable images in data\.train\); fix or remove them, or set data\.on_bad_image: skip"):
+                                        r"unreadable images in data\.train\); fix or remove them, "
+                                        r"or set data\.on_bad_image: skip"):
         data_module(processor, train=Source(path=str(manifest))).setup("fit")
     dm = data_module(processor, train=Source(path=str(manifest)), on_bad_image="skip")
     dm.setup("fit")
@@ -124,7 +128,8 @@ def test_unreadable_images_are_found_in_setup_and_counted(folder, tiny_small):
 def fit(root, *extra):
     from docvlm.cli import main
 
-    return main(["fit", "--config", str(REPO / "configs/demo.yaml"), "--data.train.synthetic=4", "--data.val.synthetic=2",
+    return main(["fit", "--config", str(REPO / "configs/demo.yaml"), "--data.train.synthetic=4",
+                 "--data.val.synthetic=2",
                  "--data.batch_size=2", "--model.decoding.max_new_tokens=4", "--trainer.val_check_interval=2",
                  f"--trainer.default_root_dir={root}", "--export.enabled=false", *extra])
 
@@ -137,7 +142,8 @@ def test_an_image_that_fails_when_decoded_in_a_worker_is_one_clean_error_naming_
     (folder / "cut.png").write_bytes(data[: len(data) // 2])
     (folder / "train.jsonl").write_text('{"image": "a.png", "target": "x"}\n{"image": "cut.png", "target": "y"}\n')
     with pytest.raises(BadImageError) as raised:
-        fit(folder / "runs", f"--data.train.path={folder / 'train.jsonl'}", "--data.train.synthetic=0", "--data.val=null",
+        fit(folder / "runs", f"--data.train.path={folder / 'train.jsonl'}", "--data.train.synthetic=0",
+            "--data.val=null",
             "--trainer.limit_val_batches=0", "--data.num_workers=1", "--trainer.max_steps=2")
     assert str(raised.value).startswith(f"{folder / 'train.jsonl'}:2: {folder / 'cut.png'}: ")
     assert "\n" not in str(raised.value) and str(raised.value).endswith("set data.on_bad_image: skip to leave it out")
@@ -185,7 +191,8 @@ def test_the_console_script_prints_user_errors_in_one_line_and_ctrl_c_without_tr
     started = subprocess.Popen([sys.executable, str(DOCVLM), "fit", "--config", str(REPO / "configs/demo.yaml"),
                                 f"--trainer.default_root_dir={tmp_path}"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
-                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # even if ours ignores it
+                               # even if ours ignores it
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     time.sleep(2)  # torch and Lightning are still being imported
     started.send_signal(signal.SIGINT)
     try:

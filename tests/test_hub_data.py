@@ -17,9 +17,10 @@ from PIL import Image
 
 import docvlm.tasks as tasks
 from docvlm.data import DocDataModule
-from docvlm.items import Source
 from docvlm.errors import DataError
 from docvlm.images import BadImageError, load_image
+from docvlm.items import Source
+
 
 def save(folder, rows: dict) -> str:
     """`rows` (column -> values) saved with `save_to_disk`; PIL images become the `Image` feature."""
@@ -124,9 +125,11 @@ def test_pubtabnet_records_give_the_jsonl_readers_targets(data_dir, tmp_path):
         samples = Source(dataset=folder).samples(task)
         assert [s.target for s in samples] == [expected[r["filename"]] for r in rows]
         assert ('coords="<loc' in samples[0].target) == bool(options.get("coords"))
-    renamed = save(tmp_path / "renamed", {"image": [Image.open(examples / rows[0]["filename"])], "ann": [rows[0]["html"]]})
+    renamed = save(tmp_path / "renamed",
+                   {"image": [Image.open(examples / rows[0]["filename"])], "ann": [rows[0]["html"]]})
     expected = {s.id: s.target for s in tasks.get("tables").read(examples, "train")}
-    assert Source(dataset=renamed, columns={"html": "ann"}).samples(tasks.get("tables"))[0].target == expected[rows[0]["filename"]]
+    renamed_samples = Source(dataset=renamed, columns={"html": "ann"}).samples(tasks.get("tables"))
+    assert renamed_samples[0].target == expected[rows[0]["filename"]]
     broken = save(tmp_path / "broken", {"image": [noise(0)], "html": [{"structure": {"tokens": ["<td>"]}}]})
     with pytest.raises(DataError, match=rf"{broken} row 0: column 'html': KeyError: 'cells'"):
         Source(dataset=broken).samples(tasks.get("tables"))
@@ -142,7 +145,8 @@ def test_mimic_style_sections_give_the_readers_target_and_prompt(tmp_path):
                                     "impression": [report.impression, "No change."],
                                     "indication": [report.indication, None]})
     first, second = Source(dataset=folder).samples(task)
-    assert first.target == reports.to_target(report) == "FINDINGS: Lungs are clear. No effusion. IMPRESSION: Normal chest."
+    assert first.target == reports.to_target(report)
+    assert first.target == "FINDINGS: Lungs are clear. No effusion. IMPRESSION: Normal chest."
     assert task.prompt(first) == "report indication: Cough." and task.prompt(second) == "report"
     assert second.target == "IMPRESSION: No change."
     whole = save(tmp_path / "whole", {"image": [noise(0)], "report": [text]})
@@ -212,7 +216,8 @@ def test_streaming_keeps_limit_length_limit_and_bad_image_policy(tmp_path, tiny_
 
     good = io.BytesIO()
     noise(0).save(good, format="PNG")
-    bad = save(tmp_path / "bad", {"image": [{"bytes": good.getvalue(), "path": None}, {"bytes": b"not an image", "path": None}],
+    images = [{"bytes": good.getvalue(), "path": None}, {"bytes": b"not an image", "path": None}]
+    bad = save(tmp_path / "bad", {"image": images,
                                   "target": ["a", "b"], "id": ["good", "bad"]})
     dm = module(processor, val=Source(dataset=bad, streaming=True), batch_size=2)
     dm.setup("validate")
@@ -243,7 +248,8 @@ def test_streamed_parts_share_the_rows_once(tmp_path):
     task = tasks.get("text")
     whole = [s.id for _, s in Source(dataset=folder, streaming=True).stream(task)]
     assert whole == [f"r{i}" for i in range(9)]
-    parts = [[s.id for _, s in Source(dataset=folder, streaming=True).stream(task, part, 4, seed=1)] for part in range(4)]
+    parts = [[s.id for _, s in Source(dataset=folder, streaming=True).stream(task, part, 4, seed=1)]
+             for part in range(4)]
     assert sorted(i for p in parts for i in p) == sorted(whole) and all(parts)  # 4 parts (2 ranks x 2 workers)
     indices = [i for part in range(4) for i, _ in Source(dataset=folder, streaming=True).stream(task, part, 4)]
     assert len(set(indices)) == 9
@@ -254,7 +260,8 @@ def test_fit_through_the_cli_on_saved_datasets(tmp_path):
     from docvlm.cli import main
 
     folder = text_dataset(tmp_path / "ds", n=6)
-    cli = main(["fit", "--config", str(Path(__file__).resolve().parents[1] / "configs/tiny/text.yaml"), "--trainer.max_steps=2", "--trainer.val_check_interval=2",
+    config = str(Path(__file__).resolve().parents[1] / "configs/tiny/text.yaml")
+    cli = main(["fit", "--config", config, "--trainer.max_steps=2", "--trainer.val_check_interval=2",
                 f"--trainer.default_root_dir={tmp_path / 'run'}", "--model.decoding.max_new_tokens=4",
                 "--data.train.synthetic=0", f"--data.train.dataset={folder}", "--data.train.streaming=true",
                 "--data.val.synthetic=0", f"--data.val.dataset={folder}", "--data.val.limit=3", "--data.batch_size=2"])

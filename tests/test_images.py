@@ -115,7 +115,8 @@ def png(width: int, height: int, body: bytes = b"") -> bytes:
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)) + body + chunk(b"IEND", b"")
+    header = chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+    return b"\x89PNG\r\n\x1a\n" + header + body + chunk(b"IEND", b"")
 
 
 def test_decompression_bombs_are_bad_images_naming_the_file(tmp_path):
@@ -152,7 +153,8 @@ def test_every_pillow_failure_is_a_bad_image_error(tmp_path):
         with pytest.raises(BadImageError, match=rf"{name}: not an image file"):
             load_image(tmp_path / name)
     sources = {}
-    for fmt, suffix in (("PNG", "png"), ("GIF", "gif"), ("TIFF", "tif"), ("BMP", "bmp"), ("JPEG", "jpg"), ("WEBP", "webp")):
+    formats = (("PNG", "png"), ("GIF", "gif"), ("TIFF", "tif"), ("BMP", "bmp"), ("JPEG", "jpg"), ("WEBP", "webp"))
+    for fmt, suffix in formats:
         buffer = io.BytesIO()
         Image.new("RGB", (16, 8), "white").save(buffer, fmt)
         sources[suffix] = buffer.getvalue()

@@ -5,8 +5,9 @@ cycles, and the core names no task's metric."""
 import ast
 from pathlib import Path
 
-import docvlm.tasks
 import pytest
+
+import docvlm.tasks
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = {"docvlm.converters": ROOT / "converters", "docvlm.metrics": ROOT / "docvlm" / "metrics",
@@ -91,7 +92,8 @@ def test_the_listed_upward_imports_still_exist():
 
 @pytest.mark.parametrize("module", sorted(MODULES))
 def test_no_private_name_is_imported_from_another_module(module):
-    private = [f"{MODULES[module].relative_to(ROOT)}:{line}: {name} from {target}" for target, names, line in imports(module)
+    private = [f"{MODULES[module].relative_to(ROOT)}:{line}: {name} from {target}"
+               for target, names, line in imports(module)
                for name in names if name.startswith("_") and target != module]
     assert not private
 

@@ -9,17 +9,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import text_image
 
 import docvlm
 from docvlm.cli import main as cli_main
-from docvlm.convert import _PageDataset, convert_with, gather_pages, main as convert_main, plan
+from docvlm.convert import _PageDataset, convert_with, gather_pages, plan
+from docvlm.convert import main as convert_main
 from docvlm.decode import Decoding, generate, guard_window, repeating_period
 from docvlm.evaluate import main as evaluate_main
 from docvlm.items import TaskDataset
 from docvlm.model import build_tiny_tokenizer
 from docvlm.tasks.base import Sample
 from docvlm.tasks.manifest import read_manifest
+from helpers import text_image
 
 REPO = Path(__file__).resolve().parents[1]
 LINES = ["alpha 12", "beta 7", "gamma", "delta 300", "epsilon"]
@@ -40,7 +41,8 @@ def trained(tmp_path_factory):
     manifest = pages / "val.jsonl"
     manifest.write_text("".join(json.dumps({"image": f"line{i}.png", "target": t}) + "\n" for i, t in enumerate(LINES)))
     cli = cli_main(["fit", "--config", str(REPO / "configs/demo.yaml"), "--data.train.synthetic=8",
-                    "--data.batch_size=4", "--model.model.image_size=224", f"--data.val.path={manifest}", "--data.val.synthetic=0",
+                    "--data.batch_size=4", "--model.model.image_size=224", f"--data.val.path={manifest}",
+                    "--data.val.synthetic=0",
                     "--model.decoding.max_new_tokens=12", "--trainer.max_steps=3", "--trainer.val_check_interval=3",
                     f"--trainer.default_root_dir={root}"])
     log_dir = Path(cli.trainer.log_dir)
@@ -86,10 +88,12 @@ def test_validation_evaluate_convert_load_and_the_model_card_give_the_same_text(
     assert convert_with(model, [trained["pages"]], tmp_path / "api", num_workers=0) == 0  # the command's Python entry
     assert {r["id"]: r["text"] for r in manifest_rows(tmp_path / "api")} == expected
 
-    snippet = re.search(r"With plain `transformers`.*?```python\n(.*?)```", (trained["hf"] / "README.md").read_text(), re.S)
+    card = (trained["hf"] / "README.md").read_text()
+    snippet = re.search(r"With plain `transformers`.*?```python\n(.*?)```", card, re.S)
     script = tmp_path / "snippet.py"
     script.write_text(snippet.group(1))
-    printed = subprocess.run([sys.executable, str(script), str(trained["hf"]), *(str(trained["pages"] / f"{n}.png") for n in names)],
+    pages = [str(trained["pages"] / f"{n}.png") for n in names]
+    printed = subprocess.run([sys.executable, str(script), str(trained["hf"]), *pages],
                              capture_output=True, text=True, check=True, timeout=300).stdout
     assert printed.splitlines() == [expected[n] for n in names]
 
@@ -116,7 +120,8 @@ def test_model_folders_that_cannot_be_loaded_are_one_line_and_exit_2(tmp_path, c
                              "--out", str(tmp_path / "out"), "--num-workers", "0"]) == 2
         err = capsys.readouterr()
         assert message in err.err and "Traceback" not in err.err + err.out
-        assert evaluate_main(["--model", str(model), "--task", "text", "--synthetic", "1", "--out", str(tmp_path / "e")]) == 2
+        assert evaluate_main(["--model", str(model), "--task", "text", "--synthetic", "1",
+                              "--out", str(tmp_path / "e")]) == 2
         assert message in capsys.readouterr().err
     from docvlm.export import main as export_main
 
@@ -138,13 +143,15 @@ def test_a_radiology_manifest_prefix_reaches_the_model_as_training_builds_it(tmp
     converted = _PageDataset(jobs, task, 224, 200)
     training = TaskDataset(read_manifest(manifest), task, 224)
     assert [converted[i]["prompt"] for i in range(2)] == [training[i]["prompt"] for i in range(2)]
-    assert converted[0]["prompt"] == f"{task.prefix} INDICATION: cough, fever." and converted[1]["prompt"] == task.prefix
+    assert converted[0]["prompt"] == f"{task.prefix} INDICATION: cough, fever."
+    assert converted[1]["prompt"] == task.prefix
 
     out = tmp_path / "out"
     assert convert_main(["--model", "tiny", "--task", "radiology", str(manifest), "--out", str(out),
                          "--max-new-tokens", "6", "--num-workers", "0"]) == 0
     model = docvlm.load("tiny", task="radiology")
-    direct = model([tmp_path / "film0.png", tmp_path / "film1.png"], prompts=[rows[0]["prefix"], None], max_new_tokens=6)
+    direct = model([tmp_path / "film0.png", tmp_path / "film1.png"], prompts=[rows[0]["prefix"], None],
+                   max_new_tokens=6)
     assert [r["text"] for r in manifest_rows(out)] == [r.text for r in direct]
 
 
@@ -198,7 +205,8 @@ def test_loading_and_converting_on_one_device_import_no_lightning(tmp_path):
     code = ("import sys, docvlm; model = docvlm.load('tiny', task='text'); "
             "print('docvlm.module' in sys.modules, 'docvlm.convert' in sys.modules); "
             "from pathlib import Path; from docvlm.convert import convert_with; "
-            f"code = convert_with(model, [Path({str(tmp_path / 'page.png')!r})], {str(tmp_path / 'out')!r}, max_new_tokens=2); "
+            f"code = convert_with(model, [Path({str(tmp_path / 'page.png')!r})], {str(tmp_path / 'out')!r}, "
+            "max_new_tokens=2); "
             "print(code, 'lightning' in sys.modules)")
     printed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300,
                              env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"}).stdout
@@ -241,5 +249,6 @@ def test_the_next_batch_is_prepared_while_this_one_decodes_and_a_failure_there_c
         return real(self, images)
 
     with mock.patch.object(Collator, "pixel_values", fails_for_batches):
-        got = [generation.text for group in decode_items(model, processor, groups, decoding, 4) for _, generation in group]
+        got = [generation.text for group in decode_items(model, processor, groups, decoding, 4)
+               for _, generation in group]
     assert got == alone and calls.count(3) == 1 and calls.count(2) == 1 and calls.count(1) == 5

@@ -6,7 +6,6 @@ from transformers import Gemma2Config, PaliGemmaConfig
 
 from docvlm.model import GLOBAL_WINDOW, LoraSpec, ModelSpec, apply_transfer_settings, load, unwrap
 from docvlm.module import suffix_loss
-
 from helpers import make_batch
 
 
@@ -80,7 +79,8 @@ def test_loss_reductions_match_their_definitions(tiny):
     torch.testing.assert_close(suffix_loss(model, batch, reduction="per_example"), torch.stack(singles).mean())
     # transformers: mean over all suffix tokens of the batch, as its own loss computes it
     with torch.no_grad():
-        hf = model(**{k: batch[k] for k in ("input_ids", "pixel_values", "attention_mask", "token_type_ids", "labels")}).loss
+        inputs = {k: batch[k] for k in ("input_ids", "pixel_values", "attention_mask", "token_type_ids", "labels")}
+        hf = model(**inputs).loss
     torch.testing.assert_close(suffix_loss(model, batch, reduction="per_token"), hf)
     assert not torch.allclose(suffix_loss(model, batch, reduction="per_token"), torch.stack(singles).mean())
 
@@ -108,7 +108,8 @@ def test_tiny_model_has_transfer_settings(tiny):
 
 
 def test_freezing():
-    model, _ = load(ModelSpec(name_or_path="tiny", image_size=224, patch_size=28, freeze_vision=True, freeze_projector=True))
+    model, _ = load(ModelSpec(name_or_path="tiny", image_size=224, patch_size=28, freeze_vision=True,
+                              freeze_projector=True))
     assert not any(p.requires_grad for p in model.model.vision_tower.parameters())
     assert not any(p.requires_grad for p in model.model.multi_modal_projector.parameters())
     assert all(p.requires_grad for p in model.model.language_model.parameters())
@@ -172,7 +173,8 @@ def test_qlora_trains_adapters_on_a_4bit_base_and_exports_the_weights_it_trained
     reloaded = PaliGemmaForConditionalGeneration.from_pretrained(tmp_path)
     assert getattr(reloaded.config, "quantization_config", None) is None
     assert {p.dtype for p in reloaded.parameters()} == {torch.float32}
-    torch.testing.assert_close(logits(reloaded, batch), logits(merged, batch), rtol=0, atol=1e-5)  # SigLIP: sdpa vs eager
+    # SigLIP: sdpa vs eager
+    torch.testing.assert_close(logits(reloaded, batch), logits(merged, batch), rtol=0, atol=1e-5)
     # the same function as the 4-bit model, up to its bf16 compute (the weights are checked exactly above;
     # bf16 rounding moves single logits by ~0.02 as thread scheduling reorders sums; the packing bug gave 0.9)
     torch.testing.assert_close(logits(reloaded, batch), quantized_logits, rtol=0, atol=0.05)
@@ -217,7 +219,8 @@ def test_load_from_a_local_folder_applies_the_transfer_settings(tmp_path, tiny):
     assert loaded.config.text_config.sliding_window == GLOBAL_WINDOW
     assert loaded_processor.image_seq_length == processor.image_seq_length
     batch = make_batch(loaded_processor, ["ocr", "ocr two"])
-    assert generate(loaded.eval(), loaded_processor, batch, Decoding(), 6) == generate(model, processor, batch, Decoding(), 6)
+    expected = generate(model, processor, batch, Decoding(), 6)
+    assert generate(loaded.eval(), loaded_processor, batch, Decoding(), 6) == expected
 
 
 @pytest.mark.slow

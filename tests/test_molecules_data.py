@@ -61,7 +61,8 @@ def test_unreadable_molfiles(tmp_path: Path) -> None:
     (tmp_path / "mol_ref" / "garbage.mol").write_text("not a molfile\n\n\n  x  y  V2000\nM  END\n")
     (tmp_path / "mol_ref" / "binary.sdf").write_bytes(b"\x00\xff\xfe" * 100)
     samples = {s.id: s for s in docvlm.tasks.get("molecules").read(tmp_path)}
-    assert samples["garbage"].target == "" and "garbage.mol: not a readable molfile" in samples["garbage"].meta["problems"][0]
+    assert samples["garbage"].target == ""
+    assert "garbage.mol: not a readable molfile" in samples["garbage"].meta["problems"][0]
     assert samples["binary"].target == "" and "binary.sdf" in samples["binary"].meta["problems"][0]
     assert samples["missing"].target is None and "no MOL/SDF reference" in samples["missing"].meta["problems"][0]
     assert molfile_smiles(tmp_path / "nowhere.mol")[1][0].startswith(f"{tmp_path / 'nowhere.mol'}: cannot read")

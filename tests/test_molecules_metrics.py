@@ -112,7 +112,8 @@ def test_gold_csv_scored_against_itself(data: Path) -> None:
 
 def test_tokenizer_is_smilespe_atomwise() -> None:
     assert atomwise_tokens("C[C@@H](Cl)c1ccc(Br)cc1/C=C\\%12") == [
-        "C", "[C@@H]", "(", "Cl", ")", "c", "1", "c", "c", "c", "(", "Br", ")", "c", "c", "1", "/", "C", "=", "C", "\\", "%12",
+        "C", "[C@@H]", "(", "Cl", ")", "c", "1", "c", "c", "c", "(", "Br", ")", "c", "c", "1", "/", "C", "=", "C", "\\",
+        "%12",
     ]
     assert atomwise_tokens("CCXZH") == ["C", "C"]  # unknown characters dropped, as in SmilesPE
 

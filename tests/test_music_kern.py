@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 
 import docvlm.tasks
-from docvlm.images import load_image
 from docvlm.converters import kern, kern_render, kern_synth
+from docvlm.images import load_image
 from docvlm.tasks.manifest import ManifestError
 
 
@@ -197,7 +197,8 @@ def test_parquet_images_are_read_from_their_row_group_when_loaded(tmp_path, monk
     read_columns = []
     original = pq.ParquetFile.read_row_group
     monkeypatch.setattr(pq.ParquetFile, "read_row_group",
-                        lambda self, i, columns=None, **kw: read_columns.append(columns) or original(self, i, columns=columns, **kw))
+                        lambda self, i, columns=None, **kw: read_columns.append(columns)
+                        or original(self, i, columns=columns, **kw))
     samples = docvlm.tasks.get("music").read(path)
     assert set(map(tuple, read_columns)) == {("transcription",)}  # no image bytes read up front
     assert len(pickle.dumps(samples)) < min(len(e["bytes"]) for e in encoded if e["bytes"])  # nor held

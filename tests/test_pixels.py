@@ -9,8 +9,8 @@ import torch
 from PIL import Image, ImageDraw
 from transformers import PaliGemmaProcessor, SiglipImageProcessorPil
 
-from docvlm.items import Collator
 from docvlm.images import fit, load_image
+from docvlm.items import Collator
 from docvlm.model import build_tiny_tokenizer
 from docvlm.pixels import PixelTable, hand_over, planes, to_image
 

@@ -84,12 +84,14 @@ def test_a_terminal_gets_one_line_rewritten_in_place(monkeypatch):
     fit([Progress(refresh_s=0), ValidateAtEnd()], max_steps=5)
     printed = terminal.getvalue()
     training = printed.split("\n")[1]  # after the "training from step 0 to 5" line
-    assert [part.split("  ")[0] for part in training.split("\r")[1:6]] == [f"step {i}/5 ({20 * i}%)" for i in range(1, 6)]
+    steps = [part.split("  ")[0] for part in training.split("\r")[1:6]]
+    assert steps == [f"step {i}/5 ({20 * i}%)" for i in range(1, 6)]
     assert "\rvalidating 1/2" in printed and "\rvalidating 2/2" in printed
     assert printed.endswith("\n")
 
 
-@pytest.mark.parametrize(("interval", "enabled", "validations"), [(100, True, 1), (7, True, 1), (3, True, 3), (100, False, 0)],
+@pytest.mark.parametrize(("interval", "enabled", "validations"),
+                         [(100, True, 1), (7, True, 1), (3, True, 3), (100, False, 0)],
                          ids=["shortened", "due-anyway", "due-at-3-and-6-then-at-the-end", "disabled"])
 def test_a_shortened_run_ends_validated_once(interval, enabled, validations):
     _, module = fit([ValidateAtEnd(enabled=enabled)], val_check_interval=interval, enable_progress_bar=False)
@@ -105,7 +107,8 @@ def test_the_demo_shortened_prints_progress_and_metrics_and_draws_the_learning_r
     from docvlm.callbacks import plot_curves
     from docvlm.cli import main
 
-    small = ["--data.train.synthetic=4", "--data.val.synthetic=2", "--data.batch_size=2", "--model.decoding.max_new_tokens=4"]
+    small = ["--data.train.synthetic=4", "--data.val.synthetic=2", "--data.batch_size=2",
+             "--model.decoding.max_new_tokens=4"]
     cli = main(["fit", "--config", str(REPO / "configs/demo.yaml"), *small, "--trainer.max_steps=2",
                 "--trainer.log_every_n_steps=1", f"--trainer.default_root_dir={tmp_path}"])
     assert isinstance(cli.trainer.progress_bar_callback, Progress)

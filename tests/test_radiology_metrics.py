@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from docvlm.metrics.chexpert import CATEGORIES, chexpert_scores, label, label_matrix, radgraph_f1
 import docvlm.tasks
 from docvlm.converters import reports
 from docvlm.metrics import ptb
+from docvlm.metrics.chexpert import CATEGORIES, chexpert_scores, label, label_matrix, radgraph_f1
 from docvlm.metrics.nlg import bleu, cider, clean_report_r2gen, nlg_scores, rouge_l
 from docvlm.metrics.ptb import ptb_tokenize, tokenize
 
@@ -203,7 +203,8 @@ def _pairs(recorded) -> tuple[list[str], list[str]]:
 def test_r2gen_scores_equal_r2gens_compute_scores(recorded) -> None:
     ours = nlg_scores(*_pairs(recorded), tokenizer="r2gen")
     theirs = recorded["r2gen"]["compute_scores"]
-    names = {"bleu1": "BLEU_1", "bleu2": "BLEU_2", "bleu3": "BLEU_3", "bleu4": "BLEU_4", "rouge_l": "ROUGE_L", "cider": "CIDEr"}
+    names = {"bleu1": "BLEU_1", "bleu2": "BLEU_2", "bleu3": "BLEU_3", "bleu4": "BLEU_4", "rouge_l": "ROUGE_L",
+             "cider": "CIDEr"}
     for ours_name, their_name in names.items():
         assert ours[ours_name] == pytest.approx(theirs[their_name], abs=1e-12), ours_name
 
@@ -248,13 +249,15 @@ def test_radiology_task_scores_in_the_convention_it_is_given(recorded, tokenizer
     leaves intact."""
     subset = recorded["task_subset"]
     predictions, references = (
-        [texts[i] for i in subset["indices"]] for texts in (recorded["pairs"]["predictions"], recorded["pairs"]["references"])
+        [texts[i] for i in subset["indices"]]
+        for texts in (recorded["pairs"]["predictions"], recorded["pairs"]["references"])
     )
     assert all(reports.report_text(t) == t for t in predictions + references)
     assert docvlm.tasks.get("radiology").tokenizer == "r2gen"
     r2gen = subset["r2gen_compute_scores"]
     expected = {
-        "r2gen": {"bleu1": r2gen["BLEU_1"], "bleu2": r2gen["BLEU_2"], "bleu3": r2gen["BLEU_3"], "bleu4": r2gen["BLEU_4"],
+        "r2gen": {"bleu1": r2gen["BLEU_1"], "bleu2": r2gen["BLEU_2"], "bleu3": r2gen["BLEU_3"],
+                  "bleu4": r2gen["BLEU_4"],
                   "rouge_l": r2gen["ROUGE_L"], "cider": r2gen["CIDEr"]},
         "none": subset["pycocoevalcap_none"],
         "ptb": subset["pycocoevalcap_ptb"],
@@ -267,7 +270,8 @@ def test_radiology_task_scores_in_the_convention_it_is_given(recorded, tokenizer
 
 
 def test_tokenize_examples() -> None:
-    assert tokenize("Heart size is NORMAL.  No effusion,\npneumothorax!") == "heart size is normal no effusion pneumothorax"
+    assert tokenize("Heart size is NORMAL.  No effusion,\npneumothorax!") == \
+        "heart size is normal no effusion pneumothorax"
     assert tokenize("ET tube 4.5cm above the carina (stable)") == "et tube 4.5 cm above the carina -lrb- stable -rrb-"
     assert tokenize("The patient's lungs can't be assessed; e.g. vs. Dr. ___") == \
         "the patient 's lungs ca n't be assessed e.g. vs. dr. ___"
@@ -336,7 +340,8 @@ CASES = [
     ("No change in small left pleural effusion.", {"Pleural Effusion": 1}),
     ("Mild cardiomegaly with otherwise normal lungs.", {"Cardiomegaly": 1}),
     ("Findings consistent with CHF.", {"Edema": 1, "Cardiomegaly": -1}),
-    ("Right IJ line terminates in the SVC. No pneumothorax.", {"Support Devices": 1, "Pneumothorax": 0, "No Finding": 1}),
+    ("Right IJ line terminates in the SVC. No pneumothorax.",
+     {"Support Devices": 1, "Pneumothorax": 0, "No Finding": 1}),
     ("Displaced fracture of the left sixth rib.", {"Fracture": 1, "No Finding": None}),
     ("Mild scoliosis.", {"No Finding": None}),  # a No Finding phrase: a finding, but no category
     # unmentions

@@ -50,11 +50,13 @@ LAYOUTS = [
     # numbered list in the impression, wrapped over lines
     ("FINDINGS: As below.\nIMPRESSION:\n1. Interval increase in moderate right pleural effusion\n   with adjacent "
      "atelectasis.\n2. No pneumothorax.\n",
-     {"impression": "1. Interval increase in moderate right pleural effusion with adjacent atelectasis. 2. No pneumothorax."}),
+     {"impression": "1. Interval increase in moderate right pleural effusion with adjacent atelectasis. "
+                    "2. No pneumothorax."}),
     # synonyms: HISTORY, CLINICAL HISTORY, REASON FOR EXAMINATION -> indication; CONCLUSION -> impression
     ("HISTORY: ___-year-old male with CHF.\nFINDINGS: Edema.\nCONCLUSION: Pulmonary edema.",
      {"indication": "___-year-old male with CHF.", "impression": "Pulmonary edema."}),
-    ("CLINICAL HISTORY: Trauma.\nFINDINGS: Left rib fracture.", {"indication": "Trauma.", "findings": "Left rib fracture."}),
+    ("CLINICAL HISTORY: Trauma.\nFINDINGS: Left rib fracture.",
+     {"indication": "Trauma.", "findings": "Left rib fracture."}),
     ("REASON FOR EXAMINATION: Line placement.\nIMPRESSION: Right PICC ends in the SVC.",
      {"indication": "Line placement.", "impression": "Right PICC ends in the SVC."}),
     # the whole report on one line, upper-case headers inside it
@@ -109,7 +111,8 @@ def test_preamble_and_order() -> None:
 def test_target_round_trip() -> None:
     report = parse_report(FULL)
     target = to_target(report)
-    assert target.startswith("FINDINGS: The lungs are clear") and " IMPRESSION: No acute cardiopulmonary process." in target
+    assert target.startswith("FINDINGS: The lungs are clear")
+    assert " IMPRESSION: No acute cardiopulmonary process." in target
     back, problems = parse_target(target)
     assert problems == []
     assert (back.findings, back.impression) == (report.findings, report.impression)

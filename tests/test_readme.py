@@ -47,9 +47,11 @@ def test_the_contents_list_every_section():
     assert re.findall(r"^- \[.+?\]\(#(.+?)\)$", section("Contents"), re.M) == anchors
 
 
-@pytest.mark.parametrize("page", ["README.md", *(str(p.relative_to(REPO)) for p in sorted((REPO / "docs").glob("*.md")))])
+@pytest.mark.parametrize("page", ["README.md",
+                                  *(str(p.relative_to(REPO)) for p in sorted((REPO / "docs").glob("*.md")))])
 def test_links_to_the_repositorys_files_lead_to_files(page):
     text = (REPO / page).read_text(encoding="utf-8")
-    targets = [t.split("#")[0] for t in re.findall(r"\]\(([^)\s]+)\)", text) if "://" not in t and not t.startswith("#")]
+    links = re.findall(r"\]\(([^)\s]+)\)", text)
+    targets = [t.split("#")[0] for t in links if "://" not in t and not t.startswith("#")]
     missing = [t for t in targets if not (REPO / page).parent.joinpath(t).exists()]
     assert not missing

@@ -52,7 +52,8 @@ def report(task_name, out, predictions, references=None, long_fields=False):
             row["target"], row["score"] = reference, task.score([row["prediction"]], [reference])
     metrics = task.score([r["prediction"] for r in rows], [r["target"] for r in rows])
     write_reports(out, task, {}, metrics, rows, images)
-    return json.loads((out / "report.json").read_text(encoding="utf-8")), (out / "report.html").read_text(encoding="utf-8")
+    page = (out / "report.html").read_text(encoding="utf-8")
+    return json.loads((out / "report.json").read_text(encoding="utf-8")), page
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -104,7 +105,8 @@ def test_reference_and_prediction_are_in_view_at_1400_px(tmp_path):
     """Each task's page of one long hostile case, shot at 1400 px: the reference's and the prediction's
     boxes (painted in colours of their own for the shot) both lie inside the window, each a column wide."""
     marked = {"reference": (0, 255, 0), "prediction": (0, 0, 255)}
-    paint = "".join(f".{cls} pre{{background:rgb{rgb}!important;color:rgb{rgb}!important}}" for cls, rgb in marked.items())
+    paint = "".join(f".{cls} pre{{background:rgb{rgb}!important;color:rgb{rgb}!important}}"
+                    for cls, rgb in marked.items())
     for name in NAMES:
         out = tmp_path / name
         _, page = report(name, out, [LONG[name]], long_fields=True)

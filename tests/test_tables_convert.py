@@ -12,7 +12,16 @@ from hypothesis import strategies as st
 from docvlm.converters.otsl import parse_otsl, to_otsl
 from docvlm.converters.table_render import random_table, render_table
 from docvlm.converters.tables import (
-    Cell, Table, loc_tokens, parse_html, pubtabnet_html, to_csv, to_html, to_html_document, to_json, to_markdown,
+    Cell,
+    Table,
+    loc_tokens,
+    parse_html,
+    pubtabnet_html,
+    to_csv,
+    to_html,
+    to_html_document,
+    to_json,
+    to_markdown,
 )
 
 
@@ -118,7 +127,8 @@ def test_malformed_html_is_repaired_and_listed(text, fragment):
 
 
 def test_spans_into_other_cells_are_cut():
-    table, problems = parse_html('<table><tr><td rowspan="2">a</td><td>b</td></tr><tr><td colspan="2">c</td></tr></table>')
+    table, problems = parse_html('<table><tr><td rowspan="2">a</td><td>b</td></tr>'
+                                 '<tr><td colspan="2">c</td></tr></table>')
     assert any("padded" in p for p in problems) or not problems
     assert all(cell is not None for row in table.grid() for cell in row)
     assert sum(c.rowspan * c.colspan for c in table.cells) == table.n_rows * table.n_cols

@@ -7,6 +7,7 @@ import pytest
 from docvlm.tasks import get
 from helpers import fit_tiny
 
+
 @pytest.fixture(scope="module")
 def examples(data_dir) -> Path:
     return data_dir / "pubtabnet" / "examples"

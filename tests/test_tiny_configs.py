@@ -39,7 +39,8 @@ def test_tiny_configs_share_the_base(path, parser):
     assert own.pop("config") == "base.yaml" and not [key for key in own if "." not in key]
     config = parser.parse_args(["--config", str(path)])
     base = parser.parse_args(["--config", str(path.with_name("base.yaml")), "--data.task", config.data.task.class_path])
-    kept = [key for key in base.as_flat().__dict__ if not any(key == k or key.startswith(k + ".") for k in [*own, "config"])]
+    named = [*own, "config"]
+    kept = [key for key in base.as_flat().__dict__ if not any(key == k or key.startswith(k + ".") for k in named)]
     assert [key for key in kept if config[key] != base[key]] == []
 
 

@@ -11,8 +11,8 @@ import torch
 
 import docvlm.tasks as tasks
 from docvlm.data import DocDataModule
-from docvlm.items import Collator, Source
 from docvlm.decode import Decoding
+from docvlm.items import Collator, Source
 from docvlm.model import ModelSpec
 from docvlm.module import DocVLM
 

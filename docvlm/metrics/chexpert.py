@@ -120,7 +120,8 @@ def phrases() -> tuple[dict[str, list[str]], dict[str, list[str]]]:
     positional = [a + b for a in ("over the", "overly the", "in the") for b in ("", " superior", " left", " right")]
     unmention["Cardiomegaly"] = [f"{p} {m.replace('the ', '')}" for p in positional for m in mention["Cardiomegaly"]
                                  if m not in ("cardiomegaly", "cardiac enlargement")]
-    unmention["Enlarged Cardiomediastinum"] = [f"{p} {m}" for p in positional for m in mention["Enlarged Cardiomediastinum"]]
+    unmention["Enlarged Cardiomediastinum"] = [f"{p} {m}" for p in positional
+                                               for m in mention["Enlarged Cardiomediastinum"]]
     return mention, unmention
 
 
@@ -191,7 +192,8 @@ _LINKING = (r"(?:is|are|was|were|be|been|has|have|now|again|remains?|remained|ap
             r"|grossly|essentially|overall|also|still|stable|otherwise|entirely|completely|within|at|the|upper|top"
             r"|limits?|of|in|size|mildly|likely|overall)")
 _NEG_AFTER_NORMAL = _rx(rf"^(?:\s*(?:,|and)\s*(?:[a-z-]+\s+){{0,3}}?)?(?:\s*{_LINKING}\b)*\s*(?:normal|unremarkable)\b"
-                        r"(?!\s+(?!(?:and|or|in|for|size|limits)\b)[a-z])")  # "normal lungs": normal belongs to another noun
+                                                # "normal lungs": normal belongs to another noun
+                        r"(?!\s+(?!(?:and|or|in|for|size|limits)\b)[a-z])")
 # At most 5 words, then the cue: r"^(?:\s*[a-z-]+){0,5}?\s*\b(?:cue)\b", which backtracks through every way to
 # split a long word into 5 pieces; `_neg_after` takes the first cue and counts the words before it instead.
 _NEG_AFTER_WORDS = 5
@@ -212,7 +214,8 @@ _UNCERTAIN_BEFORE = _rx(
 )
 _UNCERTAIN_AFTER = _rx(
     rf"^(?:\s*{_LINKING}\b)*\s*(?:(?:is|are) (?:also )?(?:possible|suspected|questioned)|suspected"
-    r"|(?:could|may|might|can|possibly) (?:also )?(?:be )?present|(?:could|may|might|can) (?:also )?(?:appear|have this)"
+    r"|(?:could|may|might|can|possibly) (?:also )?(?:be )?present"
+    r"|(?:could|may|might|can) (?:also )?(?:appear|have this)"
     r"|(?:poorly|incompletely|not well) (?:evaluated|visualized|seen|assessed)|not (?:clearly )?(?:seen|visualized)"
     r"|not (?:well )?visualized|not appreciated|obscured|not evaluated)\b"
 )
@@ -298,7 +301,8 @@ def classify(sentence: str, mention: Mention) -> int:
     if _scope_before(before, _PRE_UNCERTAIN_BEFORE, 4, _VERB_BREAK) or _PRE_UNCERTAIN_AFTER.search(after):
         return UNCERTAIN
     # 2. Negation.
-    if (_scope_before(before, _NEG_BEFORE, 8, _VERB_BREAK, _PSEUDO_NEG) or _scope_before(before, _NORMAL_BEFORE, 3, _VERB_BREAK)
+    if (_scope_before(before, _NEG_BEFORE, 8, _VERB_BREAK, _PSEUDO_NEG)
+            or _scope_before(before, _NORMAL_BEFORE, 3, _VERB_BREAK)
             or _NEG_AFTER_NORMAL.match(after) or _neg_after(after)):
         return NEGATIVE
     # 3. Post-negation uncertainty.
