@@ -10,6 +10,8 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter, ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info
 
+from docvlm.mixture import SCORE, Mixture
+
 
 class ExportHF(L.Callback):
     """At the end of `fit`, save the model in Hugging Face format (safetensors + processor).
@@ -81,7 +83,8 @@ class PlotCurves(L.Callback):
 
 
 def plot_curves(metrics_csv: Path, out: Path) -> list[str]:
-    """One panel per logged series (`train/loss`, `lr-*`, `val/*`) against the step; returns the names drawn."""
+    """One panel per logged series (`train/loss`, `lr-*`, `val/*`; a mixture's `val/<task>/*` one panel per task)
+    against the step; returns the names drawn."""
     import csv
 
     from matplotlib.figure import Figure
@@ -92,18 +95,25 @@ def plot_curves(metrics_csv: Path, out: Path) -> list[str]:
             for name, value in row.items():
                 if name in ("step", "epoch") or not value or not row.get("step"):
                     continue
-                if name.startswith(("train/", "val/", "lr-")) and name != "val/samples":
+                if name.startswith(("train/", "val/", "lr-")) and not name.endswith("/samples"):
                     series.setdefault(name, []).append((int(row["step"]), float(value)))
+    panels = {name: [name] for name in series if name.count("/") < 2}
+    for name in series:
+        if name.count("/") >= 2:
+            panels.setdefault(name.rsplit("/", 1)[0], []).append(name)
     if not series:
         return []
-    names = sorted(series, key=lambda n: (not n.startswith("train/"), not n.startswith("lr-"), n))
+    names = sorted(panels, key=lambda n: (not n.startswith("train/"), not n.startswith("lr-"), n))
     columns = min(3, len(names))
     rows = -(-len(names) // columns)
     figure = Figure(figsize=(4 * columns, 2.8 * rows), dpi=100)
     for i, name in enumerate(names):
         axes = figure.add_subplot(rows, columns, i + 1)
-        steps, values = zip(*series[name])
-        axes.plot(steps, values, marker="o" if len(steps) < 20 else None)
+        for line in panels[name]:
+            steps, values = zip(*series[line])
+            axes.plot(steps, values, marker="o" if len(steps) < 20 else None, label=line.rsplit("/", 1)[1])
+        if len(panels[name]) > 1:
+            axes.legend(fontsize="small")
         axes.set_title(name)
         axes.set_xlabel("step")
     figure.tight_layout()
@@ -113,11 +123,13 @@ def plot_curves(metrics_csv: Path, out: Path) -> list[str]:
 
 class BestCheckpoint(ModelCheckpoint):
     """`ModelCheckpoint` that keeps the best checkpoint by the task's main metric, in the direction the task
-    declares (`Task.main_metric`, `Task.metric`), so that no config names a metric. Other arguments are
-    `ModelCheckpoint`'s; a `monitor` given explicitly is kept."""
+    declares (`Task.main_metric`, `Task.metric`), so that no config names a metric; a mixture's by `val/score`
+    (`docvlm.mixture`). Other arguments are `ModelCheckpoint`'s; a `monitor` given explicitly is kept."""
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if self.monitor is None:
+        if self.monitor is None and isinstance(pl_module.task, Mixture):
+            self.monitor, self.mode, self.kth_value = f"val/{SCORE}", "max", torch.tensor(-torch.inf)
+        elif self.monitor is None:
             metric = pl_module.task.metric(pl_module.task.main_metric)
             self.monitor = f"val/{metric.name}"
             self.mode = "max" if metric.higher_is_better else "min"

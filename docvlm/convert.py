@@ -374,7 +374,7 @@ def _task_name(args: argparse.Namespace) -> str:
 
     path = Path(str(args.model))
     description = describe.read(path) if path.is_dir() else None
-    return description["task"] if description else args.task
+    return describe.pick(description, args.task)["task"] if description else args.task
 
 
 class _Printer:

@@ -23,16 +23,19 @@ from tqdm import tqdm
 from docvlm.errors import DataError
 from docvlm.images import Augment, BadImageError, check_image
 from docvlm.items import Collator, Source, StreamDataset, TaskDataset, image_problem, measure, row
+from docvlm.mixture import Mixture, MixtureDataset, MixtureSampler
 from docvlm.tasks.base import Sample, Task
 
 log = logging.getLogger(__name__)
 
 
 class DocDataModule(L.LightningDataModule):
-    """Data of one task for fit/validate/test/predict.
+    """Data of one task (or a mixture of tasks) for fit/validate/test/predict.
 
     Args:
         task: the task (e.g. `{class_path: docvlm.tasks.text.TextTask}`), which reads and renders samples.
+        mixture: several tasks instead of `task`, each with its data, weight and augmentation
+            (`docvlm.mixture`); fit and validate only.
         train: training samples.
         val: validation samples (decoded and scored with the task's metrics).
         test: test samples.
@@ -50,7 +53,7 @@ class DocDataModule(L.LightningDataModule):
 
     def __init__(
         self,
-        task: Task,
+        task: Task | None = None,
         train: Source | None = None,
         val: Source | None = None,
         test: Source | None = None,
@@ -61,14 +64,25 @@ class DocDataModule(L.LightningDataModule):
         augment: Augment | None = Augment(),
         overlength: Literal["skip", "truncate"] = "skip",
         on_bad_image: Literal["error", "skip"] = "error",
+        mixture: Mixture | None = None,
     ):
         super().__init__()
-        self.task = task
+        if (task is None) == (mixture is None):
+            raise DataError("set data.task (one task) or data.mixture (several), not both" if task else
+                            "no task: set data.task (one task) or data.mixture (several)")
+        self.task = task or mixture
+        self.mixture = mixture
+        # a mixture is a data module per task, each checking, limiting and augmenting its own data
+        self.parts = [DocDataModule(p.task, p.train, p.val, batch_size=batch_size, eval_batch_size=eval_batch_size,
+                                    num_workers=num_workers, augment=p.augment, overlength=overlength,
+                                    on_bad_image=on_bad_image) for p in mixture.tasks] if mixture else []
+        self.sampler: MixtureSampler | None = None
+        self.sampler_state: dict[str, int] | None = None  # a mixture's position, from a checkpoint
         self.sources = {"train": train, "val": val, "test": test, "predict": predict}
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers
-        if augment is not None and task.targets_locate and (augment.rotate or augment.scale):
+        if augment is not None and task is not None and task.targets_locate and (augment.rotate or augment.scale):
             log.warning("targets hold coordinates: geometric augmentation (rotate, scale) turned off")
             augment = dataclasses.replace(augment, rotate=0.0, scale=0.0)
         self.augment = augment
@@ -81,6 +95,8 @@ class DocDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.processor is None:
             self.processor = self.trainer.lightning_module.processor
+        if self.mixture is not None:
+            return self._setup_parts(stage)
         size = self.processor.image_processor.size["height"]
         wanted = {"fit": ["train", "val"], "validate": ["val"], "test": ["test"], "predict": ["predict"]}
         for split in wanted.get(stage, list(self.sources)) if stage else list(self.sources):
@@ -107,6 +123,21 @@ class DocDataModule(L.LightningDataModule):
             self.datasets[split] = TaskDataset(
                 samples, self.task, size, self.augment if split == "train" else None, targets, truncated
             )
+
+    def _setup_parts(self, stage: str | None) -> None:
+        if stage not in ("fit", "validate"):
+            raise DataError(f"a mixture ({', '.join(self.mixture.names)}) trains and validates; to {stage} one "
+                            "of its tasks, set data.task and that task's data")
+        for i, part in enumerate(self.parts):
+            part.processor = self.processor
+            try:
+                part.setup(stage)
+            except DataError as e:
+                raise type(e)(f"data.mixture.tasks[{i}] ({part.task.name}): {e}") from None
+            self.overlength_counts[part.task.name] = part.overlength_counts.get("train", 0)
+        if stage == "fit":
+            self.datasets["train"] = MixtureDataset([part.datasets["train"] for part in self.parts])
+            self.overlength_counts["train"] = sum(self.overlength_counts.values())
 
     def _stream(self, split: str, source: Source, size: int) -> StreamDataset:
         """A streamed split, its first row read now so that a wrong column mapping or a missing target
@@ -187,18 +218,40 @@ class DocDataModule(L.LightningDataModule):
                         "skipped" if self.overlength == "skip" else "truncated")
         return kept_samples, kept_targets, truncated
 
-    def _loader(self, split: str, shuffle: bool, with_targets: bool) -> DataLoader:
+    def _loader(self, split: str, shuffle: bool, with_targets: bool) -> DataLoader | list[DataLoader]:
+        if self.mixture is not None and split != "train":
+            return [part._loader(split, shuffle, with_targets) for part in self.parts]  # one per task, in order
         if split not in self.datasets:
             raise ValueError(f"no {split} data: set `data.{split}` in the config")
         dataset = self.datasets[split]
         return DataLoader(
             dataset,
             batch_size=self.batch_size if split == "train" else self.eval_batch_size,
-            shuffle=shuffle and not isinstance(dataset, StreamDataset),  # a stream shuffles itself
+            shuffle=shuffle and not isinstance(dataset, (StreamDataset, MixtureDataset)),  # they order themselves
+            sampler=self._mixture_sampler() if isinstance(dataset, MixtureDataset) else None,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             collate_fn=Collator(self.processor, with_targets, "skip"),  # see `on_before_batch_transfer`
         )
+
+    def _mixture_sampler(self) -> MixtureSampler:
+        trainer, dataset = self.trainer, self.datasets["train"]
+        self.sampler = MixtureSampler([len(d) for d in dataset.datasets], self.mixture.weights, self.mixture.seed,
+                                      self.mixture.epoch_size, trainer.global_rank if trainer else 0,
+                                      trainer.world_size if trainer else 1)
+        if self.sampler_state is not None:
+            self.sampler.load_state_dict(self.sampler_state)
+        return self.sampler
+
+    def state_dict(self) -> dict[str, Any]:
+        """A mixture's position in its draws (examples this rank consumed this epoch), saved in checkpoints."""
+        if self.sampler is None or self.trainer is None:
+            return {}
+        batches = self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        return {"mixture_sampler": self.sampler.state_dict(batches * self.batch_size)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.sampler_state = state_dict.get("mixture_sampler")
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True, with_targets=True)

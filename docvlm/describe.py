@@ -7,6 +7,9 @@ Every folder `docvlm fit` or `docvlm export` writes holds, beside the weights an
 - `generation_config.json` with the task's `max_new_tokens` and docvlm's `<eos>`/`<pad>`: plain
   `transformers` `generate` would otherwise stop at 20 tokens.
 - `README.md`, a model card: what the model does, its metrics, and how to run it three ways.
+
+A mixture model (`docvlm.mixture`) lists its tasks under `tasks`, each with the keys above that are a
+task's own; `pick` gives one of them as a single task's description.
 """
 
 from __future__ import annotations
@@ -53,10 +56,25 @@ def read(folder: Path) -> dict[str, Any] | None:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ValueError(f"{path}: cannot read the model's description ({e})") from None
-    if not isinstance(data, dict) or not isinstance(data.get("task"), str) \
+    if not isinstance(data, dict) or not (isinstance(data.get("task"), str) or isinstance(data.get("tasks"), list)) \
             or not isinstance(data.get("options", {}), dict):
-        raise ValueError(f"{path}: not a docvlm model description (needs 'task' and 'options')")
+        raise ValueError(f"{path}: not a docvlm model description (needs 'task' and 'options', or 'tasks')")
     return data
+
+
+def pick(data: dict[str, Any], task: str | None) -> dict[str, Any]:
+    """The description of task `task` of a mixture model (its own keys over the shared ones); a
+    single-task description as it is. A mixture without `task`, or with one it lacks, is an error listing
+    its tasks."""
+    if "tasks" not in data:
+        return data
+    names = [entry["task"] for entry in data["tasks"]]
+    if task not in names:
+        said = "names no task" if task is None else f"asks for task {task!r}, which it was not trained for"
+        raise ValueError(f"a mixture model of tasks {', '.join(names)}: the call {said}; choose one "
+                           f"(--task {names[0]}, or docvlm.load(model, task={names[0]!r}))")
+    shared = {key: value for key, value in data.items() if key not in ("tasks", "score", "seed")}
+    return {**shared, **data["tasks"][names.index(task)]}
 
 
 def set_generation_config(model, processor, max_new_tokens: int) -> None:
@@ -85,6 +103,8 @@ PAD_BLOCK = """    # image mode "pad": centre on a white square first
 
 def model_card(data: dict[str, Any]) -> str:
     """A Hugging Face model card: what the model does, its metrics, how to run it."""
+    if "tasks" in data:
+        return mixture_card(data)
     metrics = data.get("metrics") or {}
     measured = data.get("measured_on") or {}
     rows = "\n".join(f"| {name} | {value:.4f} |" for name, value in metrics.items())
@@ -147,3 +167,34 @@ for path in paths:
     print(processor.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True))
 ```
 """
+
+
+def mixture_card(data: dict[str, Any]) -> str:
+    """The model card of a mixture model: every task with its prompt and metrics, then each task's card
+    (the prompt chooses the task, with docvlm as with plain `transformers`)."""
+    names = [entry["task"] for entry in data["tasks"]]
+    score = data.get("score")
+    rows = "\n".join(f"| `{entry['task']}` | `{entry['prompt']}` | {entry.get('weight', '')} | "
+                     + (", ".join(f"{k} {v:.4f}" for k, v in entry.get("metrics", {}).items()) or "not measured")
+                     + " |" for entry in data["tasks"])
+    cards = "\n".join(model_card(pick(data, name)).split("---\n", 2)[2].replace(
+        "docvlm convert --model THIS_FOLDER", f"docvlm convert --model THIS_FOLDER --task {name}").replace(
+        'docvlm.load("THIS_FOLDER")', f'docvlm.load("THIS_FOLDER", task="{name}")') for name in names)
+    return f"""---
+library_name: transformers
+pipeline_tag: image-text-to-text
+tags: [docvlm, paligemma2, mixture, {', '.join(names)}]
+---
+
+# PaliGemma 2 fine-tuned by docvlm on a mixture of {len(names)} tasks
+
+One model for {', '.join(f'`{name}`' for name in names)}: the prompt says which task to do. Trained with
+examples drawn by weight (seed {data.get('seed')}); docvlm {data['docvlm_version']}.
+{f"Checkpoint score (mean over tasks of each main metric as a score in [0, 1]): {score:.4f}." if score is not None
+ else ""}
+
+| task | prompt | weight | metrics |
+|---|---|---|---|
+{rows}
+
+{cards}"""

@@ -112,10 +112,12 @@ def resolve_task(description: dict | None, name: str | None, options: dict[str, 
     """The model's task (from its description), or `name` for a model that does not describe itself.
 
     `options` override the model's task options (e.g. a scoring convention); a `name` that contradicts the
-    model's task is an error, as converting with another task's prompt and parser gives garbage.
+    model's task is an error, as converting with another task's prompt and parser gives garbage. A mixture
+    model's task is the one `name` picks among its tasks (`describe.pick`: none is an error listing them).
     """
     options = dict(options or {})
     if description is not None:
+        description = pick(description, name)
         if name is not None and name != description["task"]:
             raise TaskMismatchError(f"the model was trained for task {description['task']!r}, not {name!r}")
         return make_task(description["task"], {**description.get("options", {}), **options})
@@ -123,6 +125,14 @@ def resolve_task(description: dict | None, name: str | None, options: dict[str, 
         raise TaskMismatchError(f"the model does not name its task (no {describe.DESCRIPTION}): give --task "
                                 f"({', '.join(docvlm.tasks.names())})")
     return make_task(name, options)
+
+
+def pick(description: dict, name: str | None) -> dict:
+    """`describe.pick`: a mixture model's task `name`, its error a `TaskMismatchError`."""
+    try:
+        return describe.pick(description, name)
+    except ValueError as e:
+        raise TaskMismatchError(str(e)) from None
 
 
 def make_task(name: str, options: dict[str, Any]) -> Task:
@@ -278,9 +288,11 @@ def load(model: str | Path, device: str | None = None, dtype: str | None = None,
     """A `Model` from a Hugging Face folder, hub id, `docvlm fit` checkpoint or `tiny`, on `device`
     (default: CUDA when there is one) in `dtype` (default: bfloat16 on CUDA, float32 elsewhere).
 
-    The task comes from the model's `docvlm.json`; `task` is needed only for a model without one."""
+    The task comes from the model's `docvlm.json`; `task` is needed only for a model without one, or to
+    choose one of a mixture model's tasks."""
     resolved = resolve_device(device)
     net, processor, description = load_weights(model, resolve_dtype(dtype, resolved))
+    description = pick(description, task) if description is not None else None
     chosen = resolve_task(description, task, task_options)
     decoding = Decoding(**description["decoding"]) if description and description.get("decoding") else Decoding()
     return Model(net.to(resolved).eval(), processor, chosen, resolved, description, decoding)

@@ -18,6 +18,7 @@ from lightning.pytorch.cli import LightningCLI  # noqa: E402
 import docvlm.tasks  # noqa: E402,F401  (registers every task, so short class names resolve)
 from docvlm.callbacks import ExportHF, PlotCurves, PredictionsJSONL  # noqa: E402
 from docvlm.errors import DataError  # noqa: E402
+from docvlm.mixture import Mixture  # noqa: E402
 from docvlm.progress import Progress, ValidateAtEnd  # noqa: E402
 from docvlm.tasks.base import Task  # noqa: E402
 
@@ -44,7 +45,8 @@ class DocVLMCLI(LightningCLI):
         super().__init__(*args, **kwargs)
 
     def add_arguments_to_parser(self, parser) -> None:
-        parser.link_arguments("data.task", "model.task", apply_on="instantiate")
+        # the data module's task: the one of `data.task`, or the mixture of `data.mixture`
+        parser.link_arguments("data", "model.task", compute_fn=_task_of, apply_on="instantiate")
         parser.add_lightning_class_args(ExportHF, "export")
         parser.add_lightning_class_args(PredictionsJSONL, "predictions")
         parser.add_lightning_class_args(PlotCurves, "curves")
@@ -101,6 +103,10 @@ class DocVLMCLI(LightningCLI):
         metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items() if k.startswith(prefix)}
         if metrics and self.trainer.is_global_zero:
             print("docvlm: " + "  ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items())))
+
+
+def _task_of(data) -> Task | Mixture:
+    return data.task
 
 
 def last_checkpoint(trainer) -> Path:

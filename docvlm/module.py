@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from lightning.pytorch.strategies import FSDPStrategy
 from lightning.pytorch.utilities import rank_zero_info
 
-from docvlm import describe
+from docvlm import describe, mixture
 from docvlm.decode import Decoding, generate
 from docvlm.model import ModelSpec, load, model_spec, unwrap
 from docvlm.tasks.base import Task
@@ -53,7 +53,7 @@ def suffix_loss(
 
 
 class DocVLM(L.LightningModule):
-    """PaliGemma 2 fine-tuned on one task.
+    """PaliGemma 2 fine-tuned on one task (or a mixture: `docvlm.mixture`).
 
     Args:
         model: which checkpoint to load and how (dtype, freezing, LoRA, gradient checkpointing).
@@ -65,7 +65,7 @@ class DocVLM(L.LightningModule):
             (big_vision, the paper); `per_token` averages all suffix tokens of the batch
             (transformers' default, which weights long targets more).
         decoding: how validation, test and predict decode.
-        task: the task; linked from `data.task` by the CLI.
+        task: the task (or the mixture); linked from `data.task` by the CLI.
     """
 
     def __init__(
@@ -77,7 +77,7 @@ class DocVLM(L.LightningModule):
         label_smoothing: float = 0.0,
         loss_reduction: Literal["per_example", "per_token"] = "per_example",
         decoding: Decoding = Decoding(),
-        task: Task | None = None,
+        task: Task | mixture.Mixture | None = None,
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["task"])
@@ -134,28 +134,32 @@ class DocVLM(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     # ------------------------------------------------------------------------------------ decoding
-    def decode(self, batch: dict[str, Any]) -> list[str]:
+    def decode(self, batch: dict[str, Any], task: Task | None = None) -> list[str]:
         """Texts for a batch, by `docvlm.decode.generate`: what `convert`, `evaluate` and `docvlm.load` run."""
-        max_new = self.decoding.max_new_tokens or self.task.max_target_tokens
+        max_new = self.decoding.max_new_tokens or (task or self.task).max_target_tokens
         return [g.text for g in generate(self.net, self.processor, batch, self.decoding, max_new)]
 
-    def _collect(self, batch: dict[str, Any], split: str) -> None:
+    def _collect(self, batch: dict[str, Any], split: str, part: int = 0) -> None:
+        """Decode a batch of task `part` (a mixture's validation loader of that task; 0 for one task)."""
         if "input_ids" not in batch:
             return
-        decoded = zip(batch["index"].tolist(), batch["id"], batch["target"], self.decode(batch))
+        name, task = mixture.tasks_of(self.task)[part]
+        decoded = zip(batch["index"].tolist(), batch["id"], batch["target"], self.decode(batch, task))
         for index, id_, target, prediction in decoded:
-            self._outputs.append({"index": index, "id": id_, "image": self._image_path(split, index), "target": target,
-                                  "prediction": prediction})
+            self._outputs.append({"index": index, "id": id_, "image": self._image_path(split, index, part),
+                                  "target": target, "prediction": prediction, **({"task": name} if name else {})})
 
-    def _image_path(self, split: str, index: int) -> str | None:
+    def _image_path(self, split: str, index: int, part: int = 0) -> str | None:
         """The sample's image file, so that a report made from the predictions file can show it."""
-        dataset = getattr(getattr(self.trainer, "datamodule", None), "datasets", {}).get(split)
+        datamodule = getattr(self.trainer, "datamodule", None)
+        datamodule = datamodule.parts[part] if getattr(datamodule, "parts", None) else datamodule
+        dataset = getattr(datamodule, "datasets", {}).get(split)
         samples = getattr(dataset, "samples", None)  # a streamed split keeps none
         image = samples[index].image if samples is not None else None
         return str(Path(image).resolve()) if isinstance(image, (str, Path)) else None
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._collect(batch, "val")
+    def validation_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._collect(batch, "val", dataloader_idx)
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._collect(batch, "test")
@@ -174,13 +178,21 @@ class DocVLM(L.LightningModule):
             gathered: list[list[dict]] = [None] * torch.distributed.get_world_size()  # type: ignore[list-item]
             torch.distributed.all_gather_object(gathered, outputs)
             outputs = [row for rank_rows in gathered for row in rank_rows]
-        rows = sorted({row["index"]: row for row in outputs}.values(), key=lambda row: row["index"])
-        if self.trainer.sanity_checking or not rows:
+        if self.trainer.sanity_checking or not outputs:
             return
-        scores = self.task.score([r["prediction"] for r in rows], [r["target"] for r in rows])
-        metrics = {f"{stage}/{name}": float(value) for name, value in scores.items()}
-        metrics[f"{stage}/samples"] = float(len(rows))
+        tasks, metrics, scores, rows = mixture.tasks_of(self.task), {}, {}, []
+        for name, task in tasks:  # a mixture's tasks each on their own rows, as `val/<task>/<metric>`
+            mine = sorted({r["index"]: r for r in outputs if r.get("task") == name}.values(), key=lambda r: r["index"])
+            if not mine:
+                continue
+            prefix = f"{stage}/{name}/" if name else f"{stage}/"
+            scores[name] = task.score([r["prediction"] for r in mine], [r["target"] for r in mine])
+            metrics.update({f"{prefix}{metric}": float(value) for metric, value in scores[name].items()})
+            metrics[f"{prefix}samples"] = float(len(mine))
+            rows += mine
         self.log_dict(metrics, sync_dist=False, rank_zero_only=False)
+        if isinstance(self.task, mixture.Mixture):  # the figure that selects checkpoints, on the progress line
+            self.log(f"{stage}/{mixture.SCORE}", mixture.score(scores, tasks), prog_bar=True, rank_zero_only=False)
         folder = Path(self.trainer.log_dir or self.trainer.default_root_dir) / "predictions"  # collective
         if self.trainer.is_global_zero:
             self._write_predictions(folder, stage, rows)
@@ -205,7 +217,8 @@ class DocVLM(L.LightningModule):
         """What the model is (task, prompt, decoding) and its last validation metrics: `docvlm.json`."""
         if self.task is None:
             return None
-        metrics, measured_on = {}, None
+        metrics, measured_on, found = {}, None, {}
+        size = self.processor.image_processor.size["height"]
         if self._trainer is not None:
             found = {k[len("val/"):]: float(v) for k, v in self.trainer.callback_metrics.items()
                      if k.startswith("val/")}
@@ -215,7 +228,8 @@ class DocVLM(L.LightningModule):
                 metrics = found
                 measured_on = {"split": "val", "samples": int(samples or 0), "step": self.global_step,
                                "source": str(source) if source is not None else None}
-        size = self.processor.image_processor.size["height"]
+        if isinstance(self.task, mixture.Mixture):
+            return mixture.description(self.task, size, self.decoding, found, self.global_step)
         return describe.description(self.task, size, self.decoding, metrics, measured_on)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -137,6 +137,14 @@ class Task:
                 return metric
         raise KeyError(f"task {self.name!r} declares no metric {name!r}; it declares {[m.name for m in self.metrics]}")
 
+    def main_score(self, scores: Mapping[str, float]) -> float:
+        """The main metric of `score`'s result as a score in [0, 1], higher better: a mixture selects checkpoints
+        on the mean of its tasks' (`docvlm.mixture`). By default the value itself, or 1 - the value for a metric
+        where lower is better (a fraction, such as CER); a task reporting it otherwise (in percent) says how."""
+        value = scores[self.main_metric]
+        value = value if self.metric(self.main_metric).higher_is_better else 1.0 - value
+        return min(1.0, max(0.0, value))
+
     def options(self) -> dict[str, Any]:
         """The task's options as a plain dict (logged with each run)."""
         return dataclasses.asdict(self)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import io
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -140,6 +140,10 @@ class MusicTask(Task):
     def parse(self, text: str) -> Parsed:
         repaired, problems = kern.scan(text)
         return Parsed(text=text, value=repaired, problems=problems)
+
+    def main_score(self, scores: Mapping[str, float]) -> float:
+        """1 - CER as a fraction (`score` reports SMT's percent)."""
+        return min(1.0, max(0.0, 1.0 - scores[self.main_metric] / 100))
 
     def score(self, predictions: Sequence[str], references: Sequence[str]) -> dict[str, float]:
         """SMT's CER/SER/LER in % (separators removed first, as SMT's targets have none), plus `valid`:
