@@ -47,3 +47,4 @@ def config_parser(config: Path):
             pass
 
     return ParseOnly(DocVLM, DocDataModule, run=False, args=["--config", str(config)]).parser
+
