@@ -70,6 +70,8 @@ class DocDataModule(L.LightningDataModule):
         if (task is None) == (mixture is None):
             raise DataError("set data.task (one task) or data.mixture (several), not both" if task else
                             "no task: set data.task (one task) or data.mixture (several)")
+        if mixture is not None:
+            mixture.check()
         self.task = task or mixture
         self.mixture = mixture
         # a mixture is a data module per task, each checking, limiting and augmenting its own data

@@ -62,8 +62,9 @@ class Mixture:
     seed: int = 0
     epoch_size: int | None = None
 
-    def __post_init__(self) -> None:
-        """Mistakes that would waste a run are found here, before any data is read."""
+    def check(self) -> None:
+        """Mistakes that would waste a run, found before any data is read (`DocDataModule` calls it: raised
+        from `__post_init__`, they would reach the user inside the config parser's own message)."""
         if not self.tasks:
             raise DataError("data.mixture.tasks: a mixture needs at least one task")
         seen: dict[str, str] = {}

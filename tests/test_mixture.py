@@ -2,6 +2,7 @@
 fit validated per task and exported as one model that does each task with its own prompt."""
 
 import json
+import re
 import subprocess
 import sys
 from collections import Counter
@@ -101,18 +102,18 @@ def part(task, **kwargs):
 @pytest.mark.parametrize("weight", [0, -1.0, float("nan")])
 def test_a_weight_must_be_positive(weight):
     with pytest.raises(DataError, match=rf"tasks\[1\] \(tables\): weight {weight} must be a positive number"):
-        Mixture([part(TextTask()), part(TablesTask(), weight=weight)])
+        Mixture([part(TextTask()), part(TablesTask(), weight=weight)]).check()
 
 
 def test_two_tasks_with_one_prompt_are_refused_naming_both():
     with pytest.raises(DataError, match=r"tasks\[1\] \(tables\) has the same prompt as data.mixture.tasks\[0\] "
                                         r"\(text\): 'ocr'"):
-        Mixture([part(TextTask()), part(TablesTask(prefix="ocr"))])
+        Mixture([part(TextTask()), part(TablesTask(prefix="ocr"))]).check()
 
 
 def test_a_task_without_validation_data_is_refused():
     with pytest.raises(DataError, match=r"tasks\[2\] \(molecules\): no validation data"):
-        Mixture([part(TextTask()), part(TablesTask()), part(MoleculesTask(), val=None)])
+        Mixture([part(TextTask()), part(TablesTask()), part(MoleculesTask(), val=None)]).check()
 
 
 def fit_command(root: Path, *extra: str) -> list[str]:
@@ -128,7 +129,7 @@ def fit_command(root: Path, *extra: str) -> list[str]:
      r"data.mixture.tasks\[2\] \(molecules\) has the same prompt as data.mixture.tasks\[1\] \(tables\): 'smiles'"),
 ])
 def test_the_command_refuses_a_bad_mixture_before_it_trains(tmp_path, change, message):
-    """`docvlm fit` stops with the mistake named, one line, before any model loads or step runs."""
+    """`docvlm fit` stops with the mistake named, in one line, before it trains a step."""
     mixture = yaml.safe_load(MIX.read_text())["data.mixture"]
     mixture["tasks"][1].update(change)
     config = tmp_path / "bad.yaml"
@@ -136,8 +137,6 @@ def test_the_command_refuses_a_bad_mixture_before_it_trains(tmp_path, change, me
     done = subprocess.run([sys.executable, "-m", "docvlm.cli", *fit_command(tmp_path, "--config", str(config))],
                           capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert done.returncode != 0
-    import re
-
     assert re.search(message, done.stderr), done.stderr[-2000:]
     assert "Traceback" not in done.stderr and not list(tmp_path.rglob("*.ckpt"))
 
