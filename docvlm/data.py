@@ -23,7 +23,7 @@ from tqdm import tqdm
 from docvlm.errors import DataError
 from docvlm.images import Augment, BadImageError, check_image
 from docvlm.items import Collator, Source, StreamDataset, TaskDataset, image_problem, measure, row
-from docvlm.mixture import Mixture, MixtureDataset, MixtureSampler
+from docvlm.mixture import Mixture, MixtureDataset, MixtureLoader
 from docvlm.tasks.base import Sample, Task
 
 log = logging.getLogger(__name__)
@@ -78,8 +78,6 @@ class DocDataModule(L.LightningDataModule):
         self.parts = [DocDataModule(p.task, p.train, p.val, batch_size=batch_size, eval_batch_size=eval_batch_size,
                                     num_workers=num_workers, augment=p.augment, overlength=overlength,
                                     on_bad_image=on_bad_image) for p in mixture.tasks] if mixture else []
-        self.sampler: MixtureSampler | None = None
-        self.sampler_state: dict[str, int] | None = None  # a mixture's position, from a checkpoint
         self.sources = {"train": train, "val": val, "test": test, "predict": predict}
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
@@ -226,34 +224,13 @@ class DocDataModule(L.LightningDataModule):
         if split not in self.datasets:
             raise ValueError(f"no {split} data: set `data.{split}` in the config")
         dataset = self.datasets[split]
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size if split == "train" else self.eval_batch_size,
-            shuffle=shuffle and not isinstance(dataset, (StreamDataset, MixtureDataset)),  # they order themselves
-            sampler=self._mixture_sampler() if isinstance(dataset, MixtureDataset) else None,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            collate_fn=Collator(self.processor, with_targets, "skip"),  # see `on_before_batch_transfer`
-        )
-
-    def _mixture_sampler(self) -> MixtureSampler:
-        trainer, dataset = self.trainer, self.datasets["train"]
-        self.sampler = MixtureSampler([len(d) for d in dataset.datasets], self.mixture.weights, self.mixture.seed,
-                                      self.mixture.epoch_size, trainer.global_rank if trainer else 0,
-                                      trainer.world_size if trainer else 1)
-        if self.sampler_state is not None:
-            self.sampler.load_state_dict(self.sampler_state)
-        return self.sampler
-
-    def state_dict(self) -> dict[str, Any]:
-        """A mixture's position in its draws (examples this rank consumed this epoch), saved in checkpoints."""
-        if self.sampler is None or self.trainer is None:
-            return {}
-        batches = self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
-        return {"mixture_sampler": self.sampler.state_dict(batches * self.batch_size)}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.sampler_state = state_dict.get("mixture_sampler")
+        options = {"batch_size": self.batch_size if split == "train" else self.eval_batch_size,
+                   "num_workers": self.num_workers, "persistent_workers": self.num_workers > 0,
+                   "collate_fn": Collator(self.processor, with_targets, "skip")}  # see `on_before_batch_transfer`
+        if isinstance(dataset, MixtureDataset):
+            return MixtureLoader(dataset, self.mixture, self.trainer, **options)
+        shuffle = shuffle and not isinstance(dataset, StreamDataset)  # a stream shuffles itself
+        return DataLoader(dataset, shuffle=shuffle, **options)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True, with_targets=True)

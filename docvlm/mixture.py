@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch.utils.data import Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from docvlm.errors import DataError
 from docvlm.images import Augment
@@ -135,8 +135,8 @@ class MixtureSampler(DistributedSampler):
     repeats). The whole epoch's draw depends on (seed, epoch) alone; rank `r` of `n` takes every n-th index
     from `r`, so each rank sees its share of every task.
 
-    `state_dict` / `load_state_dict` carry where a rank is in its epoch: `DocDataModule` keeps them in the
-    checkpoint, so a run resumed mid-epoch draws the same next examples as one that was never stopped.
+    `state_dict` / `load_state_dict` carry where a rank is in its epoch (`MixtureLoader` keeps them in the
+    checkpoint), so a run resumed mid-epoch draws the same next examples as one that was never stopped.
     A `DistributedSampler` (its `__init__` unused) so that Lightning, which wraps other samplers in one under
     DDP, leaves it as it is and calls `set_epoch`.
     """
@@ -188,6 +188,25 @@ class MixtureSampler(DistributedSampler):
                             f"ranks, this run's with seed {self.seed} on {self.world_size}: the draws would differ; "
                             "resume with the same data.mixture.seed and devices")
         self.epoch, self.start = state["epoch"], state["consumed"]
+
+
+class MixtureLoader(DataLoader):
+    """A mixture's training loader, resumable: Lightning saves its `state_dict` with the fit loop and loads it
+    before the resumed epoch is iterated. The position is the batches the loop has trained on, not those the
+    loader has handed out (workers and Lightning's fetcher read ahead)."""
+
+    def __init__(self, dataset: MixtureDataset, mixture: Mixture, trainer, **options):
+        sampler = MixtureSampler([len(d) for d in dataset.datasets], mixture.weights, mixture.seed, mixture.epoch_size,
+                                 trainer.global_rank, trainer.world_size)
+        super().__init__(dataset, sampler=sampler, **options)
+        self.trainer = trainer
+
+    def state_dict(self) -> dict[str, int]:
+        batches = self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        return self.sampler.state_dict(batches * self.batch_size)
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.sampler.load_state_dict(state)
 
 
 _TASK_KEYS = ("task", "options", "prompt", "image_mode", "max_target_tokens", "metrics", "measured_on")
