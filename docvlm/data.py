@@ -34,8 +34,8 @@ class DocDataModule(L.LightningDataModule):
 
     Args:
         task: the task (e.g. `{class_path: docvlm.tasks.text.TextTask}`), which reads and renders samples.
-        mixture: several tasks instead of `task`, each with its data, weight and augmentation
-            (`docvlm.mixture`); fit and validate only.
+        mixture: several tasks instead of `task`, each with its own data, weight and augmentation
+            (`docvlm.mixture`) in place of `train`, `val` and `augment`; fit and validate only.
         train: training samples.
         val: validation samples (decoded and scored with the task's metrics).
         test: test samples.
@@ -72,6 +72,11 @@ class DocDataModule(L.LightningDataModule):
                             "no task: set data.task (one task) or data.mixture (several)")
         if mixture is not None:
             mixture.check()
+            given = [split for split, source in zip(("train", "val", "test", "predict"), (train, val, test, predict))
+                     if source is not None]
+            if given:
+                raise DataError(f"data.{given[0]}: a mixture's tasks each have their own data "
+                                f"(data.mixture.tasks[*].train, .val): set data.{given[0]}: null")
         self.task = task or mixture
         self.mixture = mixture
         # a mixture is a data module per task, each checking, limiting and augmenting its own data

@@ -249,3 +249,15 @@ def test_a_tiny_mixture_validates_each_task_and_exports_one_model_for_all(tmp_pa
         expected = model.task.export(model.task.parse(text), tmp_path / f"expected-{name}")
         written = [p for p in out.iterdir() if p.suffix == expected[0].suffix]
         assert [p.read_bytes() for p in written] == [expected[0].read_bytes()], row
+
+
+def test_a_mixture_takes_no_data_of_its_own_and_a_module_needs_a_task_or_a_mixture():
+    from docvlm.data import DocDataModule
+
+    mixture = Mixture([part(TextTask()), part(TablesTask())])
+    with pytest.raises(DataError, match=r"data.train: a mixture's tasks each have their own data"):
+        DocDataModule(mixture=mixture, train=Source(synthetic=4))
+    with pytest.raises(DataError, match="not both"):
+        DocDataModule(TextTask(), mixture=mixture)
+    with pytest.raises(DataError, match="no task: set data.task"):
+        DocDataModule()
