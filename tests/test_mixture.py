@@ -193,9 +193,10 @@ def test_ddp_on_two_cpu_processes_gives_each_its_share_of_every_task(tmp_path):
 
 @pytest.mark.slow
 def test_a_tiny_mixture_validates_each_task_and_exports_one_model_for_all(tmp_path):
-    """Every task's metrics logged as val/<task>/<metric> with val/score their main metrics' mean as scores;
-    docvlm.json lists the tasks; the exported model does each task with its own prompt, in Python as in
-    `convert --task`, and without a task it says which it has."""
+    """Every task's metrics logged as val/<task>/<metric> with val/score their main metrics' mean as scores (on the
+    progress line, a panel per task in curves.png); docvlm.json lists the tasks, from fit as from `docvlm export`;
+    the exported model does each task with its own prompt, in Python as in `convert --task` (and `evaluate
+    --task`), and without a task it says which it has."""
     import docvlm
     from docvlm.cli import main
     from docvlm.convert import main as convert
@@ -211,6 +212,11 @@ def test_a_tiny_mixture_validates_each_task_and_exports_one_model_for_all(tmp_pa
     mains = [task.main_score({task.main_metric: metrics[f"val/{name}/{task.main_metric}"]})
              for name, task in tasks.items()]
     assert metrics["val/score"] == pytest.approx(sum(mains) / 3)
+    assert "val/score" in cli.trainer.progress_bar_metrics
+    from docvlm.callbacks import plot_curves
+
+    panels = plot_curves(next(tmp_path.rglob("metrics.csv")), tmp_path / "curves.png")
+    assert {"val/text", "val/tables", "val/molecules", "val/score"} <= set(panels)
 
     hf = next(tmp_path.rglob("hf"))
     description = json.loads((hf / "docvlm.json").read_text())
@@ -220,6 +226,10 @@ def test_a_tiny_mixture_validates_each_task_and_exports_one_model_for_all(tmp_pa
                                     if k.startswith(f"val/{entry['task']}/") and not k.endswith("/samples")}
     card = (hf / "README.md").read_text()
     assert all(f"--task {name}" in card and f"`{prompt}`" in card for name, prompt in PROMPTS.items())
+    from docvlm.export import main as export
+
+    assert export([str(next(tmp_path.rglob("*.ckpt"))), str(tmp_path / "exported")]) == 0
+    assert json.loads((tmp_path / "exported" / "docvlm.json").read_text())["tasks"] == description["tasks"]
 
     with pytest.raises(TaskMismatchError, match="a mixture model of tasks text, tables, molecules"):
         docvlm.load(hf)
@@ -249,6 +259,11 @@ def test_a_tiny_mixture_validates_each_task_and_exports_one_model_for_all(tmp_pa
         expected = model.task.export(model.task.parse(text), tmp_path / f"expected-{name}")
         written = [p for p in out.iterdir() if p.suffix == expected[0].suffix]
         assert [p.read_bytes() for p in written] == [expected[0].read_bytes()], row
+    from docvlm.evaluate import main as evaluate
+
+    assert evaluate(["--model", str(hf), "--task", "tables", "--synthetic", "2", "--max-new-tokens", "8",
+                     "--out", str(tmp_path / "report")]) == 0
+    assert json.loads((tmp_path / "report" / "report.json").read_text())["task"] == "tables"
 
 
 def test_a_mixture_takes_no_data_of_its_own_and_a_module_needs_a_task_or_a_mixture():
