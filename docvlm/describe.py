@@ -15,6 +15,7 @@ task's own; `pick` gives one of them as a single task's description.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict
 from importlib import metadata
 from pathlib import Path
@@ -177,7 +178,7 @@ def mixture_card(data: dict[str, Any]) -> str:
     rows = "\n".join(f"| `{entry['task']}` | `{entry['prompt']}` | {entry.get('weight', '')} | "
                      + (", ".join(f"{k} {v:.4f}" for k, v in entry.get("metrics", {}).items()) or "not measured")
                      + " |" for entry in data["tasks"])
-    cards = "\n".join(model_card(pick(data, name)).split("---\n", 2)[2].replace(
+    cards = "\n".join(re.sub(r"^#", "##", model_card(pick(data, name)).split("---\n", 2)[2], flags=re.M).replace(
         "docvlm convert --model THIS_FOLDER", f"docvlm convert --model THIS_FOLDER --task {name}").replace(
         'docvlm.load("THIS_FOLDER")', f'docvlm.load("THIS_FOLDER", task="{name}")') for name in names)
     return f"""---
@@ -190,7 +191,8 @@ tags: [docvlm, paligemma2, mixture, {', '.join(names)}]
 
 One model for {', '.join(f'`{name}`' for name in names)}: the prompt says which task to do. Trained with
 examples drawn by weight (seed {data.get('seed')}); docvlm {data['docvlm_version']}.
-{f"Checkpoint score (mean over tasks of each main metric as a score in [0, 1]): {score:.4f}." if score is not None
+{f"Score at the last validation (the mean over tasks of each main metric as a score in [0, 1]): {score:.4f}."
+ if score is not None
  else ""}
 
 | task | prompt | weight | metrics |
