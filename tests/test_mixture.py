@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+import docvlm.tasks
 import recording
 from docvlm.errors import DataError
 from docvlm.items import Source
@@ -92,6 +93,16 @@ def test_ranks_share_the_draw_and_each_sees_every_task_in_its_share():
         counts = Counter(task_of(i, sizes) for i in indices)
         for task, weight in enumerate(weights):
             assert abs(counts[task] / len(indices) - weight) < 0.03, counts
+
+
+# ---- the figure that selects checkpoints ------------------------------------------------------------------
+@pytest.mark.parametrize("name", docvlm.tasks.names())
+def test_each_tasks_main_score_is_1_when_perfect_and_lower_in_0_1_otherwise(name):
+    """`Task.main_score` puts every task's main metric on one scale (music's CER in percent included)."""
+    task = docvlm.tasks.get(name)
+    references = [task.to_target(s) for s in task.synthesize(3, seed=0)]
+    assert task.main_score(task.score(references, references)) == pytest.approx(1.0)
+    assert 0.0 <= task.main_score(task.score(["x"] * 3, references)) < 1.0
 
 
 # ---- checks before training --------------------------------------------------------------------------------
