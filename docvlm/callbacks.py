@@ -111,7 +111,7 @@ def plot_curves(metrics_csv: Path, out: Path) -> list[str]:
         axes = figure.add_subplot(rows, columns, i + 1)
         for line in panels[name]:
             steps, values = zip(*series[line])
-            axes.plot(steps, values, marker="o" if len(steps) < 20 else None, label=line.rsplit("/", 1)[1])
+            axes.plot(steps, values, marker="o" if len(steps) < 20 else None, label=line.rsplit("/", 1)[-1])
         if len(panels[name]) > 1:
             axes.legend(fontsize="small")
         axes.set_title(name)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from PIL import Image
 from transformers import PaliGemmaForConditionalGeneration, PaliGemmaProcessor
 
@@ -50,17 +51,28 @@ REAL = sorted(p for p in (REPO / "configs" / "paligemma2").glob("*.yaml") if p.n
 @pytest.mark.parametrize("path", REAL, ids=[p.stem for p in REAL])
 def test_every_real_config_trains_and_validates_on_the_tiny_model(path, tmp_path):
     """Each real run with its own settings (precision, checkpointing, task options, loss, decoding), on the
-    tiny model, synthetic data and the CPU: only what needs a GPU, the hub or the dataset is overridden."""
+    tiny model, synthetic data and the CPU: only what needs a GPU, the hub or the dataset is overridden (a
+    mixture's: each task's data, the same way)."""
+    own = yaml.safe_load(path.read_text(encoding="utf-8"))
+    if "data.mixture" in own:
+        for part in own["data.mixture"]["tasks"]:
+            part.update(train={"synthetic": 4}, val={"synthetic": 2, "seed": 1})
+        (tmp_path / "synthetic.yaml").write_text(yaml.safe_dump({"data.mixture": own["data.mixture"]}))
+        data = ["--config", str(tmp_path / "synthetic.yaml")]
+    else:
+        data = ["--data.train.synthetic=4", "--data.val.synthetic=2"]
     cli = main(["fit", "--config", str(path), "--model.model.name_or_path=tiny", "--trainer.accelerator=cpu",
                 "--trainer.max_steps=2", "--trainer.val_check_interval=2", "--trainer.accumulate_grad_batches=1",
-                "--data.train.synthetic=4", "--data.val.synthetic=2", "--data.batch_size=2", "--data.eval_batch_size=2",
+                *data, "--data.batch_size=2", "--data.eval_batch_size=2",
                 "--data.num_workers=0", "--model.decoding.max_new_tokens=8", "--trainer.log_every_n_steps=1",
                 f"--trainer.default_root_dir={tmp_path}"])
     assert cli.trainer.global_step == 2
     assert cli.model.net.is_activation_checkpointing
-    task = cli.datamodule.task
-    assert cli.trainer.callback_metrics["val/samples"] == 2
-    assert f"val/{task.main_metric}" in cli.trainer.callback_metrics
+    mixture = cli.datamodule.mixture
+    tasks = [(f"val/{p.task.name}/", p.task) for p in mixture.tasks] if mixture else [("val/", cli.datamodule.task)]
+    for prefix, task in tasks:
+        assert cli.trainer.callback_metrics[f"{prefix}samples"] == 2
+        assert f"{prefix}{task.main_metric}" in cli.trainer.callback_metrics
     log_dir = Path(cli.trainer.log_dir)
     assert (log_dir / "hf" / "config.json").is_file()
     checkpoints = cli.trainer.checkpoint_callback  # the best by the task's metric, and the last
@@ -70,7 +82,8 @@ def test_every_real_config_trains_and_validates_on_the_tiny_model(path, tmp_path
         rates = [float(row["lr-AdamW"]) for row in csv.DictReader(f) if row.get("lr-AdamW")]
     assert rates and rates[0] > 0  # warm-up: the first step's rate is lr / warmup_steps
     drawn = plot_curves(log_dir / "metrics.csv", tmp_path / "again.png")  # what fit drew into curves.png
-    assert {"train/loss", "lr-AdamW", f"val/{task.main_metric}"} <= set(drawn) and "val/samples" not in drawn
+    panels = {"val/score", *(prefix.rstrip("/") for prefix, _ in tasks)} if mixture else {f"val/{task.main_metric}"}
+    assert {"train/loss", "lr-AdamW", *panels} <= set(drawn) and "val/samples" not in drawn
     assert Image.open(log_dir / "curves.png").size == Image.open(tmp_path / "again.png").size
 
 
