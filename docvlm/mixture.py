@@ -145,6 +145,7 @@ class MixtureSampler(DistributedSampler):
                  rank: int = 0, world_size: int = 1):
         self.sizes, self.weights = list(sizes), list(weights)
         self.seed, self.rank, self.world_size = seed, rank, world_size
+        self.num_replicas, self.shuffle, self.drop_last = world_size, True, False  # as DistributedSampler's
         self.per_rank = math.ceil((epoch_size or sum(self.sizes)) / world_size)
         self.epoch = 0
         self.start = 0  # indices of this epoch already consumed by this rank (set on resuming)
