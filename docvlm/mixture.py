@@ -80,7 +80,7 @@ class Mixture:
             for other, label in ((name, "name"), (part.task.prefix, "prompt")):
                 if (label, other) in seen:
                     raise DataError(f"{where} ({name}) has the same {label} as {seen[label, other]}: {other!r}; "
-                                    "the model could not tell them apart")
+                                    "neither the model nor --task could tell them apart")
                 seen[label, other] = f"{where} ({name})"
         if self.epoch_size is not None and self.epoch_size < 1:
             raise DataError(f"data.mixture.epoch_size: {self.epoch_size} must be at least 1")
