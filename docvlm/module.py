@@ -65,7 +65,7 @@ class DocVLM(L.LightningModule):
             (big_vision, the paper); `per_token` averages all suffix tokens of the batch
             (transformers' default, which weights long targets more).
         decoding: how validation, test and predict decode.
-        task: the task (or the mixture); linked from `data.task` by the CLI.
+        task: the task (or the mixture); linked from the data module's (`data.task` or `data.mixture`) by the CLI.
     """
 
     def __init__(
