@@ -76,7 +76,7 @@ def main(argv: list[str]) -> int:
     try:
         if args.predictions is not None:
             task = args.task_object
-            rows, images = read_predictions(args.predictions, args.limit, args.images)
+            rows, images = read_predictions(args.predictions, args.limit, args.images, task.name)
         else:
             try:
                 model = load_from_args(args)
@@ -99,9 +99,10 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def read_predictions(path: Path, limit: int | None, images_dir: Path | None = None
+def read_predictions(path: Path, limit: int | None, images_dir: Path | None = None, task: str | None = None
                      ) -> tuple[list[dict], list[Path | None]]:
-    """Rows `{id, image, target, prediction}` of a JSONL file, and their images.
+    """Rows `{id, image, target, prediction}` of a JSONL file, and their images; of a mixture run's file (rows
+    with a `task`), those of `task`.
 
     Image paths are untrusted: one resolves inside the predictions file's folder (or `images_dir`) or is
     shown as unavailable, whether or not it exists, so a crafted file can neither embed nor probe other files."""
@@ -112,6 +113,8 @@ def read_predictions(path: Path, limit: int | None, images_dir: Path | None = No
     try:
         for line_no, row in jsonl_rows(path):
             where = f"{path}:{line_no}"
+            if task is not None and row.get("task", task) != task:
+                continue
             for key in ("prediction", "target"):
                 if not isinstance(row.get(key), str):
                     raise PredictionsError(f"{where}: '{key}' must be a string, got {type(row.get(key)).__name__}")

@@ -287,3 +287,16 @@ def test_a_mixture_takes_no_data_of_its_own_and_a_module_needs_a_task_or_a_mixtu
         DocDataModule(TextTask(), mixture=mixture)
     with pytest.raises(DataError, match="no task: set data.task"):
         DocDataModule()
+
+
+def test_evaluate_scores_a_mixture_runs_predictions_of_the_task_it_is_given(tmp_path):
+    from docvlm.evaluate import main as evaluate
+
+    rows = [{"id": "a", "task": "text", "target": "ab", "prediction": "ab"},
+            {"id": "b", "task": "tables", "target": "<html></html>", "prediction": ""},
+            {"id": "c", "task": "text", "target": "cd", "prediction": "cx"}]
+    predictions = tmp_path / "val-step4.jsonl"
+    predictions.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    assert evaluate(["--task", "text", "--predictions", str(predictions), "--out", str(tmp_path / "report")]) == 0
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert [row["id"] for row in report["rows"]] == ["a", "c"]
