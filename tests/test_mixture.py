@@ -205,7 +205,8 @@ def test_ddp_on_two_cpu_processes_gives_each_its_share_of_every_task(tmp_path):
 @pytest.mark.slow
 def test_a_tiny_mixture_validates_each_task_and_exports_one_model_for_all(tmp_path):
     """Every task's metrics logged as val/<task>/<metric> with val/score their main metrics' mean as scores (on the
-    progress line, a panel per task in curves.png); docvlm.json lists the tasks, from fit as from `docvlm export`;
+    progress line, a panel per task in curves.png, `docvlm validate` the same); docvlm.json lists the tasks, from
+    fit as from `docvlm export`;
     the exported model does each task with its own prompt, in Python as in `convert --task` (and `evaluate
     --task`), and without a task it says which it has."""
     import docvlm
@@ -239,8 +240,12 @@ def test_a_tiny_mixture_validates_each_task_and_exports_one_model_for_all(tmp_pa
     assert all(f"--task {name}" in card and f"`{prompt}`" in card for name, prompt in PROMPTS.items())
     from docvlm.export import main as export
 
-    assert export([str(next(tmp_path.rglob("*.ckpt"))), str(tmp_path / "exported")]) == 0
+    checkpoint = next(tmp_path.rglob("*.ckpt"))
+    assert export([str(checkpoint), str(tmp_path / "exported")]) == 0
     assert json.loads((tmp_path / "exported" / "docvlm.json").read_text())["tasks"] == description["tasks"]
+    validated = main(["validate", "--config", str(MIX), f"--ckpt_path={checkpoint}",
+                      "--model.decoding.max_new_tokens=8", f"--trainer.default_root_dir={tmp_path / 'validate'}"])
+    assert validated.trainer.callback_metrics["val/score"] == pytest.approx(metrics["val/score"])
 
     with pytest.raises(TaskMismatchError, match="a mixture model of tasks text, tables, molecules"):
         docvlm.load(hf)
