@@ -77,6 +77,7 @@ class DocDataModule(L.LightningDataModule):
             if given:
                 raise DataError(f"data.{given[0]}: a mixture's tasks each have their own data "
                                 f"(data.mixture.tasks[*].train, .val): set data.{given[0]}: null")
+            augment = None  # each task has its own
         self.task = task or mixture
         self.mixture = mixture
         # a mixture is a data module per task, each checking, limiting and augmenting its own data
@@ -87,7 +88,7 @@ class DocDataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers
-        if augment is not None and task is not None and task.targets_locate and (augment.rotate or augment.scale):
+        if augment is not None and task.targets_locate and (augment.rotate or augment.scale):
             log.warning("targets hold coordinates: geometric augmentation (rotate, scale) turned off")
             augment = dataclasses.replace(augment, rotate=0.0, scale=0.0)
         self.augment = augment
