@@ -180,7 +180,8 @@ def score_rows(task: Task, rows: list[dict]) -> dict[str, float]:
 
     metrics = task.score([r["prediction"] for r in rows], [r["target"] for r in rows])
     for row in tqdm(rows, unit="sample", desc="scoring samples"):
-        row["problems"] = [*row.pop("decoding_problems", []), *task.parse(row["prediction"]).problems]
+        row["problems"] = [*row.pop("decoding_problems", []), *task.parse(row["prediction"]).problems,
+                           *task.scoring_problems(row["prediction"], row["target"])]
         try:
             row["score"] = {k: float(v) for k, v in task.score([row["prediction"]], [row["target"]]).items()}
         except Exception as err:  # noqa: BLE001  one odd sample must not take the report down

@@ -143,6 +143,10 @@ class Task:
         """The task's metrics over a whole set (corpus level where the domain's reference says so)."""
         raise NotImplementedError
 
+    def scoring_problems(self, prediction: str, reference: str) -> list[str]:
+        """Why a pair's scores are not its metrics' own (a limit on untrusted output, say); listed in reports."""
+        return []
+
     def export(self, parsed: Parsed, stem: str | Path) -> list[Path]:
         """Write the files `docvlm convert` produces for one prediction; returns their paths."""
         path = Path(f"{stem}.txt")

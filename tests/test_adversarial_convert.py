@@ -134,3 +134,33 @@ def test_evaluate_over_the_hostile_corpus_names_the_first_bad_file(corpus):
     manifest = corpus / "train.jsonl"
     done = run("evaluate", "--task", "text", *FAST, "--data", str(manifest), "--out", str(corpus.parent / "ev"))
     assert done.returncode in (1, 2) and str(corpus / "fifo.png") in done.stderr
+
+
+@pytest.mark.slow
+def test_evaluate_bounds_the_work_of_huge_tables_and_lists_what_it_did_not_score(tmp_path):
+    """A looping model's tables (200,000 cells in a row, colspan 100,000, colspan 10^6 x rowspan 10^5) are
+    scored in bounded time and memory: GriTS past its limits is 0 with the reason listed on the row, the
+    table past the converter's limit is unparseable, and a table within the limits is scored as always."""
+    true = "<table><tr><td>a</td><td>b</td></tr><tr><td>c</td><td>d</td></tr></table>"
+    predictions = {
+        "wide": "<table><tr>" + "<td>x</td>" * 200_000 + "</tr></table>",
+        "colspan": '<table><tr><td colspan="100000">a</td></tr></table>',
+        "both": '<table><tr><td colspan="1000000" rowspan="100000">a</td></tr><tr><td>c</td></tr></table>',
+        "exact": true,
+    }
+    path = tmp_path / "p.jsonl"
+    path.write_text("".join(json.dumps({"id": k, "target": true, "prediction": v}) + "\n" for k, v in predictions.items()))
+    done = run("evaluate", "--task", "tables", "--predictions", str(path), "--out", str(tmp_path / "r"), timeout=120)
+    assert done.returncode == 0, done.stderr
+    report = {r["id"]: r for r in json.loads((tmp_path / "r" / "report.json").read_text())["rows"]}
+    for name in ("wide", "both"):
+        assert report[name]["score"]["grits_top"] == report[name]["score"]["grits_con"] == 0.0
+        assert report[name]["score"]["unparseable"] == 1.0
+        assert any(p.startswith("GriTS not computed") for p in report[name]["problems"]), report[name]["problems"]
+        assert any(p.endswith("not read") for p in report[name]["problems"])
+    assert "cover 200000 grid positions" in " ".join(report["wide"]["problems"])
+    assert "cover 100000000001 grid positions" in " ".join(report["both"]["problems"])  # 10^6 x 10^5 + 1
+    colspan = report["colspan"]  # 100,000 positions: within the limits, scored (2 positions aligned, IoU 1e-5 each)
+    assert not any("not computed" in p for p in colspan["problems"]) and colspan["score"]["unparseable"] == 0.0
+    assert colspan["score"]["grits_top"] == pytest.approx(2 * 2e-5 / (4 + 100_000), rel=1e-9)
+    assert report["exact"]["score"]["grits_top"] == report["exact"]["score"]["grits_con"] == 1.0
