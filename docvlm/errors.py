@@ -36,3 +36,8 @@ def special_file_problem(path: str | Path) -> str | None:
     except (OSError, ValueError) as e:  # permissions, a loop of links, a NUL byte in the name
         return f"cannot be read ({getattr(e, 'strerror', None) or e})"
     return None if stat.S_ISREG(mode) else f"{file_kind(mode)}, not a regular file"
+
+
+class SettingsError(DataError):
+    """A setting that cannot be used (a model's `docvlm.json`, a checkpoint's settings, a task option, a decoding
+    flag): the message names where it came from, the field and what it must be."""

@@ -21,7 +21,8 @@ from typing import Any
 
 import docvlm.tasks
 from docvlm import describe
-from docvlm.decode import Decoding, Generation
+from docvlm.decode import MAX_BEAMS, Decoding, Generation
+from docvlm.errors import SettingsError
 from docvlm.tasks.base import Parsed, Sample, Task
 
 
@@ -86,24 +87,38 @@ def _from_checkpoint(path: Path, dtype: str):
 
     import torch
 
-    from docvlm.model import DTYPES, load, model_spec, unwrap
+    from docvlm.model import DTYPES, ModelSpec, load, model_spec, unwrap
 
     if not path.is_file():
         raise ModelLoadError(f"{path}: no such checkpoint file")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        spec = model_spec(checkpoint["hyper_parameters"]["model"])
+        settings = checkpoint["hyper_parameters"]["model"]
         state = {k[len("net."):]: v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
-    except (RuntimeError, KeyError, EOFError, ValueError, TypeError, pickle.UnpicklingError) as e:
+    except (RuntimeError, KeyError, EOFError, ValueError, TypeError, AttributeError, pickle.UnpicklingError) as e:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ModelLoadError(f"{path}: not a docvlm checkpoint that can be read safely ({type(e).__name__}: {reason})") from None
-    model, processor = load(spec)
+    try:
+        if not isinstance(settings, (dict, ModelSpec)):
+            raise SettingsError(f"model settings must be a mapping, not {type(settings).__name__}")
+        spec = model_spec(settings)
+        description = describe.check(checkpoint["docvlm"], "its description") if "docvlm" in checkpoint else None
+    except (SettingsError, TypeError) as e:  # TypeError: a setting that is no field of the model's
+        raise ModelLoadError(f"{path}: {e}") from None
+    try:
+        model, processor = load(spec)
+    except Exception as e:  # noqa: BLE001  the base model it names: an unknown hub id, no network, a bad folder
+        raise ModelLoadError(f"{path}: cannot load its base model {spec.name_or_path!r} ({type(e).__name__}: "
+                             f"{str(e).splitlines()[0] if str(e) else ''})") from None
     trained = {name for name, p in model.named_parameters() if p.requires_grad}
     missing = sorted(trained - state.keys()) if spec.quantize else []
     if missing:  # a 4-bit base is not in the checkpoint, its adapters must be
         raise ModelLoadError(f"{path}: lacks {len(missing)} trained weights of this model, e.g. {missing[0]}")
-    model.load_state_dict(state, strict=spec.quantize is None)
-    return unwrap(model).to(DTYPES[dtype]), processor, checkpoint.get("docvlm")
+    try:
+        model.load_state_dict(state, strict=spec.quantize is None)
+    except (RuntimeError, TypeError, AttributeError) as e:
+        raise ModelLoadError(f"{path}: its weights do not fit its model settings ({str(e).splitlines()[0]})") from None
+    return unwrap(model).to(DTYPES[dtype]), processor, description
 
 
 def resolve_task(description: dict | None, name: str | None, options: dict[str, Any] | None = None) -> Task:
@@ -134,6 +149,8 @@ def make_task(name: str, options: dict[str, Any]) -> Task:
         raise ValueError(f"task {name!r} has no option {', '.join(map(repr, unknown))}; its options: {', '.join(known)}")
     try:
         return docvlm.tasks.get(name, **options)
+    except SettingsError:  # names the task and the option already
+        raise
     except (TypeError, ValueError) as e:
         raise ValueError(f"task {name!r}: bad option ({e})") from None
 
@@ -291,7 +308,7 @@ def load(model: str | Path, device: str | None = None, dtype: str | None = None,
 
 
 # ---- the decoding options shared by `convert` and `evaluate` -----------------------------------------
-def positive(kind: type):
+def positive(kind: type, most: int | None = None):
     def check(text: str):
         try:
             value = kind(text)
@@ -299,6 +316,8 @@ def positive(kind: type):
             raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
         if not 0 < value < float("inf"):
             raise argparse.ArgumentTypeError(f"{text!r} must be a positive number")
+        if most is not None and value > most:
+            raise argparse.ArgumentTypeError(f"{text!r} is more than {most}")
         return value
 
     return check
@@ -315,7 +334,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--task-option", action="append", type=task_option, default=[], metavar="KEY=VALUE",
                        help="task option, value read as a YAML scalar (repeatable), e.g. encoding=bekern")
     group.add_argument("--batch-size", type=positive(int), default=8, help="pages per decoding batch (default 8)")
-    group.add_argument("--num-beams", type=positive(int), help="beam width; 1 = greedy (default: the model's, else 1)")
+    group.add_argument("--num-beams", type=positive(int, MAX_BEAMS), help="beam width; 1 = greedy (default: the model's, else 1)")
     group.add_argument("--max-new-tokens", type=positive(int),
                        help="longest output in tokens (default: the task's max_target_tokens)")
     group.add_argument("--repetition-guard", action=argparse.BooleanOptionalAction, default=None,

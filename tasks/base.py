@@ -94,6 +94,13 @@ class Task:
     max_target_tokens: int = 128
     image_mode: ImageMode = "stretch"
 
+    def __post_init__(self) -> None:
+        """Options come from configs, `--task-option` and model folders: a wrong one stops here, named."""
+        from docvlm.checks import check_range, check_types
+
+        check_types(self, f"task {self.name!r}")
+        check_range(f"task {self.name!r}", "max_target_tokens", self.max_target_tokens, 1)
+
     def read(self, source: str | Path, split: str | None = None) -> list[Sample]:
         """Samples of a dataset on disk (the domain's real layouts and the generic manifest). What cannot be
         read raises `docvlm.tasks.manifest.ManifestError` (a `DataError`) naming the file."""
