@@ -152,11 +152,26 @@ def to_html_document(table: Table, title: str = "table") -> str:
     )
 
 
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # what spreadsheets read as the start of a formula
+_PLAIN_NUMBER = re.compile(r"[+-]?(\d{1,3}(,\d{3})+|\d+|(?=\.\d))(\.\d+)?%?|-")  # -5.3, +2, -1,234.5, -.5, 12%, -
+
+
+def csv_safe(text: str) -> str:
+    """`text` with a `'` before it when a spreadsheet would run it as a formula (OWASP's CSV injection rule:
+    it starts with = + - @ tab or carriage return), unless it is a plain number or a lone `-`, which fill
+    financial tables. Model output is untrusted: `=HYPERLINK(...)` must stay text."""
+    if text.startswith(_FORMULA_STARTS) and not _PLAIN_NUMBER.fullmatch(text):
+        return "'" + text
+    return text
+
+
 def to_csv(table: Table) -> str:
-    """Plain-text grid as CSV; a spanning cell's text sits at its top-left position, the rest empty."""
+    """Plain-text grid as CSV; a spanning cell's text sits at its top-left position, the rest empty. Cells a
+    spreadsheet would run as formulas are neutralised (`csv_safe`); a carriage return in a cell becomes a
+    line feed, which the writer quotes (a bare CR it leaves unquoted, and readers take it for a row's end)."""
     grid = [[""] * table.n_cols for _ in range(table.n_rows)]
     for cell in table.cells:
-        grid[cell.row][cell.col] = cell.text
+        grid[cell.row][cell.col] = csv_safe(cell.text).replace("\r\n", "\n").replace("\r", "\n")
     buffer = io.StringIO()
     csv.writer(buffer, lineterminator="\n").writerows(grid)
     return buffer.getvalue()
