@@ -269,3 +269,18 @@ def test_the_table_converter_does_not_read_tables_past_its_limit():
     assert table is None and problems[-1] == f"table of 301 x 400 grid positions, more than {MAX_TABLE_POSITIONS}: not read"
     table, _ = parse_html('<table><tr><td colspan="1000">a</td></tr><tr><td>b</td></tr></table>')
     assert (table.n_rows, table.n_cols, len(table.cells)) == (2, 1000, 1 + 1000)  # the second row padded
+
+
+def test_grits_matches_the_reference_or_differs_only_where_its_docstring_says(data_dir):
+    """Issue 21's cases, recorded with table-transformer (tests/data/grits_differences.json): a comment or a
+    processing instruction in a cell as the reference reads it; upper-case tags, a namespace, two tables and
+    deep nesting differ as the module docstring decides, with docvlm's values recorded."""
+    recorded = json.loads((data_dir / "grits_differences.json").read_text(encoding="utf-8"))["cases"]
+    assert sum("decision" in case for case in recorded) == 4
+    for case in recorded:
+        ours = ours_in_full(case["pred"], case["true"])
+        if "decision" in case:
+            assert {k: ours[k] for k in ("grits_top", "grits_con")} == case["docvlm"], case["name"]
+            assert ours != case["reference"], case["name"]
+        else:
+            assert ours == case["reference"], case["name"]

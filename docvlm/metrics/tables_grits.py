@@ -22,7 +22,19 @@ integers are read as in `docvlm.metrics.tables_teds`, then at least 1; no table 
 (score 1.0 against another empty grid, else 0.0); cells before the first `tr` (`<table><td>x</td>...`) form a
 row of their own, the first `tr` then starts the next row (the reference gives them row -1: it crashes when
 no `tr` follows, and otherwise writes them into the grid's last row, over what is there). Cells after a
-closed `tr` join the row last started, as in the reference.
+closed `tr` join the row last started, as in the reference. A cell's text is the reference's: its XML parser
+keeps no comments or processing instructions, so the text on both sides of one is one piece (`_itertext`).
+
+Where the reference runs but reads the HTML otherwise, docvlm differs on purpose (recorded in
+`tests/data/grits_differences.json`):
+- upper-case tags (`<TD>`) are cells, as in HTML and in TEDS's parser; the reference's XML parser is
+  case-sensitive and drops them;
+- `<table xmlns="...">` is read as a table; in the reference its tags become `{namespace}td` and it finds no cell;
+- of two tables in one output only the first is scored, as by TEDS and the tables converter; the reference
+  merges the rows of every table in the document into one grid;
+- lxml's HTML parser stops at 256 nested elements (libxml2's guard against hostile nesting, the parser of
+  TEDS's reference too): text nested deeper, and the rest of the table after it, is not read; the
+  reference's expat reads on.
 
 Limits (model output is untrusted: a looping model writes 200,000 cells or `colspan="1000000"`, and the
 reference's work grows with the product of both grids): GriTS is not computed, and both scores are 0.0,
@@ -151,8 +163,28 @@ def _place(nodes, spans) -> list[tuple[list[int], list[int], str]]:
         rows, columns = list(range(row, row + rowspan)), list(range(column, column + colspan))
         for r in rows:
             occupied.setdefault(r, set()).update(columns)
-        cells.append((rows, columns, " ".join(node.itertext())))
+        cells.append((rows, columns, " ".join(_itertext(node))))
     return cells
+
+
+def _itertext(node):
+    """The texts `ElementTree`'s `itertext` gives for the reference's parse of `node`: its XML parser keeps no
+    comments or processing instructions, so the text on both sides of one is a single piece (`a<!--c-->b`
+    is `ab`, where lxml's `itertext` gives `a`, `b`, joined as `a b`)."""
+    text, children = node.text or "", []
+    for child in node:
+        if isinstance(child.tag, str):
+            children.append([child, child.tail or ""])
+        elif children:
+            children[-1][1] += child.tail or ""
+        else:
+            text += child.tail or ""
+    if text:
+        yield text
+    for child, tail in children:
+        yield from _itertext(child)
+        if tail:
+            yield tail
 
 
 def _grids(true_cells, pred_cells, kind: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
