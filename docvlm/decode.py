@@ -33,12 +33,13 @@ class Decoding:
 
     def __post_init__(self) -> None:
         """Settings from a config, a model's `docvlm.json` or a flag: wrong ones stop before any page."""
-        from docvlm.checks import check_range, check_types
+        from docvlm.errors import check_range, check_types
+        from docvlm.tasks.base import MAX_NEW_TOKENS
 
         check_types(self, "decoding")
         check_range("decoding", "num_beams", self.num_beams, 1, MAX_BEAMS)
         if self.max_new_tokens is not None:
-            check_range("decoding", "max_new_tokens", self.max_new_tokens, 1)
+            check_range("decoding", "max_new_tokens", self.max_new_tokens, 1, MAX_NEW_TOKENS)
 
 
 @dataclass

@@ -17,8 +17,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from docvlm.checks import check_range
-from docvlm.errors import SettingsError
+from docvlm import tasks
+from docvlm.errors import SettingsError, check_range
+from docvlm.tasks.base import Task
 
 DESCRIPTION = "docvlm.json"
 
@@ -64,7 +65,6 @@ def check(data: Any, where: str) -> dict[str, Any]:
     """`data` if it is a description every field of which can be used, else a `SettingsError` naming `where`
     and the field: a model folder or checkpoint is not trusted to be what `description` wrote."""
     from docvlm.decode import Decoding
-    from docvlm.inference import make_task
     from docvlm.model import MAX_IMAGE_SIZE
 
     if not isinstance(data, dict) or not isinstance(data.get("task"), str):
@@ -101,6 +101,24 @@ def _check_kinds(data: dict, where: str) -> None:
     for name, value in (data.get("metrics") or {}).items():
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             raise SettingsError(f"{where}: metric {name!r:.60} must be a number, not {type(value).__name__}")
+
+
+def make_task(name: str, options: dict[str, Any]) -> Task:
+    """`tasks.get(name, **options)`, with a message listing the task's options on a bad key."""
+    import dataclasses
+
+    cls = type(tasks.get(name))
+    known = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise ValueError(f"task {name!r} has no option {', '.join(map(repr, unknown))}; "
+                         f"its options: {', '.join(known)}")
+    try:
+        return tasks.get(name, **options)
+    except SettingsError:  # names the task and the option already
+        raise
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"task {name!r}: bad option ({e})") from None
 
 
 def set_generation_config(model, processor, max_new_tokens: int) -> None:

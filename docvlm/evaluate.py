@@ -136,7 +136,7 @@ def decode(model, args: argparse.Namespace) -> tuple[list[dict], list[Any]]:
 
     from docvlm.images import BadImageError
     from docvlm.inference import decode_items
-    from docvlm.items import Source, TaskDataset
+    from docvlm.items import Source, TaskDataset, check_prompts
     from docvlm.pixels import hand_over
 
     task = model.task
@@ -147,6 +147,7 @@ def decode(model, args: argparse.Namespace) -> tuple[list[dict], list[Any]]:
         print(f"docvlm: {len(unscored)} samples have no reference and are not evaluated "
               f"(first: {unscored[0].source or unscored[0].id})", file=sys.stderr)
         samples = [s for s in samples if s.target is not None]
+    check_prompts(task, samples, model.processor, model.net)
     targets = [task.to_target(s) for s in samples]
     dataset = TaskDataset(samples, task, model.image_size, targets=targets)
     loader = DataLoader(dataset, batch_size=args.batch_size, num_workers=max(args.num_workers, 0), collate_fn=hand_over)

@@ -59,8 +59,7 @@ class LoraSpec:
     )
 
     def __post_init__(self) -> None:
-        from docvlm.checks import check_range, check_types
-        from docvlm.errors import SettingsError
+        from docvlm.errors import SettingsError, check_range, check_types
 
         check_types(self, "model.lora")
         check_range("model.lora", "r", self.r, 1)
@@ -111,7 +110,7 @@ class ModelSpec:
     def __post_init__(self) -> None:
         """Settings from a config or a checkpoint: a wrong type or size stops here, named (a checkpoint's
         `tiny_width` of 10^6 would otherwise allocate until the machine gives up)."""
-        from docvlm.checks import check_range, check_types
+        from docvlm.errors import check_range, check_types
 
         check_types(self, "model")
         check_range("model", "image_size", self.image_size, 1, MAX_IMAGE_SIZE)

@@ -15,6 +15,7 @@ from typing import Any, ClassVar, Literal
 from PIL import Image
 
 ImageMode = Literal["pad", "stretch"]
+MAX_NEW_TOKENS = 1 << 16  # longest output: as many positions as docvlm's attention window (tables ask 4096)
 
 
 @dataclass
@@ -96,10 +97,10 @@ class Task:
 
     def __post_init__(self) -> None:
         """Options come from configs, `--task-option` and model folders: a wrong one stops here, named."""
-        from docvlm.checks import check_range, check_types
+        from docvlm.errors import check_range, check_types
 
         check_types(self, f"task {self.name!r}")
-        check_range(f"task {self.name!r}", "max_target_tokens", self.max_target_tokens, 1)
+        check_range(f"task {self.name!r}", "max_target_tokens", self.max_target_tokens, 1, MAX_NEW_TOKENS)
 
     def read(self, source: str | Path, split: str | None = None) -> list[Sample]:
         """Samples of a dataset on disk (the domain's real layouts and the generic manifest). What cannot be

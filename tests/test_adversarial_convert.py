@@ -150,7 +150,8 @@ def test_evaluate_bounds_the_work_of_huge_tables_and_lists_what_it_did_not_score
         "exact": true,
     }
     path = tmp_path / "p.jsonl"
-    path.write_text("".join(json.dumps({"id": k, "target": true, "prediction": v}) + "\n" for k, v in predictions.items()))
+    path.write_text("".join(json.dumps({"id": k, "target": true, "prediction": v}) + "\n"
+                            for k, v in predictions.items()))
     done = run("evaluate", "--task", "tables", "--predictions", str(path), "--out", str(tmp_path / "r"), timeout=120)
     assert done.returncode == 0, done.stderr
     report = {r["id"]: r for r in json.loads((tmp_path / "r" / "report.json").read_text())["rows"]}
@@ -215,9 +216,11 @@ DESCRIPTIONS = {  # docvlm.json changes -> what the one line says
     "decoding as a list": ({"decoding": [1, 2]}, "decoding must be dict, not list"),
     "beams as a word": ({"decoding": {"num_beams": "many"}}, "num_beams must be an integer, not 'many'"),
     "beams 10^12": ({"decoding": {"num_beams": 10**12}}, "num_beams must be from 1 to 64, not 1000000000000"),
-    "negative output length": ({"decoding": {"max_new_tokens": -5}}, "max_new_tokens must be at least 1, not -5"),
+    "negative output length": ({"decoding": {"max_new_tokens": -5}}, "max_new_tokens must be from 1 to 65536, not -5"),
+    "output length 10^12": ({"decoding": {"max_new_tokens": 10**12}}, "max_new_tokens must be from 1 to 65536"),
     "image mode as a path": ({"options": {"image_mode": "../../etc"}}, "image_mode must be one of 'pad', 'stretch'"),
-    "negative target length": ({"options": {"max_target_tokens": -3}}, "max_target_tokens must be at least 1, not -3"),
+    "negative target length": ({"options": {"max_target_tokens": -3}},
+                               "max_target_tokens must be from 1 to 65536, not -3"),
     "image size as text": ({"image_size": "big"}, "image_size must be int, not str"),
     "metric as text": ({"metrics": {"cer": "low"}}, "metric 'cer' must be a number, not str"),
 }
@@ -243,7 +246,8 @@ def test_a_model_folder_with_a_bad_description_is_refused_in_one_line(model_fold
                             capsys)
     assert f"{folder / 'docvlm.json'}: " in line and message in line, line
     assert not (tmp_path / "o").exists()  # before any work
-    line = one_line_refusal(evaluate, ["--model", str(folder), "--synthetic", "1", "--out", str(tmp_path / "r")], capsys)
+    line = one_line_refusal(evaluate, ["--model", str(folder), "--synthetic", "1", "--out", str(tmp_path / "r")],
+                            capsys)
     assert message in line and not (tmp_path / "r").exists()
 
 
@@ -277,7 +281,19 @@ CHECKPOINTS = {  # checkpoint changes -> what the one line says
                         "model: tiny_width must be from 1 to 64, not 1000000"),
     "unknown decoding setting": (_set("docvlm.decoding", {"evil": 1}), "decoding has no setting 'evil'"),
     "settings as a list": (_set("hyper_parameters.model", [1, 2]), "model settings must be a mapping, not list"),
+    "a pickle payload": (lambda data: data.update(payload=_Payload()),
+                         "not a docvlm checkpoint that can be read safely"),
 }
+
+
+PWNED = Path("/tmp") / f"docvlm-pwned-by-checkpoint-{os.getpid()}"
+
+
+class _Payload:
+    """Pickled, it runs a command when unpickled without `weights_only`."""
+
+    def __reduce__(self):
+        return (os.system, (f"touch {PWNED}",))
 
 
 @pytest.mark.parametrize("case", CHECKPOINTS)
@@ -295,10 +311,12 @@ def test_a_checkpoint_with_bad_settings_is_refused_by_export_and_convert_in_one_
     from helpers import text_image
 
     text_image("a", 56).save(tmp_path / "pages" / "a.png")
-    line = one_line_refusal(convert, ["--model", str(ckpt), str(tmp_path / "pages"), "--out", str(tmp_path / "o"),
-                                      "--num-workers", "0"], capsys)
-    assert f"{ckpt}: " in line and message in line, line
-    assert not (tmp_path / "o" / "a.txt").exists()
+    assert not PWNED.exists()
+    for devices in ("1", "2"):  # refused once, before processes are launched (each printed a traceback)
+        line = one_line_refusal(convert, ["--model", str(ckpt), str(tmp_path / "pages"), "--out", str(tmp_path / "o"),
+                                          "--num-workers", "0", "--devices", devices], capsys)
+        assert f"{ckpt}: " in line and message in line, line
+    assert not (tmp_path / "o").exists()
 
 
 def test_a_good_checkpoint_of_the_same_making_exports(model_folder, tmp_path, capsys):
@@ -315,7 +333,8 @@ def test_a_good_checkpoint_of_the_same_making_exports(model_folder, tmp_path, ca
     (["--num-beams", "many"], "argument --num-beams: 'many' is not a number"),
     (["--max-new-tokens", "-5"], "argument --max-new-tokens: '-5' must be a positive number"),
     (["--task-option", "image_mode=../../etc"], "image_mode must be one of 'pad', 'stretch', not '../../etc'"),
-    (["--task-option", "max_target_tokens=-3"], "max_target_tokens must be at least 1, not -3"),
+    (["--task-option", "max_target_tokens=-3"], "max_target_tokens must be from 1 to 65536, not -3"),
+    (["--max-new-tokens", "1000000000000"], "argument --max-new-tokens: '1000000000000' is more than 65536"),
 ])
 def test_bad_decoding_flags_and_task_options_stop_convert_before_any_page(tmp_path, capsys, flags, message):
     from docvlm.convert import main as convert
@@ -326,3 +345,28 @@ def test_bad_decoding_flags_and_task_options_stop_convert_before_any_page(tmp_pa
                                       "--out", str(tmp_path / "o")], capsys)
     assert message in line, line
     assert not (tmp_path / "o").exists()
+
+
+def test_a_prompt_longer_than_the_model_can_read_stops_convert_and_the_api_before_any_page(tmp_path, capsys):
+    """A manifest row whose prefix is 10 MB (it took 84 s and 6 GB, then asked for 100 TB): one line naming the
+    row's image and the budget, exit 2, no page converted; `docvlm.load(...)` names the prompt's index."""
+    import docvlm
+    from docvlm.convert import main as convert
+    from helpers import text_image
+
+    for name in ("a", "b"):
+        text_image(name, 56).save(tmp_path / f"{name}.png")
+    manifest = tmp_path / "rows.jsonl"
+    manifest.write_text(json.dumps({"image": "a.png", "prefix": "no acute findings"}) + "\n"
+                        + json.dumps({"image": "b.png", "prefix": "x" * 10_000_000}) + "\n")
+    out = tmp_path / "out"
+    line = one_line_refusal(convert, ["--model", "tiny", "--task", "radiology", str(manifest), "--out", str(out),
+                                      "--num-workers", "0"], capsys)
+    assert line.endswith(f"error: {tmp_path / 'b.png'}: its manifest row's prefix: the prompt has 507840 tokens or "
+                         "more, "
+                         "longer than the 7934 the model has for one (its positions less the image's 256 tokens); "
+                         "shorten the prompt"), line
+    assert not list(out.glob("*.txt"))
+    model = docvlm.load("tiny", task="radiology")
+    with pytest.raises(ValueError, match=r"^prompts\[1\]: the prompt has \d+ tokens or more, longer than the 7934 "):
+        model([tmp_path / "a.png", tmp_path / "b.png"], prompts=["short", "x" * 10_000_000])

@@ -241,7 +241,8 @@ def test_a_pickle_payload_or_a_truncated_checkpoint_is_refused_in_one_line_by_fi
     runs = {"fit": ["--ckpt_path", "last"], "validate": ["--ckpt_path", str(last)],
             "validate ": ["--ckpt_path", str(truncated)]}
     for command, extra in runs.items():
-        done = subprocess.run([sys.executable, str(DOCVLM), command.strip(), "--config", str(REPO / "configs/demo.yaml"),
+        done = subprocess.run([sys.executable, str(DOCVLM), command.strip(),
+                               "--config", str(REPO / "configs/demo.yaml"),
                                f"--trainer.default_root_dir={tmp_path / 'run'}", *extra],
                               capture_output=True, text=True, timeout=300, cwd=tmp_path, check=False)
         assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-3000:]
@@ -251,3 +252,17 @@ def test_a_pickle_payload_or_a_truncated_checkpoint_is_refused_in_one_line_by_fi
                                f"read safely ("), line
     assert not marker.exists()
     assert not list((tmp_path / "run" / "lightning_logs").glob("version_1"))  # no run started
+
+
+def test_a_prompt_longer_than_the_model_can_read_stops_fit_naming_its_row(folder):
+    """A manifest row whose prefix the model cannot read (its positions less the image's tokens): one error
+    naming `file:line`, from setup, before any step."""
+    rows = [{"image": "a.png", "target": "x", "prefix": "short"},
+            {"image": "b.png", "target": "y", "prefix": "w" * 9000}]
+    (folder / "prompts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(DataError, match=rf"^{folder / 'prompts.jsonl'}:2: the prompt has 9004 tokens or more, longer "
+                                        r"than the 8165 the model has for one \(its positions less the image's 25 "
+                                        r"tokens\); shorten the prompt$"):
+        fit(folder / "runs", f"--data.train.path={folder / 'prompts.jsonl'}", "--data.train.synthetic=0",
+            "--trainer.max_steps=1")
+    assert not list((folder / "runs").rglob("*.ckpt"))
