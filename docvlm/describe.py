@@ -19,7 +19,7 @@ from typing import Any
 
 from docvlm import tasks
 from docvlm.errors import SettingsError, check_range
-from docvlm.tasks.base import Task
+from docvlm.tasks.base import MAX_NEW_TOKENS, Task
 
 DESCRIPTION = "docvlm.json"
 
@@ -77,13 +77,13 @@ def check(data: Any, where: str) -> dict[str, Any]:
     try:
         task = make_task(data["task"], data.get("options", {}))
         Decoding(**data.get("decoding") or {})
-    except (KeyError, TypeError, ValueError) as e:
+    except (KeyError, ValueError) as e:  # KeyError: an unknown task
         message = e.args[0] if isinstance(e, KeyError) else str(e)
         raise SettingsError(f"{where}: {message}") from None
     if data.get("image_mode", task.image_mode) not in ("pad", "stretch"):
         raise SettingsError(f"{where}: image_mode must be 'pad' or 'stretch', not {data['image_mode']!r:.60}")
     check_range(where, "image_size", data.get("image_size", 1), 1, MAX_IMAGE_SIZE)
-    check_range(where, "max_target_tokens", data.get("max_target_tokens", 1), 1)
+    check_range(where, "max_target_tokens", data.get("max_target_tokens", 1), 1, MAX_NEW_TOKENS)
     return data
 
 

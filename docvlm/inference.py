@@ -106,7 +106,7 @@ def read_checkpoint(path: Path, mmap: bool = False):
             raise SettingsError(f"model settings must be a mapping, not {type(settings).__name__}")
         spec = model_spec(settings)
         description = describe.check(checkpoint["docvlm"], "its description") if "docvlm" in checkpoint else None
-    except (SettingsError, TypeError) as e:  # TypeError: a setting that is no field of the model's
+    except SettingsError as e:
         raise ModelLoadError(f"{path}: {e}") from None
     return spec, state, description
 

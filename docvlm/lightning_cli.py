@@ -130,7 +130,8 @@ def check_checkpoint(path: Path) -> None:
                               f"({type(e).__name__}: {reason[:200]})") from None
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
         raise CheckpointError(f"--ckpt_path {path}: not a Lightning checkpoint (no state_dict)")
-    settings = (checkpoint.get("hyper_parameters") or {}).get("model")
+    hyper_parameters = checkpoint.get("hyper_parameters")
+    settings = hyper_parameters.get("model") if isinstance(hyper_parameters, dict) else None
     try:
         if isinstance(settings, dict):  # what Lightning merges into the config
             model_spec(settings)
