@@ -100,7 +100,8 @@ def read_checkpoint(path: Path, mmap: bool = False):
         state = {k[len("net."):]: v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
     except (RuntimeError, KeyError, EOFError, ValueError, TypeError, AttributeError, pickle.UnpicklingError) as e:
         reason = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
-        raise ModelLoadError(f"{path}: not a docvlm checkpoint that can be read safely ({type(e).__name__}: {reason})") from None
+        raise ModelLoadError(f"{path}: not a docvlm checkpoint that can be read safely "
+                             f"({type(e).__name__}: {reason})") from None
     try:
         if not isinstance(settings, (dict, ModelSpec)):
             raise SettingsError(f"model settings must be a mapping, not {type(settings).__name__}")
