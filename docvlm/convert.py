@@ -410,13 +410,20 @@ def _convert(args, load_model, out: Path, todo: list[Job], manifest: RunManifest
     from tqdm import tqdm
 
     from docvlm.batching import by_length, window_batches
+    from docvlm.errors import DataError
     from docvlm.inference import decode_items
+    from docvlm.items import check_prompts
     from docvlm.pixels import hand_over
 
     try:
         model = load_model()
     except (ModelLoadError, TaskMismatchError, ValueError) as e:
         return say.error(f"--model {args.model}: {e}", EXIT_USAGE)
+    try:  # before any page is decoded: a manifest row's prefix can be far longer than the model can read
+        check_prompts(model.task, [Sample(id=j.id, image=None, prefix=j.prefix, source=f"{j.page.input}: its manifest "
+                                          "row's prefix") for j in todo if j.prefix], model.processor, model.net)
+    except DataError as e:
+        return say.error(str(e), EXIT_USAGE)
     decoding, max_new_tokens = model.decoding_for(args.num_beams, args.max_new_tokens, args.repetition_guard)
     dataset = _PageDataset(todo, model.task, model.image_size, args.dpi)
     window = window_batches(args.batch_size, model.image_size) if args.length_buckets else 1

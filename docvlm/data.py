@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from docvlm.errors import DataError
 from docvlm.images import Augment, BadImageError, check_image
-from docvlm.items import Collator, Source, StreamDataset, TaskDataset, image_problem, measure, row
+from docvlm.items import Collator, Source, StreamDataset, TaskDataset, check_prompts, image_problem, measure, row
 from docvlm.tasks.base import Sample, Task
 
 log = logging.getLogger(__name__)
@@ -99,6 +99,7 @@ class DocDataModule(L.LightningDataModule):
                 if missing:
                     raise DataError(f"{row(missing[0])}: no 'target' ({len(missing)} of {len(samples)} samples of "
                                     f"data.{split} have none): {split} samples need the text their image should give")
+            check_prompts(self.task, samples, self.processor, self._net())
             samples = self._check_images(split, samples)
             targets = [self.task.to_target(s) if s.target is not None else None for s in samples]
             truncated: set[int] = set()
@@ -107,6 +108,10 @@ class DocDataModule(L.LightningDataModule):
             self.datasets[split] = TaskDataset(
                 samples, self.task, size, self.augment if split == "train" else None, targets, truncated
             )
+
+    def _net(self):
+        """The model's network when a trainer runs this data module (its positions bound the prompts)."""
+        return getattr(self.trainer.lightning_module, "net", None) if self.trainer is not None else None
 
     def _stream(self, split: str, source: Source, size: int) -> StreamDataset:
         """A streamed split, its first row read now so that a wrong column mapping or a missing target

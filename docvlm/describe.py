@@ -17,6 +17,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from docvlm import tasks
+from docvlm.errors import SettingsError, check_range
+from docvlm.tasks.base import MAX_NEW_TOKENS, Task
+
 DESCRIPTION = "docvlm.json"
 
 
@@ -51,12 +55,70 @@ def read(folder: Path) -> dict[str, Any] | None:
         return None
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path}: cannot read the model's description ({e})") from None
-    if not isinstance(data, dict) or not isinstance(data.get("task"), str) \
-            or not isinstance(data.get("options", {}), dict):
-        raise ValueError(f"{path}: not a docvlm model description (needs 'task' and 'options')")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        reason = "nested too deeply" if isinstance(e, RecursionError) else e
+        raise SettingsError(f"{path}: cannot read the model's description ({reason})") from None
+    return check(data, str(path))
+
+
+def check(data: Any, where: str) -> dict[str, Any]:
+    """`data` if it is a description every field of which can be used, else a `SettingsError` naming `where`
+    and the field: a model folder or checkpoint is not trusted to be what `description` wrote."""
+    from docvlm.decode import Decoding
+    from docvlm.model import MAX_IMAGE_SIZE
+
+    if not isinstance(data, dict) or not isinstance(data.get("task"), str):
+        raise SettingsError(f"{where}: not a docvlm model description (needs 'task' and 'options')")
+    _check_kinds(data, where)
+    unknown = sorted(set(data.get("decoding") or {}) - set(Decoding.__dataclass_fields__))
+    if unknown:
+        raise SettingsError(f"{where}: decoding has no setting {unknown[0]!r:.60}; its settings: "
+                            f"{', '.join(Decoding.__dataclass_fields__)}")
+    try:
+        task = make_task(data["task"], data.get("options", {}))
+        Decoding(**data.get("decoding") or {})
+    except (KeyError, ValueError) as e:  # KeyError: an unknown task
+        message = e.args[0] if isinstance(e, KeyError) else str(e)
+        raise SettingsError(f"{where}: {message}") from None
+    if data.get("image_mode", task.image_mode) not in ("pad", "stretch"):
+        raise SettingsError(f"{where}: image_mode must be 'pad' or 'stretch', not {data['image_mode']!r:.60}")
+    check_range(where, "image_size", data.get("image_size", 1), 1, MAX_IMAGE_SIZE)
+    check_range(where, "max_target_tokens", data.get("max_target_tokens", 1), 1, MAX_NEW_TOKENS)
     return data
+
+
+_KINDS = {"options": (dict,), "prompt": (str,), "image_mode": (str,), "image_size": (int,), "max_target_tokens": (int,),
+          "decoding": (dict,), "docvlm_version": (str,), "metrics": (dict,), "measured_on": (dict, type(None))}
+
+
+def _check_kinds(data: dict, where: str) -> None:
+    """Each known field of the kind `description` writes (no bool for a number), metrics numbers."""
+    for key, kinds in _KINDS.items():
+        value = data.get(key)
+        if key in data and (not isinstance(value, kinds) or isinstance(value, bool)):
+            raise SettingsError(f"{where}: {key} must be {' or '.join(k.__name__ for k in kinds)}, "
+                                f"not {type(value).__name__}")
+    for name, value in (data.get("metrics") or {}).items():
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise SettingsError(f"{where}: metric {name!r:.60} must be a number, not {type(value).__name__}")
+
+
+def make_task(name: str, options: dict[str, Any]) -> Task:
+    """`tasks.get(name, **options)`, with a message listing the task's options on a bad key."""
+    import dataclasses
+
+    cls = type(tasks.get(name))
+    known = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise ValueError(f"task {name!r} has no option {', '.join(map(repr, unknown))}; "
+                         f"its options: {', '.join(known)}")
+    try:
+        return tasks.get(name, **options)
+    except SettingsError:  # names the task and the option already
+        raise
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"task {name!r}: bad option ({e})") from None
 
 
 def set_generation_config(model, processor, max_new_tokens: int) -> None:

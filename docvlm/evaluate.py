@@ -141,7 +141,7 @@ def decode(model, args: argparse.Namespace) -> tuple[list[dict], list[Any]]:
 
     from docvlm.images import BadImageError
     from docvlm.inference import decode_items
-    from docvlm.items import Source, TaskDataset
+    from docvlm.items import Source, TaskDataset, check_prompts
     from docvlm.pixels import hand_over
 
     task = model.task
@@ -152,6 +152,7 @@ def decode(model, args: argparse.Namespace) -> tuple[list[dict], list[Any]]:
         print(f"docvlm: {len(unscored)} samples have no reference and are not evaluated "
               f"(first: {unscored[0].source or unscored[0].id})", file=sys.stderr)
         samples = [s for s in samples if s.target is not None]
+    check_prompts(task, samples, model.processor, model.net)
     targets = [task.to_target(s) for s in samples]
     dataset = TaskDataset(samples, task, model.image_size, targets=targets)
     loader = DataLoader(dataset, batch_size=args.batch_size, num_workers=max(args.num_workers, 0), collate_fn=hand_over)
@@ -185,7 +186,8 @@ def score_rows(task: Task, rows: list[dict]) -> dict[str, float]:
 
     metrics = task.score([r["prediction"] for r in rows], [r["target"] for r in rows])
     for row in tqdm(rows, unit="sample", desc="scoring samples"):
-        row["problems"] = [*row.pop("decoding_problems", []), *task.parse(row["prediction"]).problems]
+        row["problems"] = [*row.pop("decoding_problems", []), *task.parse(row["prediction"]).problems,
+                           *task.scoring_problems(row["prediction"], row["target"])]
         try:
             row["score"] = {k: float(v) for k, v in task.score([row["prediction"]], [row["target"]]).items()}
         except Exception as err:  # noqa: BLE001  one odd sample must not take the report down

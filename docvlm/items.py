@@ -204,6 +204,40 @@ def _buffer_shuffled(items: Iterator[Any], rng: random.Random, size: int) -> Ite
     yield from buffer
 
 
+GEMMA2_POSITIONS = 8192  # Gemma 2's positions, in every PaliGemma 2 and the tiny model: when the model is not at hand
+
+
+def prompt_budget(processor, net=None) -> int:
+    """Tokens one prompt may have: the language model's positions less the image's tokens, `<bos>` and the
+    newline. A longer prompt is no prompt the model can read (a 10 MB one took minutes and gigabytes)."""
+    config = getattr(getattr(net, "config", None), "text_config", None)
+    positions = getattr(config, "max_position_embeddings", None) or GEMMA2_POSITIONS
+    return positions - processor.image_seq_length - 2
+
+
+def check_prompts(task: Task, samples: Iterable[Sample], processor, net=None) -> None:
+    """A `DataError` naming the first sample (its manifest row) whose prompt is longer than `prompt_budget`,
+    before any work; the task's own prompt is checked once, then each sample's own part."""
+    budget = prompt_budget(processor, net)
+    for sample in [Sample(id="", image=None, source=f"task {task.name!r}: its prefix"), *samples]:
+        if sample.id and not sample.prefix:
+            continue
+        tokens = _prompt_tokens(processor.tokenizer, task.prompt(sample), budget)
+        if tokens > budget:
+            raise DataError(f"{row(sample)}: the prompt has {tokens} tokens or more, longer than the {budget} the "
+                            f"model has for one (its positions less the image's {processor.image_seq_length} tokens); "
+                            "shorten the prompt")
+
+
+def _prompt_tokens(tokenizer, prompt: str, budget: int) -> int:
+    """The prompt's tokens, found without tokenizing all of a huge one: its start is over budget already."""
+    start = prompt[: (budget + 1) * 64]
+    tokens = len(tokenizer(start, add_special_tokens=False)["input_ids"])
+    if tokens > budget or len(start) == len(prompt):
+        return tokens
+    return len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+
+
 def measure(tokenizer, targets: list[str | None], limit: int) -> list[tuple[int, str | None]]:
     """(tokens without `<eos>`, the target cut to `limit` tokens with `<eos>`) of each target."""
     encoded = tokenizer([t or "" for t in targets], add_special_tokens=False, return_offsets_mapping=True)

@@ -16,8 +16,10 @@ from lightning.pytorch.callbacks import ModelCheckpoint  # noqa: E402
 from lightning.pytorch.cli import LightningCLI  # noqa: E402
 
 import docvlm.tasks  # noqa: E402,F401  (registers every task, so short class names resolve)
+from docvlm import describe  # noqa: E402
 from docvlm.callbacks import ExportHF, PlotCurves, PredictionsJSONL  # noqa: E402
 from docvlm.errors import DataError  # noqa: E402
+from docvlm.model import model_spec  # noqa: E402
 from docvlm.progress import Progress, ValidateAtEnd  # noqa: E402
 from docvlm.tasks.base import Task  # noqa: E402
 
@@ -42,6 +44,13 @@ class DocVLMCLI(LightningCLI):
     def __init__(self, *args, on_run_start: Callable[[], None] | None = None, **kwargs):
         self.on_run_start = on_run_start  # set first: LightningCLI's __init__ runs the subcommand
         super().__init__(*args, **kwargs)
+
+    def _parse_ckpt_path(self) -> None:
+        """Lightning reads a `--ckpt_path` file's hyper-parameters into the config here: check it first."""
+        path = self.config[self.config.subcommand].get("ckpt_path") if self.config.get("subcommand") else None
+        if path and Path(path).is_file():
+            check_checkpoint(Path(path))
+        super()._parse_ckpt_path()
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.link_arguments("data.task", "model.task", apply_on="instantiate")
@@ -87,9 +96,11 @@ class DocVLMCLI(LightningCLI):
         path = config.get("ckpt_path")
         if path == "last":
             config["ckpt_path"] = str(last_checkpoint(self.trainer))
-        elif path is not None and not str(path).startswith(_KEYWORDS) and "://" not in str(path) \
-                and not Path(path).is_file():
-            raise CheckpointError(f"--ckpt_path {path}: no such checkpoint file")
+            check_checkpoint(Path(config["ckpt_path"]))
+        elif path is not None and not str(path).startswith(_KEYWORDS) and "://" not in str(path):
+            if not Path(path).is_file():
+                raise CheckpointError(f"--ckpt_path {path}: no such checkpoint file")
+            check_checkpoint(Path(path))
 
     def after_fit(self) -> None:
         self._print_metrics("val/")
@@ -101,6 +112,32 @@ class DocVLMCLI(LightningCLI):
         metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items() if k.startswith(prefix)}
         if metrics and self.trainer.is_global_zero:
             print("docvlm: " + "  ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items())))
+
+
+def check_checkpoint(path: Path) -> None:
+    """`CheckpointError` unless `path` reads as a Lightning checkpoint with `weights_only=True` (no pickled
+    code runs; a truncated file is named), before Lightning loads it. Tensors are mapped, not read."""
+    import pickle
+
+    import torch
+
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except (RuntimeError, EOFError, ValueError, TypeError, OSError, pickle.UnpicklingError) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CheckpointError(f"--ckpt_path {path}: not a checkpoint that can be read safely "
+                              f"({type(e).__name__}: {reason[:200]})") from None
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
+        raise CheckpointError(f"--ckpt_path {path}: not a Lightning checkpoint (no state_dict)")
+    hyper_parameters = checkpoint.get("hyper_parameters")
+    settings = hyper_parameters.get("model") if isinstance(hyper_parameters, dict) else None
+    try:
+        if isinstance(settings, dict):  # what Lightning merges into the config
+            model_spec(settings)
+        if "docvlm" in checkpoint:
+            describe.check(checkpoint["docvlm"], "its description")
+    except DataError as e:
+        raise CheckpointError(f"--ckpt_path {path}: {e}") from None
 
 
 def last_checkpoint(trainer) -> Path:

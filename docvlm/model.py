@@ -35,6 +35,9 @@ logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 TINY = "tiny"
 GLOBAL_WINDOW = 1 << 16
+MAX_IMAGE_SIZE = 4096  # pixels of an input side (PaliGemma 2 has 224, 448 and 896)
+MAX_IMAGE_TOKENS = 16384  # 4x what PaliGemma 2 at 896 px has
+MAX_TINY_WIDTH = 64  # the tiny model at width 64 is already larger than a test or demo needs
 
 
 @dataclass
@@ -54,6 +57,14 @@ class LoraSpec:
     target_modules: list[str] = field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     )
+
+    def __post_init__(self) -> None:
+        from docvlm.errors import SettingsError, check_range, check_types
+
+        check_types(self, "model.lora")
+        check_range("model.lora", "r", self.r, 1)
+        if not 0 <= self.dropout < 1:
+            raise SettingsError(f"model.lora: dropout must be at least 0 and below 1, not {self.dropout!r}")
 
 
 @dataclass
@@ -95,6 +106,18 @@ class ModelSpec:
     patch_size: int = 56
     seed: int = 0
     tiny_width: int = 1
+
+    def __post_init__(self) -> None:
+        """Settings from a config or a checkpoint: a wrong type or size stops here, named (a checkpoint's
+        `tiny_width` of 10^6 would otherwise allocate until the machine gives up)."""
+        from docvlm.errors import check_range, check_types
+
+        check_types(self, "model")
+        check_range("model", "image_size", self.image_size, 1, MAX_IMAGE_SIZE)
+        check_range("model", "patch_size", self.patch_size, 1, self.image_size)
+        check_range("model", "tiny_width", self.tiny_width, 1, MAX_TINY_WIDTH)
+        check_range("model", "image tokens (image_size // patch_size)^2", (self.image_size // self.patch_size) ** 2,
+                    1, MAX_IMAGE_TOKENS)
 
 
 def load(spec: ModelSpec) -> tuple[torch.nn.Module, PaliGemmaProcessor]:

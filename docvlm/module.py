@@ -16,6 +16,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from docvlm import describe
 from docvlm.decode import Decoding, generate
+from docvlm.errors import DataError
 from docvlm.model import ModelSpec, load, model_spec, unwrap
 from docvlm.tasks.base import Task
 
@@ -91,12 +92,15 @@ class DocVLM(L.LightningModule):
         self.decoding = Decoding(**decoding) if isinstance(decoding, dict) else decoding
         self._outputs: list[dict[str, Any]] = []
         self.skipped_images = 0
+        self._epoch_samples = 0
+        self._first_skipped: str | None = None
 
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return suffix_loss(self.net, batch, self.hparams.label_smoothing, self.hparams.loss_reduction)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int):
         self.skipped_images += len(batch["skipped"])
+        self._first_skipped = self._first_skipped or next(iter(batch["skipped"]), None)
         if "input_ids" not in batch:  # every image of the batch was unreadable and skipped
             if self.trainer.world_size == 1:
                 return None  # Lightning skips the step
@@ -104,10 +108,24 @@ class DocVLM(L.LightningModule):
             return sum(p.sum() for p in self.parameters() if p.requires_grad) * 0.0
         loss = self.loss(batch)
         size = batch["input_ids"].shape[0]
+        self._epoch_samples += size
         self.log("train/loss", loss, prog_bar=True, batch_size=size)
         if self.skipped_images:
             self.log("train/skipped_images", float(self.skipped_images), batch_size=size)
         return loss
+
+    def on_train_epoch_end(self) -> None:
+        """A whole epoch without one readable image (`on_bad_image: skip` dropped them all) is an error: the
+        run would otherwise end as if it had trained, and export an untrained model."""
+        trained = self._epoch_samples
+        if self.trainer.world_size > 1:  # every rank takes part, so that all stop together
+            trained = int(self.trainer.strategy.reduce(torch.tensor(float(trained), device=self.device),
+                                                       reduce_op="sum"))
+        self._epoch_samples = 0
+        if trained == 0:
+            first = f"; the first: {self._first_skipped}" if self._first_skipped else ""
+            raise DataError(f"data.train: no usable sample was found: every image of the epoch was unreadable and "
+                            f"skipped (data.on_bad_image: skip){first}")
 
     def on_fit_start(self) -> None:
         counts = getattr(self.trainer.datamodule, "overlength_counts", {})

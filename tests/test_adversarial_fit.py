@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import pickle
+import re
 import stat
 import struct
 import subprocess
@@ -183,3 +184,24 @@ def test_fit_on_a_hostile_corpus(tmp_path):
 
     after = {name: value for name, value in checksums(tmp_path).items() if not name.startswith("runs")}
     assert after == before
+
+
+@pytest.mark.slow
+def test_fit_where_every_image_is_skipped_stops_saying_no_usable_sample_was_found(tmp_path):
+    """Images whose headers are whole pass the check in `setup` and fail when decoded: with `on_bad_image: skip`
+    every batch is empty, and the run must not end as if it had trained (it exported an untrained model)."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    text_image("plain line").save(tmp_path / "whole.png")
+    whole = (tmp_path / "whole.png").read_bytes()
+    for i in range(5):
+        (corpus / f"cut{i}.png").write_bytes(whole[: len(whole) // 2])
+    manifest = corpus / "train.jsonl"
+    manifest.write_text("".join(json.dumps({"image": f"cut{i}.png", "target": "x"}) + "\n" for i in range(5)))
+    done = fit(tmp_path, manifest, "--data.on_bad_image=skip", "--export.enabled=true", "--data.num_workers=0")
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-4000:]
+    last = done.stderr.strip().splitlines()[-1]
+    assert re.fullmatch(re.escape("docvlm fit: error: data.train: no usable sample was found: every image of the epoch "
+                                  f"was unreadable and skipped (data.on_bad_image: skip); the first: {manifest}:")
+                        + r"(\d): " + re.escape(str(corpus)) + r"/cut(\d)\.png: corrupt image \(.*\)", last), last
+    assert not list((tmp_path / "runs").rglob("model.safetensors"))

@@ -115,13 +115,19 @@ def test_model_folders_that_cannot_be_loaded_are_one_line_and_exit_2(tmp_path, c
     evil.write_bytes(pickle.dumps({"state_dict": {}}))
     (tmp_path / "page.png").write_bytes(b"")
     text_image("x", 64).save(tmp_path / "page.png")
+    def status(main, argv: list[str]) -> int:  # a checkpoint is checked with the arguments: argparse exits
+        try:
+            return main(argv)
+        except SystemExit as e:
+            return e.code
+
     for model, message in [(tmp_path / "missing", "no such model folder"), (evil, "can be read safely")]:
-        assert convert_main(["--model", str(model), "--task", "text", str(tmp_path / "page.png"),
-                             "--out", str(tmp_path / "out"), "--num-workers", "0"]) == 2
+        assert status(convert_main, ["--model", str(model), "--task", "text", str(tmp_path / "page.png"),
+                                     "--out", str(tmp_path / "out"), "--num-workers", "0"]) == 2
         err = capsys.readouterr()
         assert message in err.err and "Traceback" not in err.err + err.out
-        assert evaluate_main(["--model", str(model), "--task", "text", "--synthetic", "1",
-                              "--out", str(tmp_path / "e")]) == 2
+        assert status(evaluate_main, ["--model", str(model), "--task", "text", "--synthetic", "1",
+                                      "--out", str(tmp_path / "e")]) == 2
         assert message in capsys.readouterr().err
     from docvlm.export import main as export_main
 
