@@ -54,6 +54,8 @@ from lxml import etree, html
 
 from docvlm.metrics.tables_teds import span
 
+__all__ = ["grits", "grits_con", "grits_top"]  # what `docvlm.metrics` offers by name
+
 MAX_GRID_POSITIONS = 100_000  # grid positions of one table (or positions its cells cover) past which it is not scored
 MAX_GRID_PAIRS = 1_000_000  # true x predicted grid positions past which a pair is not scored (the work grows so)
 MAX_TEXT_PAIRS = 4_000_000_000  # characters of the true cells x of the predicted ones (difflib's work grows so)
