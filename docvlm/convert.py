@@ -28,16 +28,15 @@ output, and such a crash (or a hang past `--export-timeout`) costs only that pag
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
+import json
 import os
-import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from docvlm.convert_manifest import RunManifest, safe_relative
+from docvlm.convert_manifest import BookkeepingError, RunManifest, check_bookkeeping, safe_relative
 from docvlm.export_worker import ExportError, ExportPool
 from docvlm.inference import (
     Model, ModelLoadError, TaskMismatchError, add_model_arguments, check_task_early, load_from_args, positive,
@@ -208,8 +207,9 @@ def gather_pages(inputs: list[str], pages: PageRange | None, out: Path):
     from docvlm.tasks.manifest import ManifestError, read_manifest
 
     found, errors, warnings = [], [], []
+    manifests = manifests_given(inputs)
     for given in inputs:
-        if Path(given).suffix.lower() in MANIFEST_SUFFIXES and Path(given).is_file():
+        if Path(given) in manifests:
             try:
                 samples = read_manifest(given)
             except ManifestError as e:
@@ -227,10 +227,26 @@ def gather_pages(inputs: list[str], pages: PageRange | None, out: Path):
     return found, errors, warnings
 
 
-def inputs_inside(pages: list[tuple[Page, str]], out: Path) -> list[Path]:
-    """Input files inside the output folder, where an output could overwrite them."""
+def manifests_given(inputs: list[str]) -> list[Path]:
+    """The inputs that are manifests (read for their rows' images)."""
+    return [Path(given) for given in inputs if Path(given).suffix.lower() in MANIFEST_SUFFIXES and Path(given).is_file()]
+
+
+def inputs_inside(pages: list[tuple[Page, str]], manifests: list[Path], out: Path) -> list[Path]:
+    """Input files (pages, and the manifests naming them) inside the output folder, where an output, or
+    convert's own manifest, could overwrite them."""
     root = os.path.realpath(out)
-    return [p.input for p, _ in pages if os.path.commonpath([root, os.path.realpath(p.input)]) == root]
+    given = [*manifests, *(p.input for p, _ in pages)]
+    return [path for path in given if os.path.commonpath([root, os.path.realpath(path)]) == root]
+
+
+def run_identity(args: argparse.Namespace, world: World) -> str:
+    """What decides a run's output names and its split of pages: its inputs, pages and number of processes.
+    The processes of one run (ranks, the shards of a job array) share it; another run on the same `--out`
+    is refused while they write (`RunManifest.join`)."""
+    what = {"inputs": [os.path.abspath(i) for i in args.inputs], "pages": args.pages and args.pages.text,
+            "processes": world.size}
+    return hashlib.sha256(json.dumps(what).encode()).hexdigest()
 
 
 def plan(pages: list[tuple[Page, str]], known: dict[tuple[str, int | None], dict]) -> list[Job]:
@@ -310,10 +326,14 @@ def run(args: argparse.Namespace, world: World, load_model, task: Task | None = 
         pages, input_errors, warnings = gather_pages(args.inputs, args.pages, out)
     except ValueError as e:
         return say.error(str(e), EXIT_USAGE)
-    inside = inputs_inside(pages, out)
+    inside = inputs_inside(pages, manifests_given(args.inputs), out)
     if inside:  # before anything is written
         return say.error(f"--out {out} contains the input {inside[0]}: outputs could overwrite inputs; "
                          f"write to a folder outside the inputs", EXIT_USAGE)
+    try:
+        check_bookkeeping(out)
+    except BookkeepingError as e:
+        return say.error(f"--out {out}: {e}", EXIT_USAGE)
     out.mkdir(parents=True, exist_ok=True)
     manifest = RunManifest(out, world.rank, world.size, warn=say.warning)
     if world.leads:
@@ -321,16 +341,14 @@ def run(args: argparse.Namespace, world: World, load_model, task: Task | None = 
     world.barrier()
     for warning in warnings:
         say.warning(warning)
-    known = manifest.read()
+    refused = _take_folder(manifest, run_identity(args, world), world, out)
+    if not world.everywhere(refused is None):  # every process stops, or none: the others would wait for it
+        manifest.close()
+        return EXIT_USAGE if refused is None else say.error(refused, EXIT_USAGE)
+    known = manifest.read()  # once this run holds the folder: no other run adds names meanwhile
     task_name = task.name if task is not None else _task_name(args)
     jobs = [j for j in plan(pages, known) if world.owns(j.key)]
     todo = [j for j in jobs if not (args.skip_existing and is_done(known.get(j.key), task_name, out))]
-    opened = manifest.open()
-    if not world.everywhere(opened):  # every process stops, or none: the others would wait for it
-        manifest.close()
-        return EXIT_USAGE if opened else say.error(
-            f"--out {out}: another docvlm convert is writing to this folder (as process {world.rank + 1} of "
-            f"{world.size})", EXIT_USAGE)
     stats = {"converted": 0, "problems": 0, "failed": [], "skipped": len(jobs) - len(todo)}
     code = EXIT_OK
     try:
@@ -347,9 +365,7 @@ def run(args: argparse.Namespace, world: World, load_model, task: Task | None = 
         code = EXIT_INTERRUPTED
     finally:
         manifest.close()
-        shutil.rmtree(manifest.staging, ignore_errors=True)
-        with contextlib.suppress(OSError):  # the last process to finish removes the emptied folder
-            manifest.staging.parent.rmdir()
+        manifest.remove_staging()  # the last process to finish removes the emptied `.staging` too
     if code != EXIT_INTERRUPTED:
         world.barrier()
     if world.leads:
@@ -358,6 +374,19 @@ def run(args: argparse.Namespace, world: World, load_model, task: Task | None = 
     if code != EXIT_OK:
         return code
     return EXIT_FAILED if stats["failed"] else EXIT_OK
+
+
+def _take_folder(manifest: RunManifest, identity: str, world: World, out: Path) -> str | None:
+    """Join the run writing to `out` and take this process's manifest part; why not, when another run (or
+    this process's twin) is writing there."""
+    if not manifest.join(identity):
+        return (f"--out {out}: another docvlm convert, with other inputs, pages or number of processes, is "
+                f"writing to this folder; the two would give one name to different pages: wait for it to "
+                f"finish, or write to another folder")
+    if not manifest.open():
+        return (f"--out {out}: another docvlm convert is writing to this folder (as process {world.rank + 1} "
+                f"of {world.size})")
+    return None
 
 
 def _task_name(args: argparse.Namespace) -> str:
