@@ -61,7 +61,7 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 def load_weights(source: str | Path, dtype: str = "float32"):
     """(model, processor, description or None) for decoding; raises `ModelLoadError` naming `source`."""
-    from docvlm.model import TINY, ModelSpec, load
+    from docvlm.model import TINY, ModelSpec, RemoteCodeError, load
 
     source = str(source)
     path = Path(source).expanduser()
@@ -74,6 +74,8 @@ def load_weights(source: str | Path, dtype: str = "float32"):
             raise ModelLoadError(f"{source}: no such model folder")
     try:
         model, processor = load(ModelSpec(name_or_path=source, dtype=dtype))
+    except RemoteCodeError as e:
+        raise ModelLoadError(str(e)) from None
     except Exception as e:  # noqa: BLE001  unknown hub id, no network, incomplete folder
         where = "model folder" if path.is_dir() else "folder, and not a model the Hugging Face Hub could give"
         raise ModelLoadError(f"{source}: cannot load (no such {where}: {type(e).__name__}: {e})") from None

@@ -230,3 +230,24 @@ def test_runs_that_could_give_one_name_to_two_pages_never_write_to_one_out_at_on
     for row in found:  # each file holds what its row says, under a name no other page has
         assert row["error"] is None and (out / row["outputs"][0]).read_text(encoding="utf-8") == row["text"], row
     assert {Path(r["input"]).parent.name for r in found if r["id"].startswith("x0")} == {"ina", "inb"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["convert", "evaluate"])
+def test_a_model_folder_asking_to_run_its_own_code_is_refused_without_a_prompt_or_running_it(tmp_path, command):
+    pages, folder, marker = page_folder(tmp_path / "pages", ["x"]), tmp_path / "model", tmp_path / "ran"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({
+        "model_type": "docvlm-evil", "architectures": ["Evil"],
+        "auto_map": {"AutoConfig": "evil.EvilConfig", "AutoModel": "evil.Evil", "AutoProcessor": "evil.EvilProcessor"}}))
+    (folder / "evil.py").write_text(f"import pathlib\npathlib.Path({str(marker)!r}).write_text('ran')\n"
+                                    "from transformers import PretrainedConfig\n\n"
+                                    "class EvilConfig(PretrainedConfig):\n    model_type = 'docvlm-evil'\n")
+    inputs = ["--synthetic", "1"] if command == "evaluate" else [str(pages)]
+    done = subprocess.run([DOCVLM, command, "--model", str(folder), "--task", "text", *inputs, "--out",
+                           str(tmp_path / "out")], input="y\n", capture_output=True, text=True, timeout=300, env=ENV)
+    assert done.returncode == 2, done.stderr
+    assert not marker.exists()  # the folder's Python was never imported
+    assert "[y/N]" not in done.stdout + done.stderr and "Traceback" not in done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert str(folder) in line and "never runs a model's own code" in line
