@@ -72,6 +72,8 @@ def load_weights(source: str | Path, dtype: str = "float32"):
             raise ModelLoadError(f"{source}: not a model folder (expected a Hugging Face folder, a .ckpt, a hub id or 'tiny')")
         if not _HUB_ID.match(source) or source.startswith((".", "/", "~")):
             raise ModelLoadError(f"{source}: no such model folder")
+    if path.is_dir() and not (path / "config.json").is_file():
+        raise ModelLoadError(f"{source}: not a Hugging Face model folder: {_without_config(path)}")
     try:
         model, processor = load(ModelSpec(name_or_path=source, dtype=dtype))
     except RemoteCodeError as e:
@@ -80,6 +82,16 @@ def load_weights(source: str | Path, dtype: str = "float32"):
         where = "model folder" if path.is_dir() else "folder, and not a model the Hugging Face Hub could give"
         raise ModelLoadError(f"{source}: cannot load (no such {where}: {type(e).__name__}: {e})") from None
     return model, processor, describe.read(path) if path.is_dir() else None
+
+
+def _without_config(folder: Path) -> str:
+    """Why a folder without `config.json` cannot be loaded, from what it holds."""
+    pickles = sorted(p.name for p in folder.glob("pytorch_model*.bin"))
+    if pickles:
+        return (f"it holds {pickles[0]} (pickled weights) but no config.json: weights alone do not say which "
+                f"model they belong to; save the model with save_pretrained (config.json, model.safetensors and "
+                f"the processor's files)")
+    return "no config.json (expected config.json, model.safetensors and the processor's files)"
 
 
 def _from_checkpoint(path: Path, dtype: str):

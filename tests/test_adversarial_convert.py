@@ -251,3 +251,15 @@ def test_a_model_folder_asking_to_run_its_own_code_is_refused_without_a_prompt_o
     assert "[y/N]" not in done.stdout + done.stderr and "Traceback" not in done.stderr
     (line,) = done.stderr.strip().splitlines()
     assert str(folder) in line and "never runs a model's own code" in line
+
+
+@pytest.mark.slow
+def test_a_folder_of_pickled_weights_alone_is_refused_saying_why(tmp_path):
+    pages, folder = page_folder(tmp_path / "pages", ["x"]), tmp_path / "model"
+    folder.mkdir()
+    (folder / "pytorch_model.bin").write_bytes(b"\x80\x04K\x01.")  # a pickle; never opened
+    done = run("convert", "--model", str(folder), "--task", "text", str(pages), "--out", str(tmp_path / "out"))
+    assert done.returncode == 2, done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert str(folder) in line and "pytorch_model.bin (pickled weights) but no config.json" in line
+    assert "no such model folder" not in line
