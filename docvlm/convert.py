@@ -31,6 +31,7 @@ import argparse
 import hashlib
 import json
 import os
+import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +45,7 @@ from docvlm.inference import (
 from docvlm.pages import Page, PageRange, PageRangeError, expand, parse_page_range
 from docvlm.tasks.base import Sample, Task
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
 MANIFEST_SUFFIXES = (".jsonl", ".csv")
 
 EPILOG = r"""exit status:
@@ -54,6 +55,7 @@ EPILOG = r"""exit status:
        decoding or export error): its manifest row has the error; the other pages were converted
   2    bad arguments, or the model could not be loaded
   130  interrupted: finished pages are kept; run again with --skip-existing to finish
+  143  terminated (SIGTERM: a scheduler's stop or preemption), handled as an interrupt
 
 examples:
   docvlm convert --model runs/pubtabnet/lightning_logs/version_0/hf scans/ report.pdf --pages 2-5 --out converted/
@@ -120,6 +122,22 @@ def build_parser() -> argparse.ArgumentParser:
     work.add_argument("--shard", type=_shard, metavar="I/N",
                       help="convert only shard I of N (1-based), e.g. one task of a job array; no launcher needed")
     return parser
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, which SLURM and Kubernetes send before they kill a job (and on preemption): handled as Ctrl-C
+    is, so that the exports already done are placed and recorded, and the summary is written."""
+
+
+def _terminate(signum, frame) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the clean-up runs once; the scheduler's SIGKILL bounds it
+    raise Terminated
+
+
+def _ignore_sigterm(worker_id: int) -> None:
+    """A page loader's start: SIGTERM (a scheduler signals every process of a job) is the main process's to
+    handle, which then stops its loaders; a loader dying of it would fail the page it was reading."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 # ---- the world: which pages are this process's ------------------------------------------------------
@@ -304,6 +322,7 @@ def main(argv: list[str]) -> int:
         world, device = launch(args)
     except (ValueError, RuntimeError) as e:
         parser.error(str(e))
+    signal.signal(signal.SIGTERM, _terminate)
     return world.worst(run(args, world, lambda: load_from_args(args, device)))
 
 
@@ -359,14 +378,15 @@ def run(args: argparse.Namespace, world: World, load_model, task: Task | None = 
             stats["failed"] += [e.error for e in mine]
         if todo:
             code = _convert(args, load_model, out, todo, manifest, stats, say)
-    except KeyboardInterrupt:
-        say.error(f"interrupted; the pages finished so far are recorded in {out} (run again with --skip-existing "
+    except KeyboardInterrupt as e:
+        what = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
+        say.error(f"{what}; the pages finished so far are recorded in {out} (run again with --skip-existing "
                   f"to convert the rest)", 0)
-        code = EXIT_INTERRUPTED
+        code = EXIT_TERMINATED if isinstance(e, Terminated) else EXIT_INTERRUPTED
     finally:
         manifest.close()
         manifest.remove_staging()  # the last process to finish removes the emptied `.staging` too
-    if code != EXIT_INTERRUPTED:
+    if code not in (EXIT_INTERRUPTED, EXIT_TERMINATED):
         world.barrier()
     if world.leads:
         manifest.merge()
@@ -443,7 +463,8 @@ def _convert(args, load_model, out: Path, todo: list[Job], manifest: RunManifest
     window = window_batches(args.batch_size, model.image_size) if args.length_buckets else 1
     workers = max(args.num_workers, 0)
     loader = DataLoader(dataset, batch_size=args.batch_size, num_workers=workers, collate_fn=hand_over,
-                        prefetch_factor=max(2, -(-window // workers)) if workers else None)  # a window ahead
+                        prefetch_factor=max(2, -(-window // workers)) if workers else None,  # a window ahead
+                        worker_init_fn=_ignore_sigterm if workers else None)
     groups = by_length(loader, args.batch_size, window) if args.length_buckets else loader
     staging = manifest.staging
     pool = ExportPool(model.task, args.export_workers, args.export_timeout)

@@ -263,3 +263,26 @@ def test_a_folder_of_pickled_weights_alone_is_refused_saying_why(tmp_path):
     (line,) = done.stderr.strip().splitlines()
     assert str(folder) in line and "pytorch_model.bin (pickled weights) but no config.json" in line
     assert "no such model folder" not in line
+
+
+@pytest.mark.slow
+def test_sigterm_places_the_finished_pages_writes_the_summary_and_exits_143(tmp_path):
+    pages, out = page_folder(tmp_path / "pages", [f"x{i}" for i in range(12)]), tmp_path / "out"
+    args = ["convert", "--task", "text", *FAST[:-2], "--num-workers", "1", "--batch-size", "1", str(pages),
+            "--out", str(out)]
+    process = start(*args)
+    part = out / "manifest.part-1-of-1.jsonl"
+    until(lambda: part.is_file() and part.read_text().strip(), process)
+    process.send_signal(signal.SIGTERM)  # as SLURM or Kubernetes stop a job
+    stdout, stderr = process.communicate(timeout=300)
+    assert process.returncode == 143, stderr[-3000:]
+    assert "Traceback" not in stderr and "terminated (SIGTERM)" in stderr
+    assert "pages converted" in stdout  # the summary
+    first = rows(out)  # the part merged into the manifest, staging cleaned
+    assert first and sorted(p.name for p in out.iterdir() if p.name.startswith(("manifest", ".staging"))) == [
+        "manifest.jsonl"]
+    assert all(r["error"] is None and (out / r["outputs"][0]).is_file() for r in first)
+
+    done = run(*args, "--skip-existing")
+    assert done.returncode == 0 and f"{len(first)} skipped as done" in done.stdout, done.stdout + done.stderr
+    assert sorted(r["id"] for r in rows(out)) == sorted(f"x{i}" for i in range(12))

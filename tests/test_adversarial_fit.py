@@ -15,6 +15,7 @@ import stat
 import struct
 import subprocess
 import sys
+import time
 import zlib
 from pathlib import Path
 
@@ -182,3 +183,80 @@ def test_fit_on_a_hostile_corpus(tmp_path):
 
     after = {name: value for name, value in checksums(tmp_path).items() if not name.startswith("runs")}
     assert after == before
+
+
+def start_fit(root: Path, *extra: str, env: dict | None = None) -> subprocess.Popen:
+    """`docvlm fit` of the tiny text config, long enough to be stopped, with stderr in `root/stderr`."""
+    return subprocess.Popen(
+        [sys.executable, str(DOCVLM), "fit", "--config", str(REPO / "configs/tiny/text.yaml"), "--data.val=null",
+         "--trainer.limit_val_batches=0", "--trainer.max_steps=100000", "--export.enabled=false",
+         f"--trainer.default_root_dir={root / 'runs'}", *extra],
+        stdout=subprocess.PIPE, stderr=(root / "stderr").open("w"), text=True, cwd=root, env=env)
+
+
+def after_first_step(process: subprocess.Popen) -> None:
+    """Wait for the progress line printed after the first optimizer step: training (and Lightning's signal
+    handling) has started."""
+    for line in process.stdout:
+        if line.startswith("step "):
+            return
+    pytest.fail("the run ended before its first step")
+
+
+def finished(process: subprocess.Popen, root: Path) -> tuple[int, str]:
+    try:
+        process.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        pytest.fail("docvlm fit did not stop")
+    return process.returncode, (root / "stderr").read_text()
+
+
+@pytest.mark.slow
+def test_fit_on_sigterm_saves_last_ckpt_at_the_step_and_exits_143(tmp_path):
+    import signal
+
+    import torch
+
+    run = start_fit(tmp_path)
+    after_first_step(run)
+    run.send_signal(signal.SIGTERM)
+    status, stderr = finished(run, tmp_path)
+    assert status == 143 and "Traceback" not in stderr, stderr[-4000:]
+    assert stderr.strip().splitlines()[-1] == "docvlm fit: terminated (SIGTERM)"
+    (last,) = (tmp_path / "runs").rglob("last.ckpt")
+    assert f"SIGTERM: saved {last} at step" in stderr
+    step = torch.load(last, map_location="cpu", weights_only=True)["global_step"]
+    assert step >= 1
+
+    resumed = subprocess.run(
+        [sys.executable, str(DOCVLM), "fit", "--config", str(REPO / "configs/tiny/text.yaml"), "--data.val=null",
+         "--trainer.limit_val_batches=0", f"--trainer.max_steps={step + 1}", "--export.enabled=false",
+         f"--trainer.default_root_dir={tmp_path / 'runs'}", "--ckpt_path", "last"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-4000:]
+    assert f"step {step + 1}/{step + 1}" in resumed.stdout  # one more step, from where SIGTERM stopped it
+
+
+@pytest.mark.slow
+def test_fit_under_slurm_requeues_on_sigusr1_through_lightning(tmp_path):
+    import signal
+
+    bin_ = tmp_path / "bin"
+    bin_.mkdir()
+    (bin_ / "scontrol").write_text(f"#!/bin/sh\necho \"$@\" > {tmp_path / 'requeued'}\n")
+    (bin_ / "scontrol").chmod(0o755)
+    slurm = {"SLURM_JOB_ID": "4242", "SLURM_JOB_NAME": "docvlm-fit", "SLURM_NTASKS": "1", "SLURM_PROCID": "0",
+             "SLURM_LOCALID": "0", "SLURM_NODEID": "0", "SLURM_NODELIST": "localhost"}
+    env = {**os.environ, **slurm, "PATH": f"{bin_}{os.pathsep}{os.environ['PATH']}"}
+    run = start_fit(tmp_path, env=env)
+    after_first_step(run)
+    run.send_signal(signal.SIGUSR1)  # what `#SBATCH --signal=SIGUSR1@90` sends 90 s before the time limit
+    while not (tmp_path / "requeued").is_file():
+        assert run.poll() is None, (tmp_path / "stderr").read_text()[-4000:]
+        time.sleep(0.02)
+    run.send_signal(signal.SIGTERM)  # what SLURM sends as it stops the job it requeued
+    status, stderr = finished(run, tmp_path)
+    assert status == 143, stderr[-4000:]
+    assert (tmp_path / "requeued").read_text().split() == ["requeue", "4242"]
+    assert (tmp_path / "runs" / "hpc_ckpt_1.ckpt").is_file()  # what Lightning resumes from when requeued
