@@ -13,8 +13,9 @@ the input's name without its suffix (relative to the folder given, for files fou
 Pages are decoded in batches of similar expected output length (`docvlm.batching`; `--no-length-buckets`
 keeps the input order).
 
-Every page gets one manifest row as soon as it is done (`{input, page, id, task, outputs, problems, error,
-text}`, see `docvlm.convert_manifest`). A file that cannot be read gives an error row naming it and the run
+Every page gets one manifest row as soon as it is done (`{input, page, prefix, id, task, outputs, problems,
+error, text, model}`, see `docvlm.convert_manifest`); a page is an (input, page, prompt part) triple, so an
+image that a manifest lists with two prompts is converted for each. A file that cannot be read gives an error row naming it and the run
 goes on. An interrupted run keeps every finished row and file; `--skip-existing` then converts only the pages
 that have no successful row with all its files, whatever the number of processes of either run.
 
@@ -41,6 +42,7 @@ from docvlm.convert_manifest import BookkeepingError, RunManifest, check_bookkee
 from docvlm.export_worker import ExportError, ExportPool
 from docvlm.inference import (
     Model, ModelLoadError, TaskMismatchError, add_model_arguments, check_task_early, load_from_args, positive,
+    source_name,
 )
 from docvlm.pages import Page, PageRange, PageRangeError, expand, parse_page_range
 from docvlm.tasks.base import Sample, Task
@@ -215,8 +217,9 @@ class Job:
     prefix: str = ""  # the page's own prompt part (from a manifest row)
 
     @property
-    def key(self) -> tuple[str, int | None]:
-        return str(self.page.input), self.page.page
+    def key(self) -> tuple[str, int | None, str]:
+        """The page and its prompt part: a manifest may list one image with different prompts."""
+        return str(self.page.input), self.page.page, self.prefix
 
 
 def gather_pages(inputs: list[str], pages: PageRange | None, out: Path):
@@ -234,7 +237,7 @@ def gather_pages(inputs: list[str], pages: PageRange | None, out: Path):
                 raise ValueError(str(e)) from None
             for sample in samples:
                 listed, failed, warned = expand([sample.image], pages, exclude=out)
-                found += [(page, sample.prefix) for page in listed]
+                found += [(page, sample.prefix or "") for page in listed]
                 errors += failed
                 warnings += warned
         else:
@@ -247,7 +250,8 @@ def gather_pages(inputs: list[str], pages: PageRange | None, out: Path):
 
 def manifests_given(inputs: list[str]) -> list[Path]:
     """The inputs that are manifests (read for their rows' images)."""
-    return [Path(given) for given in inputs if Path(given).suffix.lower() in MANIFEST_SUFFIXES and Path(given).is_file()]
+    paths = [Path(given) for given in inputs]
+    return [path for path in paths if path.suffix.lower() in MANIFEST_SUFFIXES and path.is_file()]
 
 
 def inputs_inside(pages: list[tuple[Page, str]], manifests: list[Path], out: Path) -> list[Path]:
@@ -267,14 +271,14 @@ def run_identity(args: argparse.Namespace, world: World) -> str:
     return hashlib.sha256(json.dumps(what).encode()).hexdigest()
 
 
-def plan(pages: list[tuple[Page, str]], known: dict[tuple[str, int | None], dict]) -> list[Job]:
-    """One job per distinct (input, page), each with an output name no other page of the manifest or of
-    this run has (compared case-insensitively); a page the manifest knows keeps its earlier name. Every
+def plan(pages: list[tuple[Page, str]], known: dict[tuple[str, int | None, str], dict]) -> list[Job]:
+    """One job per distinct (input, page, prompt part), each with an output name no other page of the manifest
+    or of this run has (compared case-insensitively); a page the manifest knows keeps its earlier name. Every
     process of a run computes the same plan, so names never depend on which process converts a page."""
     taken = {str(r["id"]).casefold() for r in known.values() if r.get("id")}
     jobs, seen = [], set()
     for page, prefix in pages:
-        key = (str(page.input), page.page)
+        key = (str(page.input), page.page, prefix)
         if key in seen:
             continue
         seen.add(key)
@@ -298,10 +302,9 @@ def is_done(row: dict | None, task: str, out: Path) -> bool:
     )
 
 
-def _row(task: Task, input_: Path, page: int | None, id_: str | None, *, outputs=(), problems=(), error=None,
-         text=None) -> dict:
-    return {"input": str(input_), "page": page, "id": id_, "task": task.name, "outputs": list(outputs),
-            "problems": list(problems), "error": error, "text": text}
+def _row(task: Task, job: Job, *, outputs=(), problems=(), error=None, text=None) -> dict:
+    return {"input": str(job.page.input), "page": job.page.page, "prefix": job.prefix, "id": job.id,
+            "task": task.name, "outputs": list(outputs), "problems": list(problems), "error": error, "text": text}
 
 
 # ---- the command -------------------------------------------------------------------------------------
@@ -323,7 +326,7 @@ def main(argv: list[str]) -> int:
     except (ValueError, RuntimeError) as e:
         parser.error(str(e))
     signal.signal(signal.SIGTERM, _terminate)
-    return world.worst(run(args, world, lambda: load_from_args(args, device)))
+    return world.worst(run(args, world, lambda: load_from_args(args, device), model_name=source_name(args.model)))
 
 
 def convert_with(model: Model, inputs: list[str], out: Path, **options) -> int:
@@ -334,11 +337,13 @@ def convert_with(model: Model, inputs: list[str], out: Path, **options) -> int:
             raise TypeError(f"convert() got an unknown option {key!r}")
         setattr(args, key, parse_page_range(value) if key == "pages" and isinstance(value, str) else value)
     shard_index, shard_count = args.shard or (1, 1)
-    return run(args, World(shard_index - 1, shard_count), lambda: model, task=model.task)
+    return run(args, World(shard_index - 1, shard_count), lambda: model, task=model.task, model_name=model.source)
 
 
-def run(args: argparse.Namespace, world: World, load_model, task: Task | None = None) -> int:
-    """Convert this process's share of the pages; `load_model()` is called only when there is work."""
+def run(args: argparse.Namespace, world: World, load_model, task: Task | None = None,
+        model_name: str | None = None) -> int:
+    """Convert this process's share of the pages; `load_model()` is called only when there is work. Rows
+    record `model_name`, the model that converted them."""
     out = Path(os.path.abspath(args.out))
     say = _Printer(world)
     try:
@@ -354,7 +359,7 @@ def run(args: argparse.Namespace, world: World, load_model, task: Task | None = 
     except BookkeepingError as e:
         return say.error(f"--out {out}: {e}", EXIT_USAGE)
     out.mkdir(parents=True, exist_ok=True)
-    manifest = RunManifest(out, world.rank, world.size, warn=say.warning)
+    manifest = RunManifest(out, world.rank, world.size, warn=say.warning, stamp={"model": model_name})
     if world.leads:
         manifest.merge()
     world.barrier()
@@ -368,13 +373,15 @@ def run(args: argparse.Namespace, world: World, load_model, task: Task | None = 
     task_name = task.name if task is not None else _task_name(args)
     jobs = [j for j in plan(pages, known) if world.owns(j.key)]
     todo = [j for j in jobs if not (args.skip_existing and is_done(known.get(j.key), task_name, out))]
+    if args.skip_existing:
+        _warn_other_models([known[j.key] for j in jobs if j not in todo], model_name, say)
     stats = {"converted": 0, "problems": 0, "failed": [], "skipped": len(jobs) - len(todo)}
     code = EXIT_OK
     try:
         mine = [e for e in input_errors if world.owns((str(e.input), None))]
         if mine:
-            manifest.append([{"input": str(e.input), "page": None, "id": None, "task": task_name, "outputs": [],
-                              "problems": [], "error": e.error, "text": None} for e in mine])
+            manifest.append([{"input": str(e.input), "page": None, "prefix": "", "id": None, "task": task_name,
+                              "outputs": [], "problems": [], "error": e.error, "text": None} for e in mine])
             stats["failed"] += [e.error for e in mine]
         if todo:
             code = _convert(args, load_model, out, todo, manifest, stats, say)
@@ -394,6 +401,18 @@ def run(args: argparse.Namespace, world: World, load_model, task: Task | None = 
     if code != EXIT_OK:
         return code
     return EXIT_FAILED if stats["failed"] else EXIT_OK
+
+
+def _warn_other_models(skipped: list[dict], model_name: str | None, say: "_Printer") -> None:
+    """Say when pages skipped as done were converted by another model than this run's (same task): they are
+    kept as they are, and the folder then holds two models' outputs."""
+    others = sorted({str(r["model"]) for r in skipped if r.get("model") not in (None, model_name)})
+    if others and model_name is not None:
+        count = sum(r.get("model") not in (None, model_name) for r in skipped)
+        say.warning(f"--skip-existing: {count} pages skipped as done were converted by another model ({others[0]}"
+                    f"{f' and {len(others) - 1} more' if len(others) > 1 else ''}), not {model_name}: they are "
+                    f"kept as they are; run without --skip-existing (or into another folder) to convert them "
+                    f"with this model")
 
 
 def _take_folder(manifest: RunManifest, identity: str, world: World, out: Path) -> str | None:
@@ -490,7 +509,7 @@ def _convert(args, load_model, out: Path, todo: list[Job], manifest: RunManifest
                     job = todo[item["index"]]
                     if isinstance(generation, Exception):
                         reason = item.get("error") or f"{job.page.where}: decoding failed ({type(generation).__name__}: {generation})"
-                        failed.append(_row(model.task, job.page.input, job.page.page, job.id, error=reason))
+                        failed.append(_row(model.task, job, error=reason))
                     else:
                         stem = staging / f"{item['index']}" / Path(job.id).name
                         pending[pool.submit(generation.text, stem)] = (job, generation)
@@ -525,9 +544,8 @@ def _finish(future, job: Job, generation, task: Task, out: Path, staging: Path) 
         written, problems = future.result()
         outputs = [_place(Path(path), staging, out, job.id) for path in written]
     except (ExportError, OSError, ValueError) as e:
-        return _row(task, page.input, page.page, job.id, error=f"{page.where}: {e}", text=generation.text)
-    return _row(task, page.input, page.page, job.id, outputs=outputs,
-                problems=[*generation.problems, *problems], text=generation.text)
+        return _row(task, job, error=f"{page.where}: {e}", text=generation.text)
+    return _row(task, job, outputs=outputs, problems=[*generation.problems, *problems], text=generation.text)
 
 
 def _place(path: Path, staging: Path, out: Path, id_: str) -> str:

@@ -96,8 +96,9 @@ def remove_staging(out: Path, name: str) -> None:
         os.close(fd)
 
 
-def row_key(row: dict) -> tuple[str, int | None]:
-    return str(row.get("input")), row.get("page")
+def row_key(row: dict) -> tuple[str, int | None, str]:
+    """A page and its prompt part (rows written before `prefix` was recorded have none)."""
+    return str(row.get("input")), row.get("page"), str(row.get("prefix") or "")
 
 
 def safe_relative(path: object) -> bool:
@@ -143,15 +144,15 @@ def read_rows(path: Path, warn) -> list[dict]:
 def latest(rows: list[dict]) -> list[dict]:
     """The latest row of each (input, page), in the order of those rows; a file-level error row of an input
     that gave pages later is dropped (the input was fixed)."""
-    keep: dict[tuple[str, int | None], int] = {}
+    keep: dict[tuple[str, int | None, str], int] = {}
     for i, row in enumerate(rows):
         keep.pop(row_key(row), None)
         keep[row_key(row)] = i
     paged_since: dict[str, int] = {}
-    for (input_, page), i in keep.items():
+    for (input_, page, _), i in keep.items():
         if page is not None:
             paged_since[input_] = max(paged_since.get(input_, -1), i)
-    return [rows[i] for (input_, page), i in sorted(keep.items(), key=lambda kv: kv[1])
+    return [rows[i] for (input_, page, _), i in sorted(keep.items(), key=lambda kv: kv[1])
             if not (page is None and paged_since.get(input_, -1) > i)]
 
 
@@ -201,8 +202,9 @@ def warn_stderr(message: str) -> None:
 class RunManifest:
     """The manifest as one process of a run sees and writes it."""
 
-    def __init__(self, out: Path, rank: int = 0, world: int = 1, warn=warn_stderr):
+    def __init__(self, out: Path, rank: int = 0, world: int = 1, warn=warn_stderr, stamp: dict | None = None):
         self.out, self.warn = out, warn
+        self.stamp = stamp or {}  # fields added to every row this process appends (the model converting)
         self.path = out / MANIFEST
         self.part = out / f"manifest.part-{rank + 1}-of-{world}.jsonl"
         self.staging = out / STAGING / self.part.stem
@@ -238,7 +240,7 @@ class RunManifest:
                 remove_staging(self.out, part.stem)
             return len(rows)
 
-    def read(self) -> dict[tuple[str, int | None], dict]:
+    def read(self) -> dict[tuple[str, int | None, str], dict]:
         """The latest row of every page, from `manifest.jsonl` and all parts."""
         with _folder_lock(self.out, exclusive=False):
             rows = read_rows(self.path, self.warn) if self.path.is_file() else []
@@ -314,7 +316,7 @@ class RunManifest:
         if not rows:
             return
         for row in rows:
-            self._handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+            self._handle.write(json.dumps({**row, **self.stamp}, ensure_ascii=False) + "\n")
         self._handle.flush()
         os.fsync(self._handle.fileno())
 

@@ -13,6 +13,7 @@ CPU; bfloat16 on CUDA, float32 elsewhere.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -243,6 +244,7 @@ class Model:
     device: Any
     description: dict | None = None
     decoding: Decoding = field(default_factory=Decoding)
+    source: str | None = None  # what it was loaded from (`source_name`): convert's manifest rows record it
 
     @property
     def image_size(self) -> int:
@@ -301,7 +303,12 @@ def load(model: str | Path, device: str | None = None, dtype: str | None = None,
     net, processor, description = load_weights(model, resolve_dtype(dtype, resolved))
     chosen = resolve_task(description, task, task_options)
     decoding = Decoding(**description["decoding"]) if description and description.get("decoding") else Decoding()
-    return Model(net.to(resolved).eval(), processor, chosen, resolved, description, decoding)
+    return Model(net.to(resolved).eval(), processor, chosen, resolved, description, decoding, source_name(model))
+
+
+def source_name(model: str | Path) -> str:
+    """A model as `docvlm convert` records it: a folder or checkpoint by its absolute path, else as given."""
+    return os.path.abspath(model) if os.path.exists(model) else str(model)
 
 
 # ---- the decoding options shared by `convert` and `evaluate` -----------------------------------------
