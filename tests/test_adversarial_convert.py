@@ -239,7 +239,8 @@ def test_a_model_folder_asking_to_run_its_own_code_is_refused_without_a_prompt_o
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps({
         "model_type": "docvlm-evil", "architectures": ["Evil"],
-        "auto_map": {"AutoConfig": "evil.EvilConfig", "AutoModel": "evil.Evil", "AutoProcessor": "evil.EvilProcessor"}}))
+        "auto_map": {"AutoConfig": "evil.EvilConfig", "AutoModel": "evil.Evil",
+                     "AutoProcessor": "evil.EvilProcessor"}}))
     (folder / "evil.py").write_text(f"import pathlib\npathlib.Path({str(marker)!r}).write_text('ran')\n"
                                     "from transformers import PretrainedConfig\n\n"
                                     "class EvilConfig(PretrainedConfig):\n    model_type = 'docvlm-evil'\n")

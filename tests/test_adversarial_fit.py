@@ -260,3 +260,50 @@ def test_fit_under_slurm_requeues_on_sigusr1_through_lightning(tmp_path):
     assert status == 143, stderr[-4000:]
     assert (tmp_path / "requeued").read_text().split() == ["requeue", "4242"]
     assert (tmp_path / "runs" / "hpc_ckpt_1.ckpt").is_file()  # what Lightning resumes from when requeued
+
+
+@pytest.mark.slow
+def test_ddp_stops_every_rank_together_on_an_image_that_fails_on_one_rank(tmp_path):
+    """`on_bad_image: error` with 2 CPU processes: an image whose header passes the up-front check but whose
+    pixels fail in the loader, on one rank only. Every rank stops with its error at once; a rank raising
+    alone left the other waiting at its next collective for gloo's 30 minutes."""
+    rows = []
+    for i in range(4):
+        name = f"{i}.png"
+        text_image(f"line {i}").save(tmp_path / name)
+        if i == 1:
+            whole = (tmp_path / name).read_bytes()
+            (tmp_path / name).write_bytes(whole[: len(whole) // 2])
+        rows.append(json.dumps({"image": name, "target": f"line {i}"}))
+    (tmp_path / "train.jsonl").write_text("\n".join(rows) + "\n")
+    done = fit(tmp_path, tmp_path / "train.jsonl", "--trainer.strategy=ddp", "--trainer.devices=2",
+               "--trainer.accelerator=cpu", "--data.batch_size=1", timeout=600)
+    assert done.returncode == 2, done.stderr[-4000:]
+    assert "Traceback" not in done.stderr
+    assert f"{tmp_path / 'train.jsonl'}:2: {tmp_path / '1.png'}" in done.stderr
+
+
+@pytest.mark.slow
+def test_ddp_on_a_stream_whose_ranks_get_unequal_rows_ends_each_epoch_on_every_rank_together(tmp_path):
+    """5 rows streamed in 5 shards to 2 CPU processes: rank 0 reads 3, rank 1 reads 2. Every rank must end the
+    epoch at the same step: rank 1 validated at the end of its epoch (gathering predictions) while rank 0 was
+    all-reducing the gradients of its third step, and both waited forever."""
+    import datasets
+
+    data = datasets.Dataset.from_dict({"image": [text_image(f"line {i}") for i in range(5)],
+                                       "target": [f"line {i}" for i in range(5)]})
+    data.save_to_disk(str(tmp_path / "stream"))
+    command = [
+        sys.executable, str(DOCVLM), "fit", "--config", str(REPO / "configs/demo.yaml"),
+        f"--data.train.dataset={tmp_path / 'stream'}", "--data.train.streaming=true", "--data.train.synthetic=0",
+        "--data.val.synthetic=2", "--trainer.val_check_interval=null", "--trainer.check_val_every_n_epoch=1",
+        "--model.decoding.max_new_tokens=4", "--trainer.max_steps=6", "--data.batch_size=1",
+        "--export.enabled=false", "--trainer.strategy=ddp", "--trainer.devices=2", "--trainer.accelerator=cpu",
+        f"--trainer.default_root_dir={tmp_path / 'runs'}",
+    ]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    except subprocess.TimeoutExpired as e:
+        pytest.fail(f"the ranks waited for each other: {(e.stderr or b'')[-3000:]!r}")
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert "step 6/6" in done.stdout  # 3 epochs of 2 steps, the length of the shorter rank's share
