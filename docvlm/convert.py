@@ -15,9 +15,10 @@ keeps the input order).
 
 Every page gets one manifest row as soon as it is done (`{input, page, prefix, id, task, outputs, problems,
 error, text, model}`, see `docvlm.convert_manifest`); a page is an (input, page, prompt part) triple, so an
-image that a manifest lists with two prompts is converted for each. A file that cannot be read gives an error row naming it and the run
-goes on. An interrupted run keeps every finished row and file; `--skip-existing` then converts only the pages
-that have no successful row with all its files, whatever the number of processes of either run.
+image that a manifest lists with two prompts is converted for each. A file that cannot be read gives an error
+row naming it and the run goes on. An interrupted run keeps every finished row and file; `--skip-existing`
+then converts only the pages that have no successful row with all its files, whatever the number of processes
+of either run.
 
 Pages are spread over processes by a stable hash of (input, page): `--devices N --num-nodes M` through
 Lightning Fabric (under `torchrun` or SLURM the world comes from the environment, as in Lightning), or
@@ -372,9 +373,9 @@ def run(args: argparse.Namespace, world: World, load_model, task: Task | None = 
     known = manifest.read()  # once this run holds the folder: no other run adds names meanwhile
     task_name = task.name if task is not None else _task_name(args)
     jobs = [j for j in plan(pages, known) if world.owns(j.key)]
-    todo = [j for j in jobs if not (args.skip_existing and is_done(known.get(j.key), task_name, out))]
-    if args.skip_existing:
-        _warn_other_models([known[j.key] for j in jobs if j not in todo], model_name, say)
+    done = {j.key for j in jobs if args.skip_existing and is_done(known.get(j.key), task_name, out)}
+    todo = [j for j in jobs if j.key not in done]
+    _warn_other_models([known[key] for key in done], model_name, say)
     stats = {"converted": 0, "problems": 0, "failed": [], "skipped": len(jobs) - len(todo)}
     code = EXIT_OK
     try:

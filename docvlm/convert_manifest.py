@@ -44,7 +44,7 @@ class BookkeepingError(ValueError):
 def _open_nofollow(path: Path, flags: int) -> int:
     """`os.open` that refuses a link at `path` instead of following it (`BookkeepingError`)."""
     try:
-        return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        return os.open(path, flags | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0), 0o644)
     except OSError as e:
         if e.errno == errno.ELOOP:
             raise BookkeepingError(_refusal(path, "is a symbolic link")) from None
@@ -83,11 +83,11 @@ def _is_real(path: Path, kind) -> bool:
         return False
 
 
-def remove_staging(out: Path, name: str) -> None:
+def _delete_staging(out: Path, name: str) -> None:
     """Delete `out/.staging/<name>` and what it holds, following no link on the way (the folder is opened
     with `O_NOFOLLOW`, and `shutil.rmtree` with a folder descriptor never follows links below it)."""
     try:
-        fd = _open_nofollow(out / STAGING, os.O_RDONLY | os.O_DIRECTORY)
+        fd = _open_nofollow(out / STAGING, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     except (OSError, BookkeepingError):
         return  # no staging folder (or not ours to clean)
     try:
@@ -237,7 +237,7 @@ class RunManifest:
             rows = kept
             for part in merged:  # after the merged rows are durable; with what its process left half-written
                 part.unlink(missing_ok=True)
-                remove_staging(self.out, part.stem)
+                _delete_staging(self.out, part.stem)
             return len(rows)
 
     def read(self) -> dict[tuple[str, int | None, str], dict]:
@@ -266,13 +266,12 @@ class RunManifest:
                 started = True
             except BlockingIOError:  # a run holds it
                 started = False
-            written = os.pread(fd, 4096, 0).decode(errors="replace")
-            if started and written != identity:  # no run here: this one starts, and others of it join
-                os.ftruncate(fd, 0)
+            if os.pread(fd, 4096, 0).decode(errors="replace") != identity:
+                if not started:  # another run
+                    os.close(fd)
+                    return False
+                os.ftruncate(fd, 0)  # no run here: this one starts, and the other processes of it join
                 os.pwrite(fd, identity.encode(), 0)
-            elif not started and written != identity:
-                os.close(fd)
-                return False
             try:
                 fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -300,12 +299,12 @@ class RunManifest:
         (self.out / STAGING).mkdir(exist_ok=True)
         if not _is_real(self.out / STAGING, stat.S_ISDIR):
             raise BookkeepingError(_refusal(self.out / STAGING, "is not a folder"))
-        remove_staging(self.out, self.staging.name)
+        _delete_staging(self.out, self.staging.name)
         self.staging.mkdir()
 
     def remove_staging(self) -> None:
         """Delete this part's staging folder, and `.staging` when no other part uses it."""
-        remove_staging(self.out, self.staging.name)
+        _delete_staging(self.out, self.staging.name)
         try:
             os.rmdir(self.out / STAGING)
         except OSError:  # another process's staging is in it, or it is not a folder
