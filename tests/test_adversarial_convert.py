@@ -28,7 +28,9 @@ def run(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
 
 
 def start(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([DOCVLM, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    """The command in a process group of its own (its page loaders in it too)."""
+    return subprocess.Popen([DOCVLM, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
+                            start_new_session=True)
 
 
 def until(condition, process: subprocess.Popen, timeout: float = 300) -> None:
@@ -274,7 +276,7 @@ def test_sigterm_places_the_finished_pages_writes_the_summary_and_exits_143(tmp_
     process = start(*args)
     part = out / "manifest.part-1-of-1.jsonl"
     until(lambda: part.is_file() and part.read_text().strip(), process)
-    process.send_signal(signal.SIGTERM)  # as SLURM or Kubernetes stop a job
+    os.killpg(process.pid, signal.SIGTERM)  # as a scheduler stops a job: every process, page loaders too
     stdout, stderr = process.communicate(timeout=300)
     assert process.returncode == 143, stderr[-3000:]
     assert "Traceback" not in stderr and "terminated (SIGTERM)" in stderr
