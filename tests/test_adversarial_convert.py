@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_adversarial_fit import checksums, make_corpus, manifests
+from test_adversarial_fit import checksums, code_asking_model, make_corpus, manifests
 
 DOCVLM = str(Path(sys.executable).parent / "docvlm")
 FAST = ["--model", "tiny", "--max-new-tokens", "4", "--num-workers", "0"]
@@ -238,14 +238,7 @@ def test_runs_that_could_give_one_name_to_two_pages_never_write_to_one_out_at_on
 @pytest.mark.parametrize("command", ["convert", "evaluate"])
 def test_a_model_folder_asking_to_run_its_own_code_is_refused_without_a_prompt_or_running_it(tmp_path, command):
     pages, folder, marker = page_folder(tmp_path / "pages", ["x"]), tmp_path / "model", tmp_path / "ran"
-    folder.mkdir()
-    (folder / "config.json").write_text(json.dumps({
-        "model_type": "docvlm-evil", "architectures": ["Evil"],
-        "auto_map": {"AutoConfig": "evil.EvilConfig", "AutoModel": "evil.Evil",
-                     "AutoProcessor": "evil.EvilProcessor"}}))
-    (folder / "evil.py").write_text(f"import pathlib\npathlib.Path({str(marker)!r}).write_text('ran')\n"
-                                    "from transformers import PretrainedConfig\n\n"
-                                    "class EvilConfig(PretrainedConfig):\n    model_type = 'docvlm-evil'\n")
+    code_asking_model(folder, marker)
     inputs = ["--synthetic", "1"] if command == "evaluate" else [str(pages)]
     done = subprocess.run([DOCVLM, command, "--model", str(folder), "--task", "text", *inputs, "--out",
                            str(tmp_path / "out")], input="y\n", capture_output=True, text=True, timeout=300, env=ENV)

@@ -307,3 +307,28 @@ def test_ddp_on_a_stream_whose_ranks_get_unequal_rows_ends_each_epoch_on_every_r
         pytest.fail(f"the ranks waited for each other: {(e.stderr or b'')[-3000:]!r}")
     assert done.returncode == 0, done.stderr[-4000:]
     assert "step 6/6" in done.stdout  # 3 epochs of 2 steps, the length of the shorter rank's share
+
+
+def code_asking_model(folder: Path, marker: Path) -> None:
+    """A model folder whose config.json needs its own code (an auto_map, an unknown model_type), with a .py
+    file that writes `marker` when imported."""
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({
+        "model_type": "docvlm-evil", "architectures": ["Evil"],
+        "auto_map": {"AutoConfig": "evil.EvilConfig", "AutoModel": "evil.Evil",
+                     "AutoProcessor": "evil.EvilProcessor"}}))
+    (folder / "evil.py").write_text(f"import pathlib\npathlib.Path({str(marker)!r}).write_text('ran')\n"
+                                    "from transformers import PretrainedConfig\n\n"
+                                    "class EvilConfig(PretrainedConfig):\n    model_type = 'docvlm-evil'\n")
+
+
+@pytest.mark.slow
+def test_fit_refuses_a_model_folder_asking_to_run_its_own_code_without_running_it(tmp_path):
+    code_asking_model(tmp_path / "model", tmp_path / "ran")
+    done = subprocess.run(
+        [sys.executable, str(DOCVLM), "fit", "--config", str(REPO / "configs/tiny/text.yaml"),
+         f"--model.model.name_or_path={tmp_path / 'model'}", f"--trainer.default_root_dir={tmp_path / 'runs'}"],
+        input="y\n", capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert done.returncode == 2 and not (tmp_path / "ran").exists(), done.stderr[-4000:]
+    assert "[y/N]" not in done.stdout + done.stderr and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith(f"docvlm fit: error: {tmp_path / 'model'}: its config")
