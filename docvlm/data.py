@@ -163,15 +163,23 @@ class DocDataModule(L.LightningDataModule):
 
     def _first_of_all_ranks(self, problem: str | None) -> str | None:
         """The problem of the first rank that has one, on every rank: a rank that stopped alone would leave the
-        others waiting at their next collective until its timeout (30 minutes for NCCL and gloo)."""
+        others waiting at their next collective until its timeout (30 minutes for NCCL and gloo). Only where
+        every rank has as many batches: not in a streamed validation, test or predict split (unevened)."""
         trainer = self.trainer
-        if trainer is None or trainer.world_size == 1:
+        if trainer is None or trainer.world_size == 1 or self._uneven(trainer.state.stage):
             return problem
         import torch.distributed as dist
 
         found: list[str | None] = [None] * trainer.world_size
         dist.all_gather_object(found, problem)
         return next((p for p in found if p is not None), None)
+
+    def _uneven(self, stage) -> bool:
+        """Whether the ranks may get different numbers of batches in `stage` (a streamed split other than train,
+        which `StreamDataset(even=True)` evens out)."""
+        splits = {"sanity_check": "val", "validate": "val", "test": "test", "predict": "predict"}
+        split = splits.get(getattr(stage, "value", stage))
+        return split is not None and isinstance(self.datasets.get(split), StreamDataset)
 
     def _limit_length(self, samples: list[Sample], targets: list[str | None]):
         """Skip or cut targets over `max_target_tokens`; count them. Skipping them all is an error.

@@ -287,7 +287,8 @@ def test_ddp_stops_every_rank_together_on_an_image_that_fails_on_one_rank(tmp_pa
 def test_ddp_on_a_stream_whose_ranks_get_unequal_rows_ends_each_epoch_on_every_rank_together(tmp_path):
     """5 rows streamed in 5 shards to 2 CPU processes: rank 0 reads 3, rank 1 reads 2. Every rank must end the
     epoch at the same step: rank 1 validated at the end of its epoch (gathering predictions) while rank 0 was
-    all-reducing the gradients of its third step, and both waited forever."""
+    all-reducing the gradients of its third step, and both waited forever. Validation streams the same rows,
+    3 and 2 per rank, which no collective per batch may assume equal."""
     import datasets
 
     data = datasets.Dataset.from_dict({"image": [text_image(f"line {i}") for i in range(5)],
@@ -296,7 +297,8 @@ def test_ddp_on_a_stream_whose_ranks_get_unequal_rows_ends_each_epoch_on_every_r
     command = [
         sys.executable, str(DOCVLM), "fit", "--config", str(REPO / "configs/demo.yaml"),
         f"--data.train.dataset={tmp_path / 'stream'}", "--data.train.streaming=true", "--data.train.synthetic=0",
-        "--data.val.synthetic=2", "--trainer.val_check_interval=null", "--trainer.check_val_every_n_epoch=1",
+        f"--data.val.dataset={tmp_path / 'stream'}", "--data.val.streaming=true", "--data.val.synthetic=0",
+        "--trainer.val_check_interval=null", "--trainer.check_val_every_n_epoch=1",
         "--model.decoding.max_new_tokens=4", "--trainer.max_steps=6", "--data.batch_size=1",
         "--export.enabled=false", "--trainer.strategy=ddp", "--trainer.devices=2", "--trainer.accelerator=cpu",
         f"--trainer.default_root_dir={tmp_path / 'runs'}",
