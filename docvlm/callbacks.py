@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter, ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 
 class ExportHF(L.Callback):
@@ -123,6 +125,32 @@ class BestCheckpoint(ModelCheckpoint):
             self.mode = "max" if metric.higher_is_better else "min"
             self.kth_value = torch.tensor(-torch.inf if metric.higher_is_better else torch.inf)
         super().setup(trainer, pl_module, stage)
+
+
+class LastOnSigterm(L.Callback):
+    """On SIGTERM (what SLURM and Kubernetes send before they kill a job, and on preemption) Lightning stops
+    training at the end of the step under way (`SIGTERMException`); this saves `last.ckpt` there, beside the
+    run's other checkpoints, so that `--ckpt_path last` resumes from that step. A large model may not be saved
+    within the grace period before the kill (30 s by default in both): under SLURM, have Lightning requeue
+    the job on SIGUSR1 sent earlier (`#SBATCH --signal=SIGUSR1@90`), which saves its own checkpoint."""
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        if not isinstance(exception, SIGTERMException) or trainer.state.fn != "fit":
+            return
+        path = last_checkpoint_path(trainer)
+        trainer.save_checkpoint(path)
+        if trainer.is_global_zero:
+            print(f"docvlm fit: SIGTERM: saved {path} at step {trainer.global_step}; run again with "
+                  f"--ckpt_path last to go on", file=sys.stderr)
+
+
+def last_checkpoint_path(trainer: L.Trainer) -> Path:
+    """Where `last.ckpt` goes: the folder of the run's first `ModelCheckpoint`, else `<log_dir>/checkpoints`."""
+    callback = trainer.checkpoint_callback
+    if isinstance(callback, ModelCheckpoint) and callback.dirpath:
+        return Path(callback.dirpath) / f"{callback.CHECKPOINT_NAME_LAST}{callback.FILE_EXTENSION}"
+    folder = Path(trainer.log_dir or trainer.default_root_dir) / "checkpoints"
+    return folder / f"{ModelCheckpoint.CHECKPOINT_NAME_LAST}{ModelCheckpoint.FILE_EXTENSION}"
 
 
 class OptimizerStepCadence(L.Callback):

@@ -51,6 +51,7 @@ commands:
 
 EXIT_USER_ERROR = 2  # as argparse exits on bad arguments
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
+EXIT_TERMINATED = 143  # 128 + SIGTERM
 
 
 def _stop_while_starting(signum, frame) -> None:
@@ -96,6 +97,9 @@ def run() -> None:
         if isinstance(e.__context__, KeyboardInterrupt):  # Lightning shut the run down, then exit(1)
             print(f"{prog}: interrupted", file=sys.stderr)
             sys.exit(EXIT_INTERRUPTED)
+        if type(e).__name__ == "SIGTERMException":  # Lightning stopped at the end of a step (exit status 0)
+            print(f"{prog}: terminated (SIGTERM)", file=sys.stderr)
+            sys.exit(EXIT_TERMINATED)
         raise
 
 

@@ -13,6 +13,7 @@ CPU; bfloat16 on CUDA, float32 elsewhere.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -63,7 +64,7 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 def load_weights(source: str | Path, dtype: str = "float32"):
     """(model, processor, description or None) for decoding; raises `ModelLoadError` naming `source`."""
-    from docvlm.model import TINY, ModelSpec, load
+    from docvlm.model import TINY, ModelSpec, RemoteCodeError, load
 
     source = str(source)
     path = Path(source).expanduser()
@@ -75,12 +76,26 @@ def load_weights(source: str | Path, dtype: str = "float32"):
                                  "or 'tiny')")
         if not _HUB_ID.match(source) or source.startswith((".", "/", "~")):
             raise ModelLoadError(f"{source}: no such model folder")
+    if path.is_dir() and not (path / "config.json").is_file():
+        raise ModelLoadError(f"{source}: not a Hugging Face model folder: {_without_config(path)}")
     try:
         model, processor = load(ModelSpec(name_or_path=source, dtype=dtype))
+    except RemoteCodeError as e:
+        raise ModelLoadError(str(e)) from None
     except Exception as e:  # noqa: BLE001  unknown hub id, no network, incomplete folder
         where = "model folder" if path.is_dir() else "folder, and not a model the Hugging Face Hub could give"
         raise ModelLoadError(f"{source}: cannot load (no such {where}: {type(e).__name__}: {e})") from None
     return model, processor, describe.read(path) if path.is_dir() else None
+
+
+def _without_config(folder: Path) -> str:
+    """Why a folder without `config.json` cannot be loaded, from what it holds."""
+    pickles = sorted(p.name for p in folder.glob("pytorch_model*.bin"))
+    if pickles:
+        return (f"it holds {pickles[0]} (pickled weights) but no config.json: weights alone do not say which "
+                f"model they belong to; save the model with save_pretrained (config.json, model.safetensors and "
+                f"the processor's files)")
+    return "no config.json (expected config.json, model.safetensors and the processor's files)"
 
 
 def read_checkpoint(path: Path, mmap: bool = False):
@@ -242,6 +257,7 @@ class Model:
     device: Any
     description: dict | None = None
     decoding: Decoding = field(default_factory=Decoding)
+    source: str | None = None  # what it was loaded from (`source_name`): convert's manifest rows record it
 
     @property
     def image_size(self) -> int:
@@ -294,7 +310,12 @@ def load(model: str | Path, device: str | None = None, dtype: str | None = None,
     net, processor, description = load_weights(model, resolve_dtype(dtype, resolved))
     chosen = resolve_task(description, task, task_options)
     decoding = Decoding(**description["decoding"]) if description and description.get("decoding") else Decoding()
-    return Model(net.to(resolved).eval(), processor, chosen, resolved, description, decoding)
+    return Model(net.to(resolved).eval(), processor, chosen, resolved, description, decoding, source_name(model))
+
+
+def source_name(model: str | Path) -> str:
+    """A model as `docvlm convert` records it: a folder or checkpoint by its absolute path, else as given."""
+    return os.path.abspath(model) if os.path.exists(model) else str(model)
 
 
 # ---- the decoding options shared by `convert` and `evaluate` -----------------------------------------

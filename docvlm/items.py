@@ -6,6 +6,7 @@ Nothing here needs Lightning, so decoding imports it without the training stack.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import random
 import warnings
@@ -136,16 +137,25 @@ class TaskDataset(_Items, Dataset):
         return self.item(index, self.samples[index], self.targets[index], index in self.truncated)
 
 
+FILLER = -1  # the index of a filler item: `StreamDataset(even=True)` after its rows
+
+
 class StreamDataset(_Items, IterableDataset):
     """A streamed split as the same items as `TaskDataset`, read lazily: each data-loader worker of each
     rank reads its own shards (`Source.stream`); missing targets raise and over-long targets are skipped
-    or cut as they come (counted in the log per worker); training order is shuffled within a buffer."""
+    or cut as they come (counted in the log per worker); training order is shuffled within a buffer.
+
+    Ranks get unequal numbers of rows (shards differ in size, and in number per rank), and a DDP rank whose
+    epoch ends first would wait for the others at a different collective than theirs, forever. With `even`,
+    the rows are followed by endless filler items (index `FILLER`, a blank page), and every rank ends the
+    epoch at the first step where any rank's batch holds one (`DocVLM.on_train_batch_start`): the epoch
+    lasts as long as the rank with the fewest rows, whose remaining rows wait for the next epoch's order."""
 
     SHUFFLE_BUFFER = 256  # rows
 
     def __init__(self, source: Source, task: Task, image_size: int, augment: Augment | None = None, *,
                  split: str, tokenizer=None, overlength: str = "skip", rank: int = 0, world_size: int = 1,
-                 shuffle: bool = False):
+                 shuffle: bool = False, even: bool = False):
         super().__init__(task, image_size, augment)
         self.source = source
         self.split = split
@@ -153,6 +163,7 @@ class StreamDataset(_Items, IterableDataset):
         self.overlength = overlength
         self.rank, self.world_size = rank, world_size
         self.shuffle = shuffle
+        self.even = even
         self._epoch = 0
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
@@ -163,7 +174,14 @@ class StreamDataset(_Items, IterableDataset):
         rows = self.source.stream(self.task, self.rank * workers + worker_id, self.world_size * workers, seed)
         if self.shuffle:  # rows, not items: the buffer holds encoded images, not fitted pixels
             rows = _buffer_shuffled(rows, random.Random(seed), self.SHUFFLE_BUFFER)
-        return self._items(rows)
+        return itertools.chain(self._items(rows), self._fillers()) if self.even else self._items(rows)
+
+    def _fillers(self) -> Iterator[dict[str, Any]]:
+        """Blank pages, never trained on: they only say that this loader's rows are done."""
+        page = Image.new("RGB", (self.image_size, self.image_size), "white")
+        prompt = self.task.prompt(Sample(id="filler", image=page))
+        while True:
+            yield {"index": FILLER, "id": "filler", "prompt": prompt, "target": "", "truncated": False, "image": page}
 
     def _items(self, rows: Iterable[tuple[int, Sample]]) -> Iterator[dict[str, Any]]:
         over = seen = 0

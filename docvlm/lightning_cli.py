@@ -17,7 +17,7 @@ from lightning.pytorch.cli import LightningCLI  # noqa: E402
 
 import docvlm.tasks  # noqa: E402,F401  (registers every task, so short class names resolve)
 from docvlm import describe  # noqa: E402
-from docvlm.callbacks import ExportHF, PlotCurves, PredictionsJSONL  # noqa: E402
+from docvlm.callbacks import ExportHF, LastOnSigterm, PlotCurves, PredictionsJSONL  # noqa: E402
 from docvlm.errors import DataError  # noqa: E402
 from docvlm.model import model_spec  # noqa: E402
 from docvlm.progress import Progress, ValidateAtEnd  # noqa: E402
@@ -70,6 +70,7 @@ class DocVLMCLI(LightningCLI):
             config["progress.enabled"] = False
 
     def before_fit(self) -> None:
+        self.trainer.callbacks.append(LastOnSigterm())  # not a config entry: every fit stops this way
         self._before_run()
 
     def before_validate(self) -> None:

@@ -28,6 +28,8 @@ from transformers import (
     SiglipVisionConfig,
 )
 
+from docvlm.errors import DataError
+
 # bitsandbytes, imported by peft when it is installed, warns that it cannot fetch its AVX512-BF16 CPU kernel;
 # docvlm turns that kernel off (see `load`), so the warning is only noise.
 logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
@@ -141,16 +143,17 @@ def load(spec: ModelSpec) -> tuple[torch.nn.Module, PaliGemmaProcessor]:
                     **quantization(spec),
                 )
     else:
-        config = AutoConfig.from_pretrained(spec.name_or_path)
+        config = _config_without_remote_code(spec.name_or_path)
         apply_transfer_settings(config)
         model = PaliGemmaForConditionalGeneration.from_pretrained(
             spec.name_or_path,
             config=config,
             dtype=DTYPES[spec.dtype],
             attn_implementation=spec.attn_implementation,
+            trust_remote_code=False,
             **quantization(spec),
         )
-        processor = PaliGemmaProcessor.from_pretrained(spec.name_or_path)
+        processor = PaliGemmaProcessor.from_pretrained(spec.name_or_path, trust_remote_code=False)
     processor.tokenizer.padding_side = "left"  # generation needs it; training is indifferent
     if spec.quantize is not None:
         from peft import prepare_model_for_kbit_training
@@ -171,6 +174,23 @@ def load(spec: ModelSpec) -> tuple[torch.nn.Module, PaliGemmaProcessor]:
     if spec.lora is not None:
         model = add_lora(model, spec.lora)
     return model, processor
+
+
+class RemoteCodeError(DataError):
+    """A model whose config needs Python code from its folder or repository, which docvlm never runs."""
+
+
+def _config_without_remote_code(name_or_path: str):
+    """The model's config, read by transformers' own classes only (`trust_remote_code=False` here and in every
+    loader: no prompt, no import of a model folder's `.py` files); `RemoteCodeError` when it needs such code."""
+    try:
+        return AutoConfig.from_pretrained(name_or_path, trust_remote_code=False)
+    except ValueError as e:
+        if "trust_remote_code" not in str(e):
+            raise
+        raise RemoteCodeError(f"{name_or_path}: its config asks to run Python code from the model (auto_map, an "
+                              f"unknown model_type); docvlm never runs a model's own code (trust_remote_code=False): "
+                              f"give a PaliGemma model in Hugging Face format") from None
 
 
 def model_spec(settings: ModelSpec | dict) -> ModelSpec:

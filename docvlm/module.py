@@ -17,6 +17,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from docvlm import describe
 from docvlm.decode import Decoding, generate
 from docvlm.errors import DataError
+from docvlm.items import FILLER
 from docvlm.model import ModelSpec, load, model_spec, unwrap
 from docvlm.tasks.base import Task
 
@@ -126,6 +127,14 @@ class DocVLM(L.LightningModule):
             first = f"; the first: {self._first_skipped}" if self._first_skipped else ""
             raise DataError(f"data.train: no usable sample was found: every image of the epoch was unreadable and "
                             f"skipped (data.on_bad_image: skip){first}")
+    def on_train_batch_start(self, batch: dict[str, Any], batch_idx: int) -> int | None:
+        """-1 (Lightning ends the epoch) on every rank at once when any rank's streamed rows have run out
+        (`StreamDataset(even=True)` then serves filler items): one flag all-reduced per step."""
+        if self.trainer.world_size == 1 or not isinstance(getattr(self.trainer.train_dataloader, "dataset", None),
+                                                          torch.utils.data.IterableDataset):
+            return None
+        out_of_rows = torch.tensor(int("index" in batch and bool((batch["index"] == FILLER).any())), device=self.device)
+        return -1 if self.trainer.strategy.reduce(out_of_rows, reduce_op="max") else None
 
     def on_fit_start(self) -> None:
         counts = getattr(self.trainer.datamodule, "overlength_counts", {})

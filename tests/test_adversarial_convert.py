@@ -5,24 +5,52 @@ modified, every input accounted for in the manifest."""
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from test_adversarial_fit import checksums, make_corpus, manifests
+from test_adversarial_fit import checksums, code_asking_model, make_corpus, manifests
 
 DOCVLM = str(Path(sys.executable).parent / "docvlm")
 FAST = ["--model", "tiny", "--max-new-tokens", "4", "--num-workers", "0"]
 
 
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "NO_ALBUMENTATIONS_UPDATE": "1"}
+
+
 def run(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "NO_ALBUMENTATIONS_UPDATE": "1"}
-    done = subprocess.run([DOCVLM, *args], capture_output=True, text=True, timeout=timeout, env=env)
+    done = subprocess.run([DOCVLM, *args], capture_output=True, text=True, timeout=timeout, env=ENV)
     assert "Traceback" not in done.stdout + done.stderr, done.stderr[-3000:]
     return done
+
+
+def start(*args: str) -> subprocess.Popen:
+    """The command in a process group of its own (its page loaders in it too)."""
+    return subprocess.Popen([DOCVLM, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
+                            start_new_session=True)
+
+
+def until(condition, process: subprocess.Popen, timeout: float = 300) -> None:
+    """Wait for `condition()` while `process` runs (polling; the timeout only keeps a broken run from hanging)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert process.poll() is None, process.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, "the condition never held"
+        time.sleep(0.02)
+
+
+def page_folder(folder: Path, names: list[str]) -> Path:
+    from helpers import text_image
+
+    folder.mkdir(parents=True)
+    for name in names:
+        text_image(f"{folder.name} {name}", 64).save(folder / f"{name}.png")
+    return folder
 
 
 def rows(out: Path) -> list[dict]:
@@ -371,3 +399,120 @@ def test_a_prompt_longer_than_the_model_can_read_stops_convert_and_the_api_befor
     model = docvlm.load("tiny", task="radiology")
     with pytest.raises(ValueError, match=r"^prompts\[1\]: the prompt has \d+ tokens or more, longer than the 7934 "):
         model([tmp_path / "a.png", tmp_path / "b.png"], prompts=["short", "x" * 10_000_000])
+@pytest.mark.parametrize("name", [".staging", "manifest.jsonl.tmp", ".convert.lock", "manifest.part-1-of-1.jsonl",
+                                  "manifest.jsonl", ".convert.run"])
+def test_a_link_under_a_bookkeeping_name_of_out_is_refused_before_any_work(tmp_path, name):
+    pages, out, victim = page_folder(tmp_path / "pages", ["x", "y"]), tmp_path / "out", tmp_path / "victim"
+    (victim / "manifest.part-1-of-1").mkdir(parents=True)  # what the clean-up of a linked .staging deleted
+    (victim / "manifest.part-1-of-1" / "keep.txt").write_text("keep me")
+    (victim / "file.txt").write_text("keep me too")
+    out.mkdir()
+    os.symlink(victim if name == ".staging" else victim / "file.txt", out / name)
+    before, around = checksums(victim), listing(tmp_path, out)
+
+    done = run("convert", "--task", "text", *FAST, str(pages), "--out", str(out))
+    assert done.returncode == 2, done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert str(out / name) in line and "symbolic link" in line
+    assert checksums(victim) == before and listing(tmp_path, out) == around
+    assert sorted(p.name for p in out.iterdir()) == [name]  # nothing written, the link left for the user
+
+
+@pytest.mark.slow
+def test_an_input_manifest_inside_out_is_refused_before_any_work(tmp_path):
+    pages, out = page_folder(tmp_path / "pages", ["x"]), tmp_path / "out"
+    out.mkdir()
+    given = out / "manifest.jsonl"
+    given.write_text(json.dumps({"image": str(pages / "x.png"), "prefix": "cough"}) + "\n")
+    before = given.read_bytes()
+    done = run("convert", "--task", "text", *FAST, str(given), "--out", str(out))
+    assert done.returncode == 2 and f"contains the input {given}" in done.stderr, done.stderr
+    assert given.read_bytes() == before and sorted(p.name for p in out.iterdir()) == ["manifest.jsonl"]
+
+
+def _stopped_once_it_writes(process: subprocess.Popen, part: Path) -> None:
+    """`process` stopped (SIGSTOP) after its first row, among pages still to do, holding the folder as a run
+    does while it decodes (not the folder's short-lived `.convert.lock`)."""
+    until(lambda: part.is_file() and part.read_text().strip(), process)
+    os.kill(process.pid, signal.SIGSTOP)
+
+
+@pytest.mark.slow
+def test_runs_that_could_give_one_name_to_two_pages_never_write_to_one_out_at_once(tmp_path):
+    names = [f"x{i}" for i in range(12)]
+    ina, inb, out = page_folder(tmp_path / "ina", names), page_folder(tmp_path / "inb", names), tmp_path / "oc"
+    slow = ["--task", "text", *FAST, "--batch-size", "1", "--out", str(out)]
+
+    plain = start("convert", *slow, str(ina))
+    _stopped_once_it_writes(plain, out / "manifest.part-1-of-1.jsonl")
+    try:  # the shards of another run would name their pages x0..x11 too
+        for shard in ("1/2", "2/2"):
+            done = run("convert", *slow, str(inb), "--shard", shard)
+            assert done.returncode == 2 and "another docvlm convert, with other inputs" in done.stderr, done.stderr
+    finally:
+        os.kill(plain.pid, signal.SIGCONT)
+    assert plain.wait(timeout=300) == 0, plain.communicate()[1][-3000:]
+
+    first = start("convert", *slow, str(inb), "--shard", "1/2")  # the shards of one run share the folder
+    _stopped_once_it_writes(first, out / "manifest.part-1-of-2.jsonl")
+    try:
+        assert run("convert", *slow, str(inb), "--shard", "2/2").returncode == 0
+    finally:
+        os.kill(first.pid, signal.SIGCONT)
+    assert first.wait(timeout=300) == 0, first.communicate()[1][-3000:]
+
+    found = rows(out)
+    assert len(found) == 24 and len({r["id"] for r in found}) == 24
+    for row in found:  # each file holds what its row says, under a name no other page has
+        assert row["error"] is None and (out / row["outputs"][0]).read_text(encoding="utf-8") == row["text"], row
+    assert {Path(r["input"]).parent.name for r in found if r["id"].startswith("x0")} == {"ina", "inb"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["convert", "evaluate"])
+def test_a_model_folder_asking_to_run_its_own_code_is_refused_without_a_prompt_or_running_it(tmp_path, command):
+    pages, folder, marker = page_folder(tmp_path / "pages", ["x"]), tmp_path / "model", tmp_path / "ran"
+    code_asking_model(folder, marker)
+    inputs = ["--synthetic", "1"] if command == "evaluate" else [str(pages)]
+    done = subprocess.run([DOCVLM, command, "--model", str(folder), "--task", "text", *inputs, "--out",
+                           str(tmp_path / "out")], input="y\n", capture_output=True, text=True, timeout=300, env=ENV)
+    assert done.returncode == 2, done.stderr
+    assert not marker.exists()  # the folder's Python was never imported
+    assert "[y/N]" not in done.stdout + done.stderr and "Traceback" not in done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert str(folder) in line and "never runs a model's own code" in line
+
+
+@pytest.mark.slow
+def test_a_folder_of_pickled_weights_alone_is_refused_saying_why(tmp_path):
+    pages, folder = page_folder(tmp_path / "pages", ["x"]), tmp_path / "model"
+    folder.mkdir()
+    (folder / "pytorch_model.bin").write_bytes(b"\x80\x04K\x01.")  # a pickle; never opened
+    done = run("convert", "--model", str(folder), "--task", "text", str(pages), "--out", str(tmp_path / "out"))
+    assert done.returncode == 2, done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert str(folder) in line and "pytorch_model.bin (pickled weights) but no config.json" in line
+    assert "no such model folder" not in line
+
+
+@pytest.mark.slow
+def test_sigterm_places_the_finished_pages_writes_the_summary_and_exits_143(tmp_path):
+    pages, out = page_folder(tmp_path / "pages", [f"x{i}" for i in range(12)]), tmp_path / "out"
+    args = ["convert", "--task", "text", *FAST[:-2], "--num-workers", "1", "--batch-size", "1", str(pages),
+            "--out", str(out)]
+    process = start(*args)
+    part = out / "manifest.part-1-of-1.jsonl"
+    until(lambda: part.is_file() and part.read_text().strip(), process)
+    os.killpg(process.pid, signal.SIGTERM)  # as a scheduler stops a job: every process, page loaders too
+    stdout, stderr = process.communicate(timeout=300)
+    assert process.returncode == 143, stderr[-3000:]
+    assert "Traceback" not in stderr and "terminated (SIGTERM)" in stderr
+    assert "pages converted" in stdout  # the summary
+    first = rows(out)  # the part merged into the manifest, staging cleaned
+    assert first and sorted(p.name for p in out.iterdir() if p.name.startswith(("manifest", ".staging"))) == [
+        "manifest.jsonl"]
+    assert all(r["error"] is None and (out / r["outputs"][0]).is_file() for r in first)
+
+    done = run(*args, "--skip-existing")
+    assert done.returncode == 0 and f"{len(first)} skipped as done" in done.stdout, done.stdout + done.stderr
+    assert sorted(r["id"] for r in rows(out)) == sorted(f"x{i}" for i in range(12))
