@@ -61,13 +61,19 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
             check_task_early(args)
         else:
             args.task_object = resolve_task(None, args.task, dict(args.task_option))
+    except ModelLoadError:
+        raise  # `main` says it in one line
     except ValueError as e:
         parser.error(str(e))
     return args
 
 
 def main(argv: list[str]) -> int:
-    args = parse_args(argv)
+    try:
+        args = parse_args(argv)
+    except ModelLoadError as err:  # a mistyped path: one line, before --out exists
+        print(f"docvlm evaluate: error: {err}", file=sys.stderr)
+        return 2
     try:
         if args.predictions is not None:
             task = args.task_object

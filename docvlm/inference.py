@@ -61,23 +61,34 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 def load_weights(source: str | Path, dtype: str = "float32"):
     """(model, processor, description or None) for decoding; raises `ModelLoadError` naming `source`."""
-    from docvlm.model import TINY, ModelSpec, load
+    from docvlm.model import ModelSpec, load
 
     source = str(source)
     path = Path(source).expanduser()
+    check_source(source)
     if source.endswith(".ckpt"):
         return _from_checkpoint(path, dtype)
-    if source != TINY and not path.is_dir():
-        if path.exists():
-            raise ModelLoadError(f"{source}: not a model folder (expected a Hugging Face folder, a .ckpt, a hub id or 'tiny')")
-        if not _HUB_ID.match(source) or source.startswith((".", "/", "~")):
-            raise ModelLoadError(f"{source}: no such model folder")
     try:
         model, processor = load(ModelSpec(name_or_path=source, dtype=dtype))
     except Exception as e:  # noqa: BLE001  unknown hub id, no network, incomplete folder
         where = "model folder" if path.is_dir() else "folder, and not a model the Hugging Face Hub could give"
         raise ModelLoadError(f"{source}: cannot load (no such {where}: {type(e).__name__}: {e})") from None
     return model, processor, describe.read(path) if path.is_dir() else None
+
+
+def check_source(source: str | Path) -> None:
+    """Raise `ModelLoadError` for a local model that is not there (or not a model), without loading anything:
+    the commands call it first, so that a mistyped path is named before a task is asked for or a file written."""
+    source = str(source)
+    path = Path(source).expanduser()
+    if source.endswith(".ckpt"):
+        if not path.is_file():
+            raise ModelLoadError(f"{path}: no such checkpoint file")
+    elif source != "tiny" and not path.is_dir():
+        if path.exists():
+            raise ModelLoadError(f"{source}: not a model folder (expected a Hugging Face folder, a .ckpt, a hub id or 'tiny')")
+        if not _HUB_ID.match(source) or source.startswith((".", "/", "~")):
+            raise ModelLoadError(f"{source}: no such model folder")
 
 
 def _from_checkpoint(path: Path, dtype: str):
@@ -88,8 +99,6 @@ def _from_checkpoint(path: Path, dtype: str):
 
     from docvlm.model import DTYPES, load, model_spec, unwrap
 
-    if not path.is_file():
-        raise ModelLoadError(f"{path}: no such checkpoint file")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
         spec = model_spec(checkpoint["hyper_parameters"]["model"])
@@ -353,7 +362,8 @@ def load_from_args(args: argparse.Namespace, device=None) -> Model:
 
 
 def check_task_early(args: argparse.Namespace) -> None:
-    """Usage errors about the task before any weights load: a folder's `docvlm.json` is read cheaply."""
+    """Usage errors about the model and task before any weights load: a folder's `docvlm.json` is read cheaply."""
+    check_source(args.model)
     path = Path(str(args.model)).expanduser()
     description = describe.read(path) if path.is_dir() else None
     if description is None and (path.is_dir() or str(args.model) == "tiny" or not str(args.model).endswith(".ckpt")):
