@@ -30,8 +30,7 @@ def main(argv: list[str]) -> int:
         print(f"docvlm export: error: {err}", file=sys.stderr)
         return EXIT_USAGE
     if description is not None:
-        describe.set_generation_config(model, processor, description["decoding"].get("max_new_tokens")
-                                       or description["max_target_tokens"])
+        describe.set_generation_config(model, processor, describe.max_new_tokens(description))
     model.save_pretrained(args.out)
     processor.save_pretrained(args.out)
     if description is not None:

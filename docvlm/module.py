@@ -210,11 +210,12 @@ class DocVLM(L.LightningModule):
             samples = found.pop("samples", None)
             if found:
                 source = getattr(self.trainer.datamodule, "sources", {}).get("val")
-                metrics = found
-                measured_on = {"split": "val", "samples": int(samples or 0), "step": self.global_step,
-                               "source": str(source) if source is not None else None}
+                metrics, count = found, int(samples or 0)
+                measured_on = {"split": "val", "samples": count, "step": self.global_step,
+                               "source": source.describe(count, "validation") if source is not None else None}
         size = self.processor.image_processor.size["height"]
-        return describe.description(self.task, size, self.decoding, metrics, measured_on)
+        return describe.description(self.task, size, self.decoding, metrics, measured_on,
+                                    base_model=model_spec(self.hparams.model).name_or_path)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """The model's description rides along (so `convert --model X.ckpt` knows its task), hyper-parameters
