@@ -20,6 +20,7 @@ def main(argv: list[str]) -> int:
 
     from docvlm import describe
     from docvlm.inference import ModelLoadError, load_weights
+    from docvlm.model import save_pretrained
 
     if args.checkpoint.suffix != ".ckpt":
         print(f"docvlm export: error: {args.checkpoint}: expected a .ckpt written by `docvlm fit`", file=sys.stderr)
@@ -31,8 +32,7 @@ def main(argv: list[str]) -> int:
         return EXIT_USAGE
     if description is not None:
         describe.set_generation_config(model, processor, describe.max_new_tokens(description))
-    model.save_pretrained(args.out)
-    processor.save_pretrained(args.out)
+    save_pretrained(model, processor, args.out)
     if description is not None:
         describe.write(args.out, description)
     else:

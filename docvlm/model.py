@@ -14,6 +14,7 @@ import os
 import string
 import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import torch
@@ -205,6 +206,19 @@ def add_lora(model: PaliGemmaForConditionalGeneration, lora: LoraSpec) -> torch.
         bias="none",
     )
     return get_peft_model(model, config)
+
+
+def save_pretrained(model, processor, directory, state_dict=None) -> None:
+    """Weights and processor in Hugging Face format, every file readable as the umask allows.
+
+    transformers writes the weights through a private temporary file, so `model.safetensors` came out 0600
+    while the rest of the folder was 0644: a folder meant to be shared could not be read by the others."""
+    model.save_pretrained(directory, state_dict=state_dict)
+    processor.save_pretrained(directory)
+    umask = os.umask(0)
+    os.umask(umask)
+    for weights in Path(directory).glob("*.safetensors"):
+        weights.chmod(0o666 & ~umask)
 
 
 def unwrap(model: torch.nn.Module) -> PaliGemmaForConditionalGeneration:

@@ -16,7 +16,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from docvlm import describe
 from docvlm.decode import Decoding, generate
-from docvlm.model import ModelSpec, load, model_spec, unwrap
+from docvlm.model import ModelSpec, load, model_spec, save_pretrained, unwrap
 from docvlm.tasks.base import Task
 
 
@@ -254,8 +254,7 @@ class DocVLM(L.LightningModule):
             data = self.description()
             if data is not None:
                 describe.set_generation_config(model, self.processor, self.decoding.max_new_tokens or self.task.max_target_tokens)
-            model.save_pretrained(directory, state_dict=state)
-            self.processor.save_pretrained(directory)
+            save_pretrained(model, self.processor, directory, state)
             if data is not None:
                 describe.write(directory, data)
         return directory
