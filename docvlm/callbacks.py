@@ -7,7 +7,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import BasePredictionWriter, ModelCheckpoint
+from lightning.pytorch.callbacks import BasePredictionWriter, ModelCheckpoint, RichModelSummary
 from lightning.pytorch.utilities import rank_zero_info
 
 
@@ -140,3 +140,39 @@ class OptimizerStepCadence(L.Callback):
         if self._steps is None:
             self._steps = trainer.val_check_interval
         trainer.val_check_interval = self._steps * trainer.accumulate_grad_batches
+
+
+class ModelSummary(RichModelSummary):
+    """Lightning's summary table of the model, without its FLOPs column and total when they are unknown.
+
+    Lightning counts FLOPs only through a module's `example_input_array`, which a PaliGemma module has not
+    (its inputs depend on the processor and the data): every run printed a column of zeros and `Total FLOPs: 0`.
+    """
+
+    @staticmethod
+    def summarize(summary_data, total_parameters, trainable_parameters, model_size, total_training_modes,
+                  total_flops, **summarize_kwargs) -> None:
+        from rich import get_console
+        from rich.table import Table
+
+        from lightning.pytorch.utilities.model_summary import get_formatted_model_size, get_human_readable_count
+
+        columns = [(name, values) for name, values in summary_data if name != "FLOPs" or total_flops]
+        table = Table(header_style=summarize_kwargs.get("header_style", "bold magenta"))
+        for name, _ in columns:
+            table.add_column(name, style="dim" if name == " " else None,
+                             justify="left" if name in (" ", "Name", "Type", "Mode") else "right")
+        for row in zip(*(values for _, values in columns)):
+            table.add_row(*row)
+        lines = [("Trainable params", get_human_readable_count(int(trainable_parameters))),
+                 ("Non-trainable params", get_human_readable_count(int(total_parameters - trainable_parameters))),
+                 ("Total params", get_human_readable_count(int(total_parameters))),
+                 ("Total estimated model params size (MB)", get_formatted_model_size(model_size)),
+                 ("Modules in train mode", total_training_modes["train"]),
+                 ("Modules in eval mode", total_training_modes["eval"])]
+        if total_flops:
+            lines.append(("Total FLOPs", get_human_readable_count(total_flops)))
+        console = get_console()
+        console.print(table)
+        for name, value in lines:
+            console.print(f"[bold]{name}[/]: {str(value).strip()}")

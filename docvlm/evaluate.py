@@ -185,7 +185,7 @@ def score_rows(task: Task, rows: list[dict]) -> dict[str, float]:
     from tqdm import tqdm
 
     metrics = task.score([r["prediction"] for r in rows], [r["target"] for r in rows])
-    for row in tqdm(rows, unit="sample", desc="scoring samples"):
+    for row in tqdm(rows, unit="sample", desc="scoring samples", delay=2):  # shown only when scoring is slow
         row["problems"] = [*row.pop("decoding_problems", []), *task.parse(row["prediction"]).problems]
         try:
             row["score"] = {k: float(v) for k, v in task.score([row["prediction"]], [row["target"]]).items()}

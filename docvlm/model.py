@@ -13,6 +13,7 @@ import logging
 import os
 import string
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -28,6 +29,7 @@ from transformers import (
     SiglipImageProcessorPil,
     SiglipVisionConfig,
 )
+from transformers.utils import logging as hf_logging
 
 # bitsandbytes, imported by peft when it is installed, warns that it cannot fetch its AVX512-BF16 CPU kernel;
 # docvlm turns that kernel off (see `load`), so the warning is only noise.
@@ -98,6 +100,20 @@ class ModelSpec:
     tiny_width: int = 1
 
 
+@contextmanager
+def without_transformers_bars():
+    """transformers' "Loading weights" and "Writing model shards" bars off while docvlm loads or saves a model
+    (and as they were after): drawn on every load, they said nothing that docvlm's own lines do not."""
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
+
+
+@without_transformers_bars()
 def load(spec: ModelSpec) -> tuple[torch.nn.Module, PaliGemmaProcessor]:
     """The model (transfer settings applied, freezing and LoRA set up) and its processor."""
     if spec.quantize is not None and spec.lora is None:
@@ -208,6 +224,7 @@ def add_lora(model: PaliGemmaForConditionalGeneration, lora: LoraSpec) -> torch.
     return get_peft_model(model, config)
 
 
+@without_transformers_bars()
 def save_pretrained(model, processor, directory, state_dict=None) -> None:
     """Weights and processor in Hugging Face format, every file readable as the umask allows.
 
