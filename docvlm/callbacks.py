@@ -81,10 +81,37 @@ class PlotCurves(L.Callback):
 
 
 def plot_curves(metrics_csv: Path, out: Path) -> list[str]:
-    """One panel per logged series (`train/loss`, `lr-*`, `val/*`) against the step; returns the names drawn."""
-    import csv
+    """One panel per logged series (`train/loss`, `lr-*`, `val/*`) against the step; returns the names drawn.
 
+    Every panel spans the run's steps from 0 to the last, so that validation points sit where they happened in
+    training; a series of one point is drawn as a large dot with its value written beside it (matplotlib would
+    centre it on an axis of +-0.04); a loss that spans a decade or more is drawn on a log scale, where its late
+    progress is visible."""
+    series = _read_series(metrics_csv)
+    if not series:
+        return []
+    curves_figure(series).savefig(out)
+    return list(series)
+
+
+def curves_figure(series: dict[str, list[tuple[int, float]]]):
+    """The figure of `plot_curves`: training series first, then learning rates, then validation metrics."""
     from matplotlib.figure import Figure
+
+    names = sorted(series, key=lambda n: (not n.startswith("train/"), not n.startswith("lr-"), n))
+    last = max(step for points in series.values() for step, _ in points)
+    columns = min(3, len(names))
+    rows = -(-len(names) // columns)
+    figure = Figure(figsize=(4 * columns, 2.8 * rows), dpi=100)
+    for i, name in enumerate(names):
+        _draw_series(figure.add_subplot(rows, columns, i + 1), name, series[name], last)
+    figure.tight_layout()
+    return figure
+
+
+def _read_series(metrics_csv: Path) -> dict[str, list[tuple[int, float]]]:
+    """(step, value) per logged name of Lightning's `metrics.csv`."""
+    import csv
 
     series: dict[str, list[tuple[int, float]]] = {}
     with metrics_csv.open(newline="") as f:
@@ -94,21 +121,24 @@ def plot_curves(metrics_csv: Path, out: Path) -> list[str]:
                     continue
                 if name.startswith(("train/", "val/", "lr-")) and name != "val/samples":
                     series.setdefault(name, []).append((int(row["step"]), float(value)))
-    if not series:
-        return []
-    names = sorted(series, key=lambda n: (not n.startswith("train/"), not n.startswith("lr-"), n))
-    columns = min(3, len(names))
-    rows = -(-len(names) // columns)
-    figure = Figure(figsize=(4 * columns, 2.8 * rows), dpi=100)
-    for i, name in enumerate(names):
-        axes = figure.add_subplot(rows, columns, i + 1)
-        steps, values = zip(*series[name])
-        axes.plot(steps, values, marker="o" if len(steps) < 20 else None)
-        axes.set_title(name)
-        axes.set_xlabel("step")
-    figure.tight_layout()
-    figure.savefig(out)
-    return names
+    return series
+
+
+def _draw_series(axes, name: str, points: list[tuple[int, float]], last: int) -> None:
+    """One panel on the shared step axis: a line, dots when there are few points, a labelled dot for one."""
+    steps, values = zip(*points)
+    axes.set_title(name)
+    axes.set_xlabel("step")
+    axes.set_xlim(-0.02 * max(last, 1), 1.04 * max(last, 1))
+    if len(points) == 1:
+        axes.plot(steps, values, "o", markersize=9)
+        axes.annotate(f"{values[0]:.4f}", (steps[0], values[0]), xytext=(-12, 0), textcoords="offset points",
+                      ha="right", va="center", fontsize=11)
+        axes.set_ylim(min(0.0, values[0]) - 0.05, max(1.0, values[0]) * 1.1)
+        return
+    axes.plot(steps, values, marker="o" if len(points) < 20 else None)
+    if name.endswith("loss") and min(values) > 0 and max(values) / min(values) >= 10:
+        axes.set_yscale("log")
 
 
 class BestCheckpoint(ModelCheckpoint):
