@@ -5,18 +5,20 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.strategies import FSDPStrategy
 from lightning.pytorch.utilities import rank_zero_info
 
 from docvlm import describe
 from docvlm.decode import Decoding, generate
-from docvlm.model import ModelSpec, load, model_spec, save_pretrained, unwrap
+from docvlm.model import TINY, ModelSpec, load, model_spec, save_pretrained, unwrap
 from docvlm.tasks.base import Task
 
 
@@ -108,6 +110,15 @@ class DocVLM(L.LightningModule):
         if self.skipped_images:
             self.log("train/skipped_images", float(self.skipped_images), batch_size=size)
         return loss
+
+    def setup(self, stage: str) -> None:
+        """The tiny model on the CPU runs on one intra-op thread, unless OMP_NUM_THREADS asks for more: its
+        operations are so small that torch's threads spend them waiting for each other, and for the core another
+        process holds on a shared machine (BENCHMARKS.md, "Demo: threads on a shared machine")."""
+        if (model_spec(self.hparams.model).name_or_path == TINY and isinstance(self.trainer.accelerator, CPUAccelerator)
+                and "OMP_NUM_THREADS" not in os.environ and torch.get_num_threads() > 1):
+            torch.set_num_threads(1)
+            rank_zero_info("docvlm: 1 intra-op thread for the tiny model on the CPU (OMP_NUM_THREADS=N sets more)")
 
     def on_fit_start(self) -> None:
         counts = getattr(self.trainer.datamodule, "overlength_counts", {})
