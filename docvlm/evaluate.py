@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -91,6 +92,8 @@ def main(argv: list[str]) -> int:
         metrics = score_rows(task, rows)
         options = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "task_object"}
         options["task"], options["task_options"] = task.name, task.options()
+        options["about"] = about(args, len(rows), None if args.predictions is not None else model)
+        options["command"] = shlex.join(["docvlm", "evaluate", *argv])
         paths = write_reports(args.out, task, options, metrics, rows, images, args.worst)
     except (ValueError, OSError) as err:  # bad inputs: the message names the file
         print(f"docvlm evaluate: error: {err}", file=sys.stderr)
@@ -98,6 +101,22 @@ def main(argv: list[str]) -> int:
     print("docvlm: " + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
     print("docvlm: wrote " + ", ".join(str(p) for p in paths))
     return 0
+
+
+def about(args: argparse.Namespace, samples: int, model=None) -> dict[str, str]:
+    """What was evaluated, in words, for the report's header: model, data, decoding."""
+    from docvlm.items import Source
+
+    if model is None:
+        images = f" (images in {args.images})" if args.images else ""
+        return {"model": "none: predictions scored as given",
+                "data": f"{samples} predictions of {args.predictions}{images}"}
+    source = Source(path=args.data, split=args.split, synthetic=args.synthetic or 0, seed=SYNTHETIC_SEED)
+    decoding, budget = model.decoding_for(args.num_beams, args.max_new_tokens, args.repetition_guard)
+    how = "greedy" if decoding.num_beams == 1 else f"beam search, {decoding.num_beams} beams"
+    guard = "on" if decoding.repetition_guard else "off"
+    return {"model": str(args.model), "data": source.describe(samples),
+            "decoding": f"{how}, at most {budget} new tokens, repetition guard {guard}"}
 
 
 def read_predictions(path: Path, limit: int | None, images_dir: Path | None = None
