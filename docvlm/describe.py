@@ -161,6 +161,8 @@ def _what_it_does(data: dict[str, Any]) -> str:
     bound = (f"the task's targets run to {target} tokens, but this model was set to decode at most {limit}"
              if limit != target else f"the task's target length")
     base = f" from `{data['base_model']}`" if data.get("base_model") else ""
+    if not _from_gemma(data):
+        base += " (docvlm's tiny model, random weights)"
     return (f"Task `{data['task']}`, trained{base} with docvlm {data['docvlm_version']}: the prompt "
             f"`{data['prompt']}`; images {fitting} to {data['image_size']} px; outputs of at most {limit} new "
             f"tokens ({bound}; `generation_config.json` says the same), decoded {how}.\n"
