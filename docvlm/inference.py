@@ -86,7 +86,8 @@ def check_source(source: str | Path) -> None:
             raise ModelLoadError(f"{path}: no such checkpoint file")
     elif source != "tiny" and not path.is_dir():
         if path.exists():
-            raise ModelLoadError(f"{source}: not a model folder (expected a Hugging Face folder, a .ckpt, a hub id or 'tiny')")
+            raise ModelLoadError(f"{source}: not a model folder "
+                                 f"(expected a Hugging Face folder, a .ckpt, a hub id or 'tiny')")
         if not _HUB_ID.match(source) or source.startswith((".", "/", "~")):
             raise ModelLoadError(f"{source}: no such model folder")
 
