@@ -74,7 +74,8 @@ def test_a_paligemma_fine_tune_is_under_the_gemma_terms():
 
 
 def test_a_radiology_fine_tune_names_both_the_gemma_terms_and_mimic_cxrs_agreement():
-    data = describe.description(docvlm.tasks.get("radiology"), 448, Decoding(), base_model="google/paligemma2-3b-pt-448")
+    data = describe.description(docvlm.tasks.get("radiology"), 448, Decoding(),
+                                base_model="google/paligemma2-3b-pt-448")
     card = describe.model_card(data)
     meta = front_matter(card)
     assert meta["license"] == "other" and "gemma" in meta["license_name"] and "physionet" in meta["license_name"]
