@@ -56,3 +56,15 @@ def test_fit_and_evaluate_print_no_known_noise(tmp_path):
     printed = fit.stdout + fit.stderr + evaluate.stdout + evaluate.stderr
     assert [word for word in NOISE if word in printed] == []
     assert "Total params" in printed and "docvlm: val/cer" in printed and "docvlm: cer" in printed
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("enabled", [True, False])
+def test_enable_model_summary_turns_docvlms_summary_on_and_off(tmp_path, capsys, enabled):
+    from docvlm.cli import main
+
+    main(["fit", "--config", str(REPO / "configs/demo.yaml"), "--trainer.max_steps=1", "--trainer.val_check_interval=1",
+          "--data.train.synthetic=4", "--data.val.synthetic=2", "--model.decoding.max_new_tokens=2",
+          "--export.enabled=false", "--curves.enabled=false", f"--trainer.enable_model_summary={str(enabled).lower()}",
+          f"--trainer.default_root_dir={tmp_path}"])
+    assert ("Total params" in capsys.readouterr().out) is enabled
