@@ -113,7 +113,10 @@ def _from_checkpoint(path: Path, dtype: str):
     if missing:  # a 4-bit base is not in the checkpoint, its adapters must be
         raise ModelLoadError(f"{path}: lacks {len(missing)} trained weights of this model, e.g. {missing[0]}")
     model.load_state_dict(state, strict=spec.quantize is None)
-    return unwrap(model).to(DTYPES[dtype]), processor, checkpoint.get("docvlm")
+    description = checkpoint.get("docvlm")
+    if description is not None:  # checkpoints before docvlm.json named its base model: the card's licence needs it
+        description.setdefault("base_model", spec.name_or_path)
+    return unwrap(model).to(DTYPES[dtype]), processor, description
 
 
 def resolve_task(description: dict | None, name: str | None, options: dict[str, Any] | None = None) -> Task:

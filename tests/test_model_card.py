@@ -85,3 +85,21 @@ def test_a_radiology_fine_tune_names_both_the_gemma_terms_and_mimic_cxrs_agreeme
 def test_the_random_tiny_model_claims_no_gemma_licence(exported):
     card = (exported / "README.md").read_text()
     assert "license" not in front_matter(card) and "Gemma Terms of Use do not apply" in card
+
+
+def test_a_checkpoint_from_before_base_model_was_recorded_exports_with_its_base_named(tmp_path):
+    import dataclasses
+
+    import torch
+
+    from docvlm.export import main as export_main
+
+    spec = ModelSpec(name_or_path="tiny", image_size=140, patch_size=28)
+    module = DocVLM(model=spec, decoding=Decoding(max_new_tokens=8), task=docvlm.tasks.get("text"))
+    description = module.description()
+    del description["base_model"]
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": {"model": dataclasses.asdict(spec)},
+                "docvlm": description}, tmp_path / "old.ckpt")
+    assert export_main([str(tmp_path / "old.ckpt"), str(tmp_path / "hf")]) == 0
+    assert json.loads((tmp_path / "hf" / "docvlm.json").read_text())["base_model"] == "tiny"
+    assert "license" not in front_matter((tmp_path / "hf" / "README.md").read_text())
