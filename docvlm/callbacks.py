@@ -8,7 +8,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import BasePredictionWriter, ModelCheckpoint
+from lightning.pytorch.callbacks import BasePredictionWriter, ModelCheckpoint, RichModelSummary
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
@@ -83,10 +83,37 @@ class PlotCurves(L.Callback):
 
 
 def plot_curves(metrics_csv: Path, out: Path) -> list[str]:
-    """One panel per logged series (`train/loss`, `lr-*`, `val/*`) against the step; returns the names drawn."""
-    import csv
+    """One panel per logged series (`train/loss`, `lr-*`, `val/*`) against the step; returns the names drawn.
 
+    Every panel spans the run's steps from 0 to the last, so that validation points sit where they happened in
+    training; a series of one point is drawn as a large dot with its value written beside it (matplotlib would
+    centre it on an axis of +-0.04); a loss that spans a decade or more is drawn on a log scale, where its late
+    progress is visible."""
+    series = _read_series(metrics_csv)
+    if not series:
+        return []
+    curves_figure(series).savefig(out)
+    return list(series)
+
+
+def curves_figure(series: dict[str, list[tuple[int, float]]]):
+    """The figure of `plot_curves`: training series first, then learning rates, then validation metrics."""
     from matplotlib.figure import Figure
+
+    names = sorted(series, key=lambda n: (not n.startswith("train/"), not n.startswith("lr-"), n))
+    last = max(step for points in series.values() for step, _ in points)
+    columns = min(3, len(names))
+    rows = -(-len(names) // columns)
+    figure = Figure(figsize=(4 * columns, 2.8 * rows), dpi=100)
+    for i, name in enumerate(names):
+        _draw_series(figure.add_subplot(rows, columns, i + 1), name, series[name], last)
+    figure.tight_layout()
+    return figure
+
+
+def _read_series(metrics_csv: Path) -> dict[str, list[tuple[int, float]]]:
+    """(step, value) per logged name of Lightning's `metrics.csv`."""
+    import csv
 
     series: dict[str, list[tuple[int, float]]] = {}
     with metrics_csv.open(newline="") as f:
@@ -96,21 +123,24 @@ def plot_curves(metrics_csv: Path, out: Path) -> list[str]:
                     continue
                 if name.startswith(("train/", "val/", "lr-")) and name != "val/samples":
                     series.setdefault(name, []).append((int(row["step"]), float(value)))
-    if not series:
-        return []
-    names = sorted(series, key=lambda n: (not n.startswith("train/"), not n.startswith("lr-"), n))
-    columns = min(3, len(names))
-    rows = -(-len(names) // columns)
-    figure = Figure(figsize=(4 * columns, 2.8 * rows), dpi=100)
-    for i, name in enumerate(names):
-        axes = figure.add_subplot(rows, columns, i + 1)
-        steps, values = zip(*series[name])
-        axes.plot(steps, values, marker="o" if len(steps) < 20 else None)
-        axes.set_title(name)
-        axes.set_xlabel("step")
-    figure.tight_layout()
-    figure.savefig(out)
-    return names
+    return series
+
+
+def _draw_series(axes, name: str, points: list[tuple[int, float]], last: int) -> None:
+    """One panel on the shared step axis: a line, dots when there are few points, a labelled dot for one."""
+    steps, values = zip(*points)
+    axes.set_title(name)
+    axes.set_xlabel("step")
+    axes.set_xlim(-0.02 * max(last, 1), 1.04 * max(last, 1))
+    if len(points) == 1:
+        axes.plot(steps, values, "o", markersize=9)
+        axes.annotate(f"{values[0]:.4f}", (steps[0], values[0]), xytext=(-12, 0), textcoords="offset points",
+                      ha="right", va="center", fontsize=11)
+        axes.set_ylim(min(0.0, values[0]) - 0.05, max(1.0, values[0]) * 1.1)
+        return
+    axes.plot(steps, values, marker="o" if len(points) < 20 else None)
+    if name.endswith("loss") and min(values) > 0 and max(values) / min(values) >= 10:
+        axes.set_yscale("log")
 
 
 class BestCheckpoint(ModelCheckpoint):
@@ -168,3 +198,38 @@ class OptimizerStepCadence(L.Callback):
         if self._steps is None:
             self._steps = trainer.val_check_interval
         trainer.val_check_interval = self._steps * trainer.accumulate_grad_batches
+
+
+class ModelSummary(RichModelSummary):
+    """Lightning's summary table of the model, without its FLOPs column and total when they are unknown.
+
+    Lightning counts FLOPs only through a module's `example_input_array`, which a PaliGemma module has not
+    (its inputs depend on the processor and the data): every run printed a column of zeros and `Total FLOPs: 0`.
+    """
+
+    @staticmethod
+    def summarize(summary_data, total_parameters, trainable_parameters, model_size, total_training_modes,
+                  total_flops, **summarize_kwargs) -> None:
+        from lightning.pytorch.utilities.model_summary import get_formatted_model_size, get_human_readable_count
+        from rich import get_console
+        from rich.table import Table
+
+        columns = [(name, values) for name, values in summary_data if name != "FLOPs" or total_flops]
+        table = Table(header_style=summarize_kwargs.get("header_style", "bold magenta"))
+        for name, _ in columns:
+            table.add_column(name, style="dim" if name == " " else None,
+                             justify="left" if name in (" ", "Name", "Type", "Mode") else "right")
+        for row in zip(*(values for _, values in columns)):
+            table.add_row(*row)
+        lines = [("Trainable params", get_human_readable_count(int(trainable_parameters))),
+                 ("Non-trainable params", get_human_readable_count(int(total_parameters - trainable_parameters))),
+                 ("Total params", get_human_readable_count(int(total_parameters))),
+                 ("Total estimated model params size (MB)", get_formatted_model_size(model_size)),
+                 ("Modules in train mode", total_training_modes["train"]),
+                 ("Modules in eval mode", total_training_modes["eval"])]
+        if total_flops:
+            lines.append(("Total FLOPs", get_human_readable_count(total_flops)))
+        console = get_console()
+        console.print(table)
+        for name, value in lines:
+            console.print(f"[bold]{name}[/]: {str(value).strip()}")

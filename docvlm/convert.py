@@ -325,6 +325,9 @@ def main(argv: list[str]) -> int:
         parser.error("--device picks one device: use --accelerator with --devices")
     try:
         check_task_early(args)
+    except ModelLoadError as e:  # a mistyped path: one line, before --out exists
+        print(f"docvlm convert: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
     except (TaskMismatchError, ValueError) as e:
         parser.error(f"--model {args.model}: {e}")
     if args.out.exists() and not args.out.is_dir():

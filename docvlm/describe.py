@@ -32,10 +32,11 @@ def version() -> str:
 
 
 def description(task, image_size: int, decoding, metrics: dict[str, float] | None = None,
-                measured_on: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The JSON-able description of a model trained for `task`."""
+                measured_on: dict[str, Any] | None = None, base_model: str | None = None) -> dict[str, Any]:
+    """The JSON-able description of a model trained for `task` from `base_model` (a hub id, a folder, `tiny`)."""
     return {
         "task": task.name,
+        "base_model": base_model,
         "options": task.options(),
         "prompt": task.prefix,
         "image_mode": task.image_mode,
@@ -88,7 +89,8 @@ def check(data: Any, where: str) -> dict[str, Any]:
 
 
 _KINDS = {"options": (dict,), "prompt": (str,), "image_mode": (str,), "image_size": (int,), "max_target_tokens": (int,),
-          "decoding": (dict,), "docvlm_version": (str,), "metrics": (dict,), "measured_on": (dict, type(None))}
+          "decoding": (dict,), "docvlm_version": (str,), "metrics": (dict,), "measured_on": (dict, type(None)),
+          "base_model": (str, type(None))}
 
 
 def _check_kinds(data: dict, where: str) -> None:
@@ -119,6 +121,9 @@ def make_task(name: str, options: dict[str, Any]) -> Task:
         raise
     except (TypeError, ValueError) as e:
         raise ValueError(f"task {name!r}: bad option ({e})") from None
+def max_new_tokens(data: dict[str, Any]) -> int:
+    """The most tokens the model writes: the run's decoding setting, else the task's target length."""
+    return data["decoding"].get("max_new_tokens") or data["max_target_tokens"]
 
 
 def set_generation_config(model, processor, max_new_tokens: int) -> None:
@@ -145,30 +150,28 @@ PAD_BLOCK = """    # image mode "pad": centre on a white square first
 """
 
 
+GEMMA_TERMS = "https://ai.google.dev/gemma/terms"
+GEMMA_POLICY = "https://ai.google.dev/gemma/prohibited_use_policy"
+PHYSIONET_LICENSE = "https://physionet.org/about/licenses/physionet-credentialed-health-data-license-150/"
+
+
 def model_card(data: dict[str, Any]) -> str:
-    """A Hugging Face model card: what the model does, its metrics, how to run it."""
-    metrics = data.get("metrics") or {}
-    measured = data.get("measured_on") or {}
-    rows = "\n".join(f"| {name} | {value:.4f} |" for name, value in metrics.items())
-    metric_text = (f"Measured on {measured.get('samples', '?')} validation samples ({measured.get('source', 'the run')}"
-                   f", step {measured.get('step', '?')}):\n\n| metric | value |\n|---|---|\n{rows}\n"
-                   if metrics else "No validation metrics were recorded for this model.\n")
-    pad = data["image_mode"] == "pad"
+    """A Hugging Face model card: what the model does and within which limits, its metrics, its licences, how to
+    run it. Every figure comes from `data` (what `docvlm.json` holds), so the card cannot contradict the folder."""
     return f"""---
-library_name: transformers
-pipeline_tag: image-text-to-text
-tags: [docvlm, paligemma2, {data['task']}]
----
+{_card_metadata(data)}---
 
 # PaliGemma 2 fine-tuned by docvlm for `{data['task']}`
 
-Task `{data['task']}`: prompt `{data['prompt']}`, images {'padded to a white square, then' if pad else ''} resized to
-{data['image_size']} px, outputs of up to {data['max_target_tokens']} tokens. docvlm {data['docvlm_version']}.
-Task options: `{json.dumps(data['options'], ensure_ascii=False)}`.
+{_what_it_does(data)}
 
 ## Metrics
 
-{metric_text}
+{_metrics_text(data)}
+## Licences
+
+{_licence_text(data)}
+
 ## Use
 
 With docvlm, which reads the task from `docvlm.json` and parses and exports the outputs:
@@ -199,7 +202,7 @@ size = {data['image_size']}
 
 def prepare(path):
     image = ImageOps.exif_transpose(Image.open(path)).convert("RGB")  # 8-bit scans; docvlm also reads 16-bit
-{PAD_BLOCK if pad else ""}    return image.resize((size, size), Image.Resampling.BICUBIC)
+{PAD_BLOCK if data["image_mode"] == "pad" else ""}    return image.resize((size, size), Image.Resampling.BICUBIC)
 
 prompt = {json.dumps(data['prompt'])}
 for path in paths:
@@ -209,3 +212,76 @@ for path in paths:
     print(processor.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True))
 ```
 """
+
+
+def _what_it_does(data: dict[str, Any]) -> str:
+    """Prompt, image fitting and the real output limit (the decoding setting when the run set one)."""
+    fitting = "padded to a white square, then resized" if data["image_mode"] == "pad" else "resized"
+    limit, target = max_new_tokens(data), data["max_target_tokens"]
+    beams = data["decoding"].get("num_beams") or 1
+    how = "greedily" if beams == 1 else f"by beam search ({beams} beams)"
+    bound = (f"the task's targets run to {target} tokens, but this model was set to decode at most {limit}"
+             if limit != target else "the task's target length")
+    base = f" from `{data['base_model']}`" if data.get("base_model") else ""
+    if not _from_gemma(data):
+        base += " (docvlm's tiny model, random weights)"
+    return (f"Task `{data['task']}`, trained{base} with docvlm {data['docvlm_version']}: the prompt "
+            f"`{data['prompt']}`; images {fitting} to {data['image_size']} px; outputs of at most {limit} new "
+            f"tokens ({bound}; `generation_config.json` says the same), decoded {how}.\n"
+            f"Task options: `{json.dumps(data['options'], ensure_ascii=False)}`.")
+
+
+def _metrics_text(data: dict[str, Any]) -> str:
+    metrics = data.get("metrics") or {}
+    if not metrics:
+        return "No validation metrics were recorded for this model.\n"
+    measured = data.get("measured_on") or {}
+    samples = measured.get("source") or f"{measured.get('samples', '?')} validation samples"
+    rows = "\n".join(f"| {name} | {value:.4f} |" for name, value in metrics.items())
+    return f"Measured at step {measured.get('step', '?')} on {samples}:\n\n| metric | value |\n|---|---|\n{rows}\n"
+
+
+def _from_gemma(data: dict[str, Any]) -> bool:
+    """Whether the weights descend from Google's (anything but docvlm's random-weight `tiny` model)."""
+    return data.get("base_model") != "tiny"
+
+
+def _card_metadata(data: dict[str, Any]) -> str:
+    """The card's YAML header: library, pipeline, tags, and the licence the Hub shows."""
+    lines = ["library_name: transformers", "pipeline_tag: image-text-to-text",
+             f"tags: [docvlm, paligemma2, {data['task']}]"]
+    base = data.get("base_model") or ""
+    if _from_gemma(data) and base.startswith("google/"):
+        lines.append(f"base_model: {base}")
+    if data["task"] == "radiology":  # two sets of terms: the Hub's field takes one name
+        name = "gemma-terms-and-physionet-credentialed-health-data" if _from_gemma(data) else \
+            "physionet-credentialed-health-data-1.5.0"
+        lines += ["license: other", f"license_name: {name}",
+                  f"license_link: {GEMMA_TERMS if _from_gemma(data) else PHYSIONET_LICENSE}"]
+    elif _from_gemma(data):
+        lines += ["license: gemma", f"license_link: {GEMMA_TERMS}"]
+    return "".join(line + "\n" for line in lines)
+
+
+def _licence_text(data: dict[str, Any]) -> str:
+    """What whoever uses or shares this model is bound by: the base weights' terms and the training data's."""
+    parts = []
+    if _from_gemma(data):
+        parts.append(
+            f"This model is a fine-tune of PaliGemma 2, whose weights Google publishes under the [Gemma Terms of "
+            f"Use]({GEMMA_TERMS}): it is a Model Derivative under those terms, and its use is bound by them and by "
+            f"the [Gemma Prohibited Use Policy]({GEMMA_POLICY}). Whoever shares it must pass those use restrictions "
+            f"on and give a copy of the terms with it.")
+    else:
+        parts.append("The weights began as docvlm's tiny model with random weights (no Gemma weights): the Gemma "
+                     "Terms of Use do not apply to them.")
+    if data["task"] == "radiology":
+        parts.append(
+            f"A radiology model is trained on chest radiographs and their reports; when those came from MIMIC-CXR "
+            f"(the radiology task's reader, and PaliGemma 2's transfer), the model derives from credentialed data "
+            f"under the [PhysioNet Credentialed Health Data License 1.5.0]({PHYSIONET_LICENSE}) and its Data Use "
+            f"Agreement: use and share it only with people who hold that credentialed access and have signed the "
+            f"agreement (PhysioNet asks that models trained on MIMIC be shared through PhysioNet under the same "
+            f"terms), and do not send the data to online services that may keep it. "
+            f"If this model was trained on other reports, their own terms apply instead: edit this section.")
+    return "\n\n".join(parts)

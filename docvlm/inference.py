@@ -64,20 +64,13 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 def load_weights(source: str | Path, dtype: str = "float32"):
     """(model, processor, description or None) for decoding; raises `ModelLoadError` naming `source`."""
-    from docvlm.model import TINY, ModelSpec, RemoteCodeError, load
+    from docvlm.model import ModelSpec, RemoteCodeError, load
 
     source = str(source)
     path = Path(source).expanduser()
+    check_source(source)
     if source.endswith(".ckpt"):
         return _from_checkpoint(path, dtype)
-    if source != TINY and not path.is_dir():
-        if path.exists():
-            raise ModelLoadError(f"{source}: not a model folder (expected a Hugging Face folder, a .ckpt, a hub id "
-                                 "or 'tiny')")
-        if not _HUB_ID.match(source) or source.startswith((".", "/", "~")):
-            raise ModelLoadError(f"{source}: no such model folder")
-    if path.is_dir() and not (path / "config.json").is_file():
-        raise ModelLoadError(f"{source}: not a Hugging Face model folder: {_without_config(path)}")
     try:
         model, processor = load(ModelSpec(name_or_path=source, dtype=dtype))
     except RemoteCodeError as e:
@@ -96,6 +89,24 @@ def _without_config(folder: Path) -> str:
                 f"model they belong to; save the model with save_pretrained (config.json, model.safetensors and "
                 f"the processor's files)")
     return "no config.json (expected config.json, model.safetensors and the processor's files)"
+
+
+def check_source(source: str | Path) -> None:
+    """Raise `ModelLoadError` for a local model that is not there (or not a model), without loading anything:
+    the commands call it first, so that a mistyped path is named before a task is asked for or a file written."""
+    source = str(source)
+    path = Path(source).expanduser()
+    if source.endswith(".ckpt"):
+        if not path.is_file():
+            raise ModelLoadError(f"{path}: no such checkpoint file")
+    elif source != "tiny" and not path.is_dir():
+        if path.exists():
+            raise ModelLoadError(f"{source}: not a model folder "
+                                 f"(expected a Hugging Face folder, a .ckpt, a hub id or 'tiny')")
+        if not _HUB_ID.match(source) or source.startswith((".", "/", "~")):
+            raise ModelLoadError(f"{source}: no such model folder")
+    if path.is_dir() and not (path / "config.json").is_file():
+        raise ModelLoadError(f"{source}: not a Hugging Face model folder: {_without_config(path)}")
 
 
 def read_checkpoint(path: Path, mmap: bool = False):
@@ -146,6 +157,8 @@ def _from_checkpoint(path: Path, dtype: str):
         model.load_state_dict(state, strict=spec.quantize is None)
     except (RuntimeError, TypeError, AttributeError) as e:
         raise ModelLoadError(f"{path}: its weights do not fit its model settings ({str(e).splitlines()[0]})") from None
+    if description is not None:  # checkpoints before docvlm.json named its base model: the card's licence needs it
+        description.setdefault("base_model", spec.name_or_path)
     return unwrap(model).to(DTYPES[dtype]), processor, description
 
 
@@ -387,6 +400,8 @@ def check_task_early(args: argparse.Namespace) -> None:
     """Usage errors about the task and the model's settings before any weights load (and before `--devices N`
     launches N processes, each of which would report them): a folder's `docvlm.json` or a checkpoint's settings
     (its tensors mapped, not read) are checked cheaply."""
+    """Usage errors about the model and task before any weights load: a folder's `docvlm.json` is read cheaply."""
+    check_source(args.model)
     path = Path(str(args.model)).expanduser()
     description = describe.read(path) if path.is_dir() else None
     if str(args.model).endswith(".ckpt") and path.is_file():  # once, before any process is launched

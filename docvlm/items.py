@@ -71,6 +71,16 @@ class Source:
             raise DataError("a data source needs a `path`, a `dataset` or a number of `synthetic` samples")
         return samples[: self.limit] if self.limit is not None else samples
 
+    def describe(self, samples: int, role: str = "") -> str:
+        """The samples as a person names them ("64 synthetic validation samples, seed 1"), for model cards and
+        reports; `role` (validation, training) is said when given."""
+        kind = " ".join(filter(None, [str(samples), "synthetic" if self.synthetic else "", role, "samples"]))
+        if self.synthetic:
+            return f"{kind}, seed {self.seed}"
+        where = f"the dataset {self.dataset}" if self.dataset else str(self.path)
+        split = f", split {self.split}" if self.split else ""
+        return f"{kind} of {where}{split}"
+
     def stream(self, task: Task, part: int = 0, parts: int = 1,
                seed: int | None = None) -> Iterator[tuple[int, Sample]]:
         """(index, sample) of part `part` of `parts` of a streamed `dataset` (see `hub_data.stream`)."""

@@ -17,7 +17,7 @@ from lightning.pytorch.cli import LightningCLI  # noqa: E402
 
 import docvlm.tasks  # noqa: E402,F401  (registers every task, so short class names resolve)
 from docvlm import describe  # noqa: E402
-from docvlm.callbacks import ExportHF, LastOnSigterm, PlotCurves, PredictionsJSONL  # noqa: E402
+from docvlm.callbacks import ExportHF, LastOnSigterm, ModelSummary, PlotCurves, PredictionsJSONL  # noqa: E402
 from docvlm.errors import DataError  # noqa: E402
 from docvlm.model import model_spec  # noqa: E402
 from docvlm.progress import Progress, ValidateAtEnd  # noqa: E402
@@ -60,14 +60,19 @@ class DocVLMCLI(LightningCLI):
         # docvlm's own progress lines replace Lightning's epoch bar; a shortened run still ends validated
         parser.add_lightning_class_args(Progress, "progress")
         parser.add_lightning_class_args(ValidateAtEnd, "validate_at_end")
+        parser.add_lightning_class_args(ModelSummary, "model_summary")  # Lightning's, less the FLOPs it cannot count
 
     def before_instantiate_classes(self) -> None:
         """`trainer.enable_progress_bar: false` silences docvlm's progress (Lightning refuses the flag
-        beside a progress callback)."""
+        beside a progress callback); `trainer.enable_model_summary: false` docvlm's model summary."""
         config = self.config[self.subcommand] if self.subcommand else self.config
         if config.get("trainer.enable_progress_bar") is False:
             config["trainer.enable_progress_bar"] = True
             config["progress.enabled"] = False
+        # docvlm's summary replaces Lightning's default one, which would otherwise say that it skipped itself
+        if config.get("trainer.enable_model_summary") is False:
+            config["model_summary.max_depth"] = 0
+        config["trainer.enable_model_summary"] = False
 
     def before_fit(self) -> None:
         self.trainer.callbacks.append(LastOnSigterm())  # not a config entry: every fit stops this way

@@ -13,7 +13,9 @@ import logging
 import os
 import string
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import torch
@@ -27,6 +29,7 @@ from transformers import (
     SiglipImageProcessorPil,
     SiglipVisionConfig,
 )
+from transformers.utils import logging as hf_logging
 
 from docvlm.errors import DataError
 
@@ -122,6 +125,20 @@ class ModelSpec:
                     1, MAX_IMAGE_TOKENS)
 
 
+@contextmanager
+def without_transformers_bars():
+    """transformers' "Loading weights" and "Writing model shards" bars off while docvlm loads or saves a model
+    (and as they were after): drawn on every load, they said nothing that docvlm's own lines do not."""
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
+
+
+@without_transformers_bars()
 def load(spec: ModelSpec) -> tuple[torch.nn.Module, PaliGemmaProcessor]:
     """The model (transfer settings applied, freezing and LoRA set up) and its processor."""
     if spec.quantize is not None and spec.lora is None:
@@ -248,6 +265,20 @@ def add_lora(model: PaliGemmaForConditionalGeneration, lora: LoraSpec) -> torch.
         bias="none",
     )
     return get_peft_model(model, config)
+
+
+@without_transformers_bars()
+def save_pretrained(model, processor, directory, state_dict=None) -> None:
+    """Weights and processor in Hugging Face format, every file readable as the umask allows.
+
+    transformers writes the weights through a private temporary file, so `model.safetensors` came out 0600
+    while the rest of the folder was 0644: a folder meant to be shared could not be read by the others."""
+    model.save_pretrained(directory, state_dict=state_dict)
+    processor.save_pretrained(directory)
+    umask = os.umask(0)
+    os.umask(umask)
+    for weights in Path(directory).glob("*.safetensors"):
+        weights.chmod(0o666 & ~umask)
 
 
 def unwrap(model: torch.nn.Module) -> PaliGemmaForConditionalGeneration:

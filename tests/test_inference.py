@@ -57,6 +57,7 @@ def test_the_exported_folder_describes_itself(trained):
     assert description["task"] == "text" and description["prompt"] == docvlm.tasks.get("text").prefix
     assert description["image_size"] == 224 and description["decoding"]["max_new_tokens"] == 12
     assert description["measured_on"]["samples"] == len(LINES) and description["measured_on"]["step"] == 3
+    assert description["measured_on"]["source"] == f"{len(LINES)} validation samples of {trained['manifest']}"
     assert set(description["metrics"]) == {"cer", "exact_match"}
     generation = json.loads((folder / "generation_config.json").read_text())
     assert (generation["max_new_tokens"], generation["eos_token_id"], generation["pad_token_id"]) == (12, 1, 0)
