@@ -7,7 +7,9 @@ The target is PubTabNet's HTML: `<table>`, `<thead>`/`<tbody>`, `<tr>`, `<td>` (
 white square, centred, as `docvlm.images.pad_to_square` does).
 
 `parse_html` never raises: it repairs what it can (unclosed tags, ragged rows, spans running past the
-grid or into other cells, stray text, bad span values) and lists every repair.
+grid or into other cells, stray text, bad span values) and lists every repair. A table of more than
+`MAX_TABLE_POSITIONS` grid positions (covered by its cells, or in all) is not read: model output is
+untrusted, and a looping model's `colspan="1000000"` must not take minutes and gigabytes to place.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from docvlm.converters import capped
 
 _LOC = re.compile(r"<loc(\d{4})>")
 _STRUCTURE_TAGS = ("table", "thead", "tbody", "tr", "td", "th")
+MAX_TABLE_POSITIONS = 100_000  # grid positions of a table read from model output (real ones have thousands)
 
 
 @dataclass
@@ -149,11 +152,26 @@ def to_html_document(table: Table, title: str = "table") -> str:
     )
 
 
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # what spreadsheets read as the start of a formula
+_PLAIN_NUMBER = re.compile(r"[+-]?(\d{1,3}(,\d{3})+|\d+|(?=\.\d))(\.\d+)?%?|-")  # -5.3, +2, -1,234.5, -.5, 12%, -
+
+
+def csv_safe(text: str) -> str:
+    """`text` with a `'` before it when a spreadsheet would run it as a formula (OWASP's CSV injection rule:
+    it starts with = + - @ tab or carriage return), unless it is a plain number or a lone `-`, which fill
+    financial tables. Model output is untrusted: `=HYPERLINK(...)` must stay text."""
+    if text.startswith(_FORMULA_STARTS) and not _PLAIN_NUMBER.fullmatch(text):
+        return "'" + text
+    return text
+
+
 def to_csv(table: Table) -> str:
-    """Plain-text grid as CSV; a spanning cell's text sits at its top-left position, the rest empty."""
+    """Plain-text grid as CSV; a spanning cell's text sits at its top-left position, the rest empty. Cells a
+    spreadsheet would run as formulas are neutralised (`csv_safe`); a carriage return in a cell becomes a
+    line feed, which the writer quotes (a bare CR it leaves unquoted, and readers take it for a row's end)."""
     grid = [[""] * table.n_cols for _ in range(table.n_rows)]
     for cell in table.cells:
-        grid[cell.row][cell.col] = cell.text
+        grid[cell.row][cell.col] = csv_safe(cell.text).replace("\r\n", "\n").replace("\r", "\n")
     buffer = io.StringIO()
     csv.writer(buffer, lineterminator="\n").writerows(grid)
     return buffer.getvalue()
@@ -210,8 +228,26 @@ def parse_html(text: str) -> tuple[Table | None, list[str]]:
     for tr in table_el.iter("tr"):
         section = next((a.tag for a in tr.iterancestors() if a.tag in ("thead", "tbody", "tfoot", "table")), "table")
         rows.append((section == "thead", tr))
-    table = _place(rows, problems)
-    return table, capped(problems)
+    covered = _covered_positions(rows)
+    if covered > MAX_TABLE_POSITIONS:
+        too_large = f"table cells cover {covered} grid positions, more than {MAX_TABLE_POSITIONS}: not read"
+        return None, [*capped(problems), too_large]
+    cells, occupied = _place(rows, problems)
+    n_cols = max((c for _, c in occupied), default=-1) + 1
+    if len(rows) * n_cols > MAX_TABLE_POSITIONS:
+        too_large = f"table of {len(rows)} x {n_cols} grid positions, more than {MAX_TABLE_POSITIONS}: not read"
+        return None, [*capped(problems), too_large]
+    return _padded(cells, occupied, len(rows), n_cols, problems), capped(problems)
+
+
+def _covered_positions(rows) -> int:
+    """Grid positions the cells would cover at most (rowspans cut at the last row): bounds placing them."""
+    covered = 0
+    for r, (_, tr) in enumerate(rows):
+        for node in tr:
+            if node.tag in ("td", "th"):
+                covered += _span(node, "colspan", [], "") * min(_span(node, "rowspan", [], ""), len(rows) - r)
+    return covered
 
 
 def _check_balance(text: str, problems: list[str]) -> None:
@@ -280,7 +316,7 @@ def _inner_html(cell, problems: list[str] | None = None) -> str:
     return "".join(parts)
 
 
-def _place(rows, problems: list[str]) -> Table:
+def _place(rows, problems: list[str]) -> tuple[list[Cell], set[tuple[int, int]]]:
     """Place cells on the grid like a browser: each cell takes the first free position of its row."""
     occupied: set[tuple[int, int]] = set()
     cells: list[Cell] = []
@@ -309,14 +345,17 @@ def _place(rows, problems: list[str]) -> Table:
                               loc=_coords(node.get("coords"))))
             occupied.update((r + i, c + j) for i in range(rowspan) for j in range(colspan))
             c += colspan
-    n_rows = len(rows)
-    n_cols = max((c for _, c in occupied), default=-1) + 1
+    return cells, occupied
+
+
+def _padded(cells: list[Cell], occupied: set[tuple[int, int]], n_rows: int, n_cols: int, problems: list[str]) -> Table:
+    """The table with every position no cell covers filled by an empty cell, each such row listed."""
+    header_rows = {cell.row for cell in cells if cell.header}
     for r in range(n_rows):
         missing = [c for c in range(n_cols) if (r, c) not in occupied]
         if missing:
             problems.append(f"row {r + 1} covers {n_cols - len(missing)} of {n_cols} columns; padded with empty cells")
-            header = any(cell.header for cell in cells if cell.row == r)
-            cells.extend(Cell(r, c, header=header) for c in missing)
+            cells.extend(Cell(r, c, header=r in header_rows) for c in missing)
     cells.sort(key=lambda cell: (cell.row, cell.col))
     return Table(n_rows, n_cols, cells)
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import BasePredictionWriter, ModelCheckpoint
+from lightning.pytorch.callbacks import BasePredictionWriter, ModelCheckpoint, RichModelSummary
 from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from docvlm.mixture import SCORE, Mixture
 
@@ -83,11 +85,49 @@ class PlotCurves(L.Callback):
 
 
 def plot_curves(metrics_csv: Path, out: Path) -> list[str]:
-    """One panel per logged series (`train/loss`, `lr-*`, `val/*`; a mixture's `val/<task>/*` one panel per task)
-    against the step; returns the names drawn."""
-    import csv
+    """One panel per logged series (`train/loss`, `lr-*`, `val/*`; a mixture's `val/<task>/*` one panel per task,
+    a line per metric) against the step; returns the panels drawn.
 
+    Every panel spans the run's steps from 0 to the last, so that validation points sit where they happened in
+    training; a series of one point is drawn as a large dot with its value written beside it (matplotlib would
+    centre it on an axis of +-0.04); a loss that spans a decade or more is drawn on a log scale, where its late
+    progress is visible."""
+    series = _read_series(metrics_csv)
+    if not series:
+        return []
+    curves_figure(series).savefig(out)
+    return list(_panels(series))
+
+
+def _panels(series: dict[str, list[tuple[int, float]]]) -> dict[str, list[str]]:
+    """The series of each panel, training series first, then learning rates, then validation metrics: one
+    series a panel, but a mixture's `val/<task>/<metric>` grouped in the panel `val/<task>`."""
+    panels = {name: [name] for name in series if name.count("/") < 2}
+    for name in series:
+        if name.count("/") >= 2:
+            panels.setdefault(name.rsplit("/", 1)[0], []).append(name)
+    names = sorted(panels, key=lambda n: (not n.startswith("train/"), not n.startswith("lr-"), n))
+    return {name: panels[name] for name in names}
+
+
+def curves_figure(series: dict[str, list[tuple[int, float]]]):
+    """The figure of `plot_curves`: training series first, then learning rates, then validation metrics."""
     from matplotlib.figure import Figure
+
+    panels = _panels(series)
+    last = max(step for points in series.values() for step, _ in points)
+    columns = min(3, len(panels))
+    rows = -(-len(panels) // columns)
+    figure = Figure(figsize=(4 * columns, 2.8 * rows), dpi=100)
+    for i, (name, lines) in enumerate(panels.items()):
+        _draw_panel(figure.add_subplot(rows, columns, i + 1), name, {line: series[line] for line in lines}, last)
+    figure.tight_layout()
+    return figure
+
+
+def _read_series(metrics_csv: Path) -> dict[str, list[tuple[int, float]]]:
+    """(step, value) per logged name of Lightning's `metrics.csv` (sample counts left out)."""
+    import csv
 
     series: dict[str, list[tuple[int, float]]] = {}
     with metrics_csv.open(newline="") as f:
@@ -97,28 +137,31 @@ def plot_curves(metrics_csv: Path, out: Path) -> list[str]:
                     continue
                 if name.startswith(("train/", "val/", "lr-")) and not name.endswith("/samples"):
                     series.setdefault(name, []).append((int(row["step"]), float(value)))
-    panels = {name: [name] for name in series if name.count("/") < 2}
-    for name in series:
-        if name.count("/") >= 2:
-            panels.setdefault(name.rsplit("/", 1)[0], []).append(name)
-    if not series:
-        return []
-    names = sorted(panels, key=lambda n: (not n.startswith("train/"), not n.startswith("lr-"), n))
-    columns = min(3, len(names))
-    rows = -(-len(names) // columns)
-    figure = Figure(figsize=(4 * columns, 2.8 * rows), dpi=100)
-    for i, name in enumerate(names):
-        axes = figure.add_subplot(rows, columns, i + 1)
-        for line in panels[name]:
-            steps, values = zip(*series[line])
-            axes.plot(steps, values, marker="o" if len(steps) < 20 else None, label=line.rsplit("/", 1)[-1])
-        if len(panels[name]) > 1:
-            axes.legend(fontsize="small")
-        axes.set_title(name)
-        axes.set_xlabel("step")
-    figure.tight_layout()
-    figure.savefig(out)
-    return names
+    return series
+
+
+def _draw_panel(axes, name: str, lines: dict[str, list[tuple[int, float]]], last: int) -> None:
+    """One panel on the shared step axis: a line per series (labelled by its last part when there are several),
+    dots when there are few points, a labelled dot for a series of one point."""
+    axes.set_title(name)
+    axes.set_xlabel("step")
+    axes.set_xlim(-0.02 * max(last, 1), 1.04 * max(last, 1))
+    every = [value for points in lines.values() for _, value in points]
+    for line, points in lines.items():
+        steps, values = zip(*points)
+        label = line.rsplit("/", 1)[-1]
+        if len(points) == 1:
+            axes.plot(steps, values, "o", markersize=9, label=label)
+            axes.annotate(f"{values[0]:.4f}", (steps[0], values[0]), xytext=(-12, 0), textcoords="offset points",
+                          ha="right", va="center", fontsize=11)
+        else:
+            axes.plot(steps, values, marker="o" if len(points) < 20 else None, label=label)
+    if len(lines) > 1:
+        axes.legend(fontsize="small")
+    if all(len(points) == 1 for points in lines.values()):
+        axes.set_ylim(min(0.0, *every) - 0.05, max(1.0, *every) * 1.1)
+    elif name.endswith("loss") and min(every) > 0 and max(every) / min(every) >= 10:
+        axes.set_yscale("log")
 
 
 class BestCheckpoint(ModelCheckpoint):
@@ -137,6 +180,32 @@ class BestCheckpoint(ModelCheckpoint):
         super().setup(trainer, pl_module, stage)
 
 
+class LastOnSigterm(L.Callback):
+    """On SIGTERM (what SLURM and Kubernetes send before they kill a job, and on preemption) Lightning stops
+    training at the end of the step under way (`SIGTERMException`); this saves `last.ckpt` there, beside the
+    run's other checkpoints, so that `--ckpt_path last` resumes from that step. A large model may not be saved
+    within the grace period before the kill (30 s by default in both): under SLURM, have Lightning requeue
+    the job on SIGUSR1 sent earlier (`#SBATCH --signal=SIGUSR1@90`), which saves its own checkpoint."""
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        if not isinstance(exception, SIGTERMException) or trainer.state.fn != "fit":
+            return
+        path = last_checkpoint_path(trainer)
+        trainer.save_checkpoint(path)
+        if trainer.is_global_zero:
+            print(f"docvlm fit: SIGTERM: saved {path} at step {trainer.global_step}; run again with "
+                  f"--ckpt_path last to go on", file=sys.stderr)
+
+
+def last_checkpoint_path(trainer: L.Trainer) -> Path:
+    """Where `last.ckpt` goes: the folder of the run's first `ModelCheckpoint`, else `<log_dir>/checkpoints`."""
+    callback = trainer.checkpoint_callback
+    if isinstance(callback, ModelCheckpoint) and callback.dirpath:
+        return Path(callback.dirpath) / f"{callback.CHECKPOINT_NAME_LAST}{callback.FILE_EXTENSION}"
+    folder = Path(trainer.log_dir or trainer.default_root_dir) / "checkpoints"
+    return folder / f"{ModelCheckpoint.CHECKPOINT_NAME_LAST}{ModelCheckpoint.FILE_EXTENSION}"
+
+
 class OptimizerStepCadence(L.Callback):
     """Make an integer `trainer.val_check_interval` count optimizer steps, as `max_steps`, the warm-up and
     `ModelCheckpoint(every_n_train_steps=...)` do, instead of batches: Lightning multiplies nothing by
@@ -152,3 +221,38 @@ class OptimizerStepCadence(L.Callback):
         if self._steps is None:
             self._steps = trainer.val_check_interval
         trainer.val_check_interval = self._steps * trainer.accumulate_grad_batches
+
+
+class ModelSummary(RichModelSummary):
+    """Lightning's summary table of the model, without its FLOPs column and total when they are unknown.
+
+    Lightning counts FLOPs only through a module's `example_input_array`, which a PaliGemma module has not
+    (its inputs depend on the processor and the data): every run printed a column of zeros and `Total FLOPs: 0`.
+    """
+
+    @staticmethod
+    def summarize(summary_data, total_parameters, trainable_parameters, model_size, total_training_modes,
+                  total_flops, **summarize_kwargs) -> None:
+        from lightning.pytorch.utilities.model_summary import get_formatted_model_size, get_human_readable_count
+        from rich import get_console
+        from rich.table import Table
+
+        columns = [(name, values) for name, values in summary_data if name != "FLOPs" or total_flops]
+        table = Table(header_style=summarize_kwargs.get("header_style", "bold magenta"))
+        for name, _ in columns:
+            table.add_column(name, style="dim" if name == " " else None,
+                             justify="left" if name in (" ", "Name", "Type", "Mode") else "right")
+        for row in zip(*(values for _, values in columns)):
+            table.add_row(*row)
+        lines = [("Trainable params", get_human_readable_count(int(trainable_parameters))),
+                 ("Non-trainable params", get_human_readable_count(int(total_parameters - trainable_parameters))),
+                 ("Total params", get_human_readable_count(int(total_parameters))),
+                 ("Total estimated model params size (MB)", get_formatted_model_size(model_size)),
+                 ("Modules in train mode", total_training_modes["train"]),
+                 ("Modules in eval mode", total_training_modes["eval"])]
+        if total_flops:
+            lines.append(("Total FLOPs", get_human_readable_count(total_flops)))
+        console = get_console()
+        console.print(table)
+        for name, value in lines:
+            console.print(f"[bold]{name}[/]: {str(value).strip()}")

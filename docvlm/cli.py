@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import signal
 import sys
+import warnings
 
 from docvlm.errors import DataError
 
@@ -51,6 +53,7 @@ commands:
 
 EXIT_USER_ERROR = 2  # as argparse exits on bad arguments
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
+EXIT_TERMINATED = 143  # 128 + SIGTERM
 
 
 def _stop_while_starting(signum, frame) -> None:
@@ -70,9 +73,24 @@ def run_starts() -> None:
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+# Warnings every run printed that tell a docvlm user nothing: Lightning's note that tensorboardX is no longer
+# its dependency (docvlm logs to CSV on purpose), and torch's deprecation of a class Lightning's own code uses.
+NOISE = (
+    (r"Starting from v1\.9\.0, `tensorboardX` has been removed", UserWarning),
+    (re.escape("`isinstance(treespec, LeafSpec)` is deprecated"), FutureWarning),
+)
+
+
+def quiet_known_noise() -> None:
+    """Ignore the warnings in `NOISE`, by message and category; every other warning is shown."""
+    for message, category in NOISE:
+        warnings.filterwarnings("ignore", message=message, category=category)
+
+
 def run() -> None:
     """The `docvlm` console script: `DataError` -> `docvlm <command>: error: <message>`, exit 2;
     Ctrl-C -> one line, exit 130 (also once training runs, after Lightning's graceful shutdown)."""
+    quiet_known_noise()
     argv = sys.argv[1:]
     prog = f"docvlm {argv[0]}" if argv and not argv[0].startswith("-") else "docvlm"
     if not argv or argv[0] in ("-h", "--help"):  # every command, not only Lightning's four
@@ -96,6 +114,9 @@ def run() -> None:
         if isinstance(e.__context__, KeyboardInterrupt):  # Lightning shut the run down, then exit(1)
             print(f"{prog}: interrupted", file=sys.stderr)
             sys.exit(EXIT_INTERRUPTED)
+        if type(e).__name__ == "SIGTERMException":  # Lightning stopped at the end of a step (exit status 0)
+            print(f"{prog}: terminated (SIGTERM)", file=sys.stderr)
+            sys.exit(EXIT_TERMINATED)
         raise
 
 

@@ -13,10 +13,12 @@ the input's name without its suffix (relative to the folder given, for files fou
 Pages are decoded in batches of similar expected output length (`docvlm.batching`; `--no-length-buckets`
 keeps the input order).
 
-Every page gets one manifest row as soon as it is done (`{input, page, id, task, outputs, problems, error,
-text}`, see `docvlm.convert_manifest`). A file that cannot be read gives an error row naming it and the run
-goes on. An interrupted run keeps every finished row and file; `--skip-existing` then converts only the pages
-that have no successful row with all its files, whatever the number of processes of either run.
+Every page gets one manifest row as soon as it is done (`{input, page, prefix, id, task, outputs, problems,
+error, text, model}`, see `docvlm.convert_manifest`); a page is an (input, page, prompt part) triple, so an
+image that a manifest lists with two prompts is converted for each. A file that cannot be read gives an error
+row naming it and the run goes on. An interrupted run keeps every finished row and file; `--skip-existing`
+then converts only the pages that have no successful row with all its files, whatever the number of processes
+of either run.
 
 Pages are spread over processes by a stable hash of (input, page): `--devices N --num-nodes M` through
 Lightning Fabric (under `torchrun` or SLURM the world comes from the environment, as in Lightning), or
@@ -28,16 +30,16 @@ output, and such a crash (or a hang past `--export-timeout`) costs only that pag
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
+import json
 import os
-import shutil
+import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from docvlm.convert_manifest import RunManifest, safe_relative
+from docvlm.convert_manifest import BookkeepingError, RunManifest, check_bookkeeping, safe_relative
 from docvlm.export_worker import ExportError, ExportPool
 from docvlm.inference import (
     Model,
@@ -47,11 +49,12 @@ from docvlm.inference import (
     check_task_early,
     load_from_args,
     positive,
+    source_name,
 )
 from docvlm.pages import Page, PageRange, PageRangeError, expand, parse_page_range
 from docvlm.tasks.base import Sample, Task
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
 MANIFEST_SUFFIXES = (".jsonl", ".csv")
 
 EPILOG = r"""exit status:
@@ -61,6 +64,7 @@ EPILOG = r"""exit status:
        decoding or export error): its manifest row has the error; the other pages were converted
   2    bad arguments, or the model could not be loaded
   130  interrupted: finished pages are kept; run again with --skip-existing to finish
+  143  terminated (SIGTERM: a scheduler's stop or preemption), handled as an interrupt
 
 examples:
   docvlm convert --model runs/pubtabnet/lightning_logs/version_0/hf scans/ report.pdf --pages 2-5 --out converted/
@@ -128,6 +132,22 @@ def build_parser() -> argparse.ArgumentParser:
     work.add_argument("--shard", type=_shard, metavar="I/N",
                       help="convert only shard I of N (1-based), e.g. one task of a job array; no launcher needed")
     return parser
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, which SLURM and Kubernetes send before they kill a job (and on preemption): handled as Ctrl-C
+    is, so that the exports already done are placed and recorded, and the summary is written."""
+
+
+def _terminate(signum, frame) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the clean-up runs once; the scheduler's SIGKILL bounds it
+    raise Terminated
+
+
+def _ignore_sigterm(worker_id: int) -> None:
+    """A page loader's start: SIGTERM (a scheduler signals every process of a job) is the main process's to
+    handle, which then stops its loaders; a loader dying of it would fail the page it was reading."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 # ---- the world: which pages are this process's ------------------------------------------------------
@@ -205,8 +225,9 @@ class Job:
     prefix: str = ""  # the page's own prompt part (from a manifest row)
 
     @property
-    def key(self) -> tuple[str, int | None]:
-        return str(self.page.input), self.page.page
+    def key(self) -> tuple[str, int | None, str]:
+        """The page and its prompt part: a manifest may list one image with different prompts."""
+        return str(self.page.input), self.page.page, self.prefix
 
 
 def gather_pages(inputs: list[str], pages: PageRange | None, out: Path):
@@ -215,15 +236,16 @@ def gather_pages(inputs: list[str], pages: PageRange | None, out: Path):
     from docvlm.tasks.manifest import ManifestError, read_manifest
 
     found, errors, warnings = [], [], []
+    manifests = manifests_given(inputs)
     for given in inputs:
-        if Path(given).suffix.lower() in MANIFEST_SUFFIXES and Path(given).is_file():
+        if Path(given) in manifests:
             try:
                 samples = read_manifest(given)
             except ManifestError as e:
                 raise ValueError(str(e)) from None
             for sample in samples:
                 listed, failed, warned = expand([sample.image], pages, exclude=out)
-                found += [(page, sample.prefix) for page in listed]
+                found += [(page, sample.prefix or "") for page in listed]
                 errors += failed
                 warnings += warned
         else:
@@ -234,20 +256,37 @@ def gather_pages(inputs: list[str], pages: PageRange | None, out: Path):
     return found, errors, warnings
 
 
-def inputs_inside(pages: list[tuple[Page, str]], out: Path) -> list[Path]:
-    """Input files inside the output folder, where an output could overwrite them."""
+def manifests_given(inputs: list[str]) -> list[Path]:
+    """The inputs that are manifests (read for their rows' images)."""
+    paths = [Path(given) for given in inputs]
+    return [path for path in paths if path.suffix.lower() in MANIFEST_SUFFIXES and path.is_file()]
+
+
+def inputs_inside(pages: list[tuple[Page, str]], manifests: list[Path], out: Path) -> list[Path]:
+    """Input files (pages, and the manifests naming them) inside the output folder, where an output, or
+    convert's own manifest, could overwrite them."""
     root = os.path.realpath(out)
-    return [p.input for p, _ in pages if os.path.commonpath([root, os.path.realpath(p.input)]) == root]
+    given = [*manifests, *(p.input for p, _ in pages)]
+    return [path for path in given if os.path.commonpath([root, os.path.realpath(path)]) == root]
 
 
-def plan(pages: list[tuple[Page, str]], known: dict[tuple[str, int | None], dict]) -> list[Job]:
-    """One job per distinct (input, page), each with an output name no other page of the manifest or of
-    this run has (compared case-insensitively); a page the manifest knows keeps its earlier name. Every
+def run_identity(args: argparse.Namespace, world: World) -> str:
+    """What decides a run's output names and its split of pages: its inputs, pages and number of processes.
+    The processes of one run (ranks, the shards of a job array) share it; another run on the same `--out`
+    is refused while they write (`RunManifest.join`)."""
+    what = {"inputs": [os.path.abspath(i) for i in args.inputs], "pages": args.pages and args.pages.text,
+            "processes": world.size}
+    return hashlib.sha256(json.dumps(what).encode()).hexdigest()
+
+
+def plan(pages: list[tuple[Page, str]], known: dict[tuple[str, int | None, str], dict]) -> list[Job]:
+    """One job per distinct (input, page, prompt part), each with an output name no other page of the manifest
+    or of this run has (compared case-insensitively); a page the manifest knows keeps its earlier name. Every
     process of a run computes the same plan, so names never depend on which process converts a page."""
     taken = {str(r["id"]).casefold() for r in known.values() if r.get("id")}
     jobs, seen = [], set()
     for page, prefix in pages:
-        key = (str(page.input), page.page)
+        key = (str(page.input), page.page, prefix)
         if key in seen:
             continue
         seen.add(key)
@@ -271,10 +310,9 @@ def is_done(row: dict | None, task: str, out: Path) -> bool:
     )
 
 
-def _row(task: Task, input_: Path, page: int | None, id_: str | None, *, outputs=(), problems=(), error=None,
-         text=None) -> dict:
-    return {"input": str(input_), "page": page, "id": id_, "task": task.name, "outputs": list(outputs),
-            "problems": list(problems), "error": error, "text": text}
+def _row(task: Task, job: Job, *, outputs=(), problems=(), error=None, text=None) -> dict:
+    return {"input": str(job.page.input), "page": job.page.page, "prefix": job.prefix, "id": job.id,
+            "task": task.name, "outputs": list(outputs), "problems": list(problems), "error": error, "text": text}
 
 
 # ---- the command -------------------------------------------------------------------------------------
@@ -287,6 +325,9 @@ def main(argv: list[str]) -> int:
         parser.error("--device picks one device: use --accelerator with --devices")
     try:
         check_task_early(args)
+    except ModelLoadError as e:  # a mistyped path: one line, before --out exists
+        print(f"docvlm convert: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
     except (TaskMismatchError, ValueError) as e:
         parser.error(f"--model {args.model}: {e}")
     if args.out.exists() and not args.out.is_dir():
@@ -295,7 +336,8 @@ def main(argv: list[str]) -> int:
         world, device = launch(args)
     except (ValueError, RuntimeError) as e:
         parser.error(str(e))
-    return world.worst(run(args, world, lambda: load_from_args(args, device)))
+    signal.signal(signal.SIGTERM, _terminate)
+    return world.worst(run(args, world, lambda: load_from_args(args, device), model_name=source_name(args.model)))
 
 
 def convert_with(model: Model, inputs: list[str | Path], out: str | Path, **options) -> int:
@@ -307,58 +349,63 @@ def convert_with(model: Model, inputs: list[str | Path], out: str | Path, **opti
             raise TypeError(f"convert() got an unknown option {key!r}")
         setattr(args, key, parse_page_range(value) if key == "pages" and isinstance(value, str) else value)
     shard_index, shard_count = args.shard or (1, 1)
-    return run(args, World(shard_index - 1, shard_count), lambda: model, task=model.task)
+    return run(args, World(shard_index - 1, shard_count), lambda: model, task=model.task, model_name=model.source)
 
 
-def run(args: argparse.Namespace, world: World, load_model, task: Task | None = None) -> int:
-    """Convert this process's share of the pages; `load_model()` is called only when there is work."""
+def run(args: argparse.Namespace, world: World, load_model, task: Task | None = None,
+        model_name: str | None = None) -> int:
+    """Convert this process's share of the pages; `load_model()` is called only when there is work. Rows
+    record `model_name`, the model that converted them."""
     out = Path(os.path.abspath(args.out))
     say = _Printer(world)
     try:
         pages, input_errors, warnings = gather_pages(args.inputs, args.pages, out)
     except ValueError as e:
         return say.error(str(e), EXIT_USAGE)
-    inside = inputs_inside(pages, out)
+    inside = inputs_inside(pages, manifests_given(args.inputs), out)
     if inside:  # before anything is written
         return say.error(f"--out {out} contains the input {inside[0]}: outputs could overwrite inputs; "
                          f"write to a folder outside the inputs", EXIT_USAGE)
+    try:
+        check_bookkeeping(out)
+    except BookkeepingError as e:
+        return say.error(f"--out {out}: {e}", EXIT_USAGE)
     out.mkdir(parents=True, exist_ok=True)
-    manifest = RunManifest(out, world.rank, world.size, warn=say.warning)
+    manifest = RunManifest(out, world.rank, world.size, warn=say.warning, stamp={"model": model_name})
     if world.leads:
         manifest.merge()
     world.barrier()
     for warning in warnings:
         say.warning(warning)
-    known = manifest.read()
+    refused = _take_folder(manifest, run_identity(args, world), world, out)
+    if not world.everywhere(refused is None):  # every process stops, or none: the others would wait for it
+        manifest.close()
+        return EXIT_USAGE if refused is None else say.error(refused, EXIT_USAGE)
+    known = manifest.read()  # once this run holds the folder: no other run adds names meanwhile
     task_name = task.name if task is not None else _task_name(args)
     jobs = [j for j in plan(pages, known) if world.owns(j.key)]
-    todo = [j for j in jobs if not (args.skip_existing and is_done(known.get(j.key), task_name, out))]
-    opened = manifest.open()
-    if not world.everywhere(opened):  # every process stops, or none: the others would wait for it
-        manifest.close()
-        return EXIT_USAGE if opened else say.error(
-            f"--out {out}: another docvlm convert is writing to this folder (as process {world.rank + 1} of "
-            f"{world.size})", EXIT_USAGE)
+    done = {j.key for j in jobs if args.skip_existing and is_done(known.get(j.key), task_name, out)}
+    todo = [j for j in jobs if j.key not in done]
+    _warn_other_models([known[key] for key in done], model_name, say)
     stats = {"converted": 0, "problems": 0, "failed": [], "skipped": len(jobs) - len(todo)}
     code = EXIT_OK
     try:
         mine = [e for e in input_errors if world.owns((str(e.input), None))]
         if mine:
-            manifest.append([{"input": str(e.input), "page": None, "id": None, "task": task_name, "outputs": [],
-                              "problems": [], "error": e.error, "text": None} for e in mine])
+            manifest.append([{"input": str(e.input), "page": None, "prefix": "", "id": None, "task": task_name,
+                              "outputs": [], "problems": [], "error": e.error, "text": None} for e in mine])
             stats["failed"] += [e.error for e in mine]
         if todo:
             code = _convert(args, load_model, out, todo, manifest, stats, say)
-    except KeyboardInterrupt:
-        say.error(f"interrupted; the pages finished so far are recorded in {out} (run again with --skip-existing "
+    except KeyboardInterrupt as e:
+        what = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
+        say.error(f"{what}; the pages finished so far are recorded in {out} (run again with --skip-existing "
                   f"to convert the rest)", 0)
-        code = EXIT_INTERRUPTED
+        code = EXIT_TERMINATED if isinstance(e, Terminated) else EXIT_INTERRUPTED
     finally:
         manifest.close()
-        shutil.rmtree(manifest.staging, ignore_errors=True)
-        with contextlib.suppress(OSError):  # the last process to finish removes the emptied folder
-            manifest.staging.parent.rmdir()
-    if code != EXIT_INTERRUPTED:
+        manifest.remove_staging()  # the last process to finish removes the emptied `.staging` too
+    if code not in (EXIT_INTERRUPTED, EXIT_TERMINATED):
         world.barrier()
     if world.leads:
         manifest.merge()
@@ -366,6 +413,31 @@ def run(args: argparse.Namespace, world: World, load_model, task: Task | None = 
     if code != EXIT_OK:
         return code
     return EXIT_FAILED if stats["failed"] else EXIT_OK
+
+
+def _warn_other_models(skipped: list[dict], model_name: str | None, say: "_Printer") -> None:
+    """Say when pages skipped as done were converted by another model than this run's (same task): they are
+    kept as they are, and the folder then holds two models' outputs."""
+    others = sorted({str(r["model"]) for r in skipped if r.get("model") not in (None, model_name)})
+    if others and model_name is not None:
+        count = sum(r.get("model") not in (None, model_name) for r in skipped)
+        say.warning(f"--skip-existing: {count} pages skipped as done were converted by another model ({others[0]}"
+                    f"{f' and {len(others) - 1} more' if len(others) > 1 else ''}), not {model_name}: they are "
+                    f"kept as they are; run without --skip-existing (or into another folder) to convert them "
+                    f"with this model")
+
+
+def _take_folder(manifest: RunManifest, identity: str, world: World, out: Path) -> str | None:
+    """Join the run writing to `out` and take this process's manifest part; why not, when another run (or
+    this process's twin) is writing there."""
+    if not manifest.join(identity):
+        return (f"--out {out}: another docvlm convert, with other inputs, pages or number of processes, is "
+                f"writing to this folder; the two would give one name to different pages: wait for it to "
+                f"finish, or write to another folder")
+    if not manifest.open():
+        return (f"--out {out}: another docvlm convert is writing to this folder (as process {world.rank + 1} "
+                f"of {world.size})")
+    return None
 
 
 def _task_name(args: argparse.Namespace) -> str:
@@ -410,19 +482,27 @@ def _convert(args, load_model, out: Path, todo: list[Job], manifest: RunManifest
     from tqdm import tqdm
 
     from docvlm.batching import by_length, window_batches
+    from docvlm.errors import DataError
     from docvlm.inference import decode_items
+    from docvlm.items import check_prompts
     from docvlm.pixels import hand_over
 
     try:
         model = load_model()
     except (ModelLoadError, TaskMismatchError, ValueError) as e:
         return say.error(f"--model {args.model}: {e}", EXIT_USAGE)
+    try:  # before any page is decoded: a manifest row's prefix can be far longer than the model can read
+        check_prompts(model.task, [Sample(id=j.id, image=None, prefix=j.prefix, source=f"{j.page.input}: its manifest "
+                                          "row's prefix") for j in todo if j.prefix], model.processor, model.net)
+    except DataError as e:
+        return say.error(str(e), EXIT_USAGE)
     decoding, max_new_tokens = model.decoding_for(args.num_beams, args.max_new_tokens, args.repetition_guard)
     dataset = _PageDataset(todo, model.task, model.image_size, args.dpi)
     window = window_batches(args.batch_size, model.image_size) if args.length_buckets else 1
     workers = max(args.num_workers, 0)
     loader = DataLoader(dataset, batch_size=args.batch_size, num_workers=workers, collate_fn=hand_over,
-                        prefetch_factor=max(2, -(-window // workers)) if workers else None)  # a window ahead
+                        prefetch_factor=max(2, -(-window // workers)) if workers else None,  # a window ahead
+                        worker_init_fn=_ignore_sigterm if workers else None)
     groups = by_length(loader, args.batch_size, window) if args.length_buckets else loader
     staging = manifest.staging
     pool = ExportPool(model.task, args.export_workers, args.export_timeout)
@@ -449,7 +529,7 @@ def _convert(args, load_model, out: Path, todo: list[Job], manifest: RunManifest
                     if isinstance(generation, Exception):
                         reason = item.get("error") or (f"{job.page.where}: decoding failed "
                                                        f"({type(generation).__name__}: {generation})")
-                        failed.append(_row(model.task, job.page.input, job.page.page, job.id, error=reason))
+                        failed.append(_row(model.task, job, error=reason))
                     else:
                         stem = staging / f"{item['index']}" / Path(job.id).name
                         pending[pool.submit(generation.text, stem)] = (job, generation)
@@ -484,9 +564,8 @@ def _finish(future, job: Job, generation, task: Task, out: Path, staging: Path) 
         written, problems = future.result()
         outputs = [_place(Path(path), staging, out, job.id) for path in written]
     except (ExportError, OSError, ValueError) as e:
-        return _row(task, page.input, page.page, job.id, error=f"{page.where}: {e}", text=generation.text)
-    return _row(task, page.input, page.page, job.id, outputs=outputs,
-                problems=[*generation.problems, *problems], text=generation.text)
+        return _row(task, job, error=f"{page.where}: {e}", text=generation.text)
+    return _row(task, job, outputs=outputs, problems=[*generation.problems, *problems], text=generation.text)
 
 
 def _place(path: Path, staging: Path, out: Path, id_: str) -> str:

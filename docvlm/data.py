@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from docvlm.errors import DataError
 from docvlm.images import Augment, BadImageError, check_image
-from docvlm.items import Collator, Source, StreamDataset, TaskDataset, image_problem, measure, row
+from docvlm.items import Collator, Source, StreamDataset, TaskDataset, check_prompts, image_problem, measure, row
 from docvlm.mixture import Mixture, MixtureDataset, MixtureLoader
 from docvlm.tasks.base import Sample, Task
 
@@ -121,6 +121,7 @@ class DocDataModule(L.LightningDataModule):
                 if missing:
                     raise DataError(f"{row(missing[0])}: no 'target' ({len(missing)} of {len(samples)} samples of "
                                     f"data.{split} have none): {split} samples need the text their image should give")
+            check_prompts(self.task, samples, self.processor, self._net())
             samples = self._check_images(split, samples)
             targets = [self.task.to_target(s) if s.target is not None else None for s in samples]
             truncated: set[int] = set()
@@ -136,6 +137,7 @@ class DocDataModule(L.LightningDataModule):
                             "of its tasks, set data.task and that task's data")
         for i, part in enumerate(self.parts):
             part.processor = self.processor
+            part.trainer = self.trainer  # its prompts bounded by the model's positions (`_net`)
             try:
                 part.setup(stage)
             except DataError as e:
@@ -144,6 +146,10 @@ class DocDataModule(L.LightningDataModule):
         if stage == "fit":
             self.datasets["train"] = MixtureDataset([part.datasets["train"] for part in self.parts])
             self.overlength_counts["train"] = sum(self.overlength_counts.values())
+
+    def _net(self):
+        """The model's network when a trainer runs this data module (its positions bound the prompts)."""
+        return getattr(self.trainer.lightning_module, "net", None) if self.trainer is not None else None
 
     def _stream(self, split: str, source: Source, size: int) -> StreamDataset:
         """A streamed split, its first row read now so that a wrong column mapping or a missing target
@@ -160,7 +166,7 @@ class DocDataModule(L.LightningDataModule):
             source, self.task, size, self.augment if split == "train" else None, split=split,
             tokenizer=self.processor.tokenizer if split == "train" else None, overlength=self.overlength,
             rank=trainer.global_rank if trainer else 0, world_size=trainer.world_size if trainer else 1,
-            shuffle=split == "train",
+            shuffle=split == "train", even=split == "train" and trainer is not None and trainer.world_size > 1,
         )
 
     def _check_images(self, split: str, samples: list[Sample]) -> list[Sample]:
@@ -189,12 +195,34 @@ class DocDataModule(L.LightningDataModule):
 
     def on_before_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
         """Images that failed to decode in the workers: raised here, in the main process, as one clean
-        `BadImageError` (`on_bad_image: error`), or logged (`skip`)."""
-        for problem in batch["skipped"]:
-            if self.on_bad_image == "error":
+        `BadImageError` (`on_bad_image: error`) on every rank at once, or logged (`skip`)."""
+        if self.on_bad_image == "error":
+            problem = self._first_of_all_ranks(batch["skipped"][0] if batch["skipped"] else None)
+            if problem is not None:
                 raise BadImageError(f"{problem}; fix or remove it, or set data.on_bad_image: skip to leave it out")
+        for problem in batch["skipped"]:
             log.warning("skipped: %s", problem)
         return batch
+
+    def _first_of_all_ranks(self, problem: str | None) -> str | None:
+        """The problem of the first rank that has one, on every rank: a rank that stopped alone would leave the
+        others waiting at their next collective until its timeout (30 minutes for NCCL and gloo). Only where
+        every rank has as many batches: not in a streamed validation, test or predict split (unevened)."""
+        trainer = self.trainer
+        if trainer is None or trainer.world_size == 1 or self._uneven(trainer.state.stage):
+            return problem
+        import torch.distributed as dist
+
+        found: list[str | None] = [None] * trainer.world_size
+        dist.all_gather_object(found, problem)
+        return next((p for p in found if p is not None), None)
+
+    def _uneven(self, stage) -> bool:
+        """Whether the ranks may get different numbers of batches in `stage` (a streamed split other than train,
+        which `StreamDataset(even=True)` evens out)."""
+        splits = {"sanity_check": "val", "validate": "val", "test": "test", "predict": "predict"}
+        split = splits.get(getattr(stage, "value", stage))
+        return split is not None and isinstance(self.datasets.get(split), StreamDataset)
 
     def _limit_length(self, samples: list[Sample], targets: list[str | None]):
         """Skip or cut targets over `max_target_tokens`; count them. Skipping them all is an error.

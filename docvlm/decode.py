@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+MAX_BEAMS = 64  # beams multiply the batch and its cache; wider beams than this are no decoding setting
+
 
 @dataclass
 class Decoding:
@@ -28,6 +30,16 @@ class Decoding:
     num_beams: int = 1
     max_new_tokens: int | None = None
     repetition_guard: bool = True
+
+    def __post_init__(self) -> None:
+        """Settings from a config, a model's `docvlm.json` or a flag: wrong ones stop before any page."""
+        from docvlm.errors import check_range, check_types
+        from docvlm.tasks.base import MAX_NEW_TOKENS
+
+        check_types(self, "decoding")
+        check_range("decoding", "num_beams", self.num_beams, 1, MAX_BEAMS)
+        if self.max_new_tokens is not None:
+            check_range("decoding", "max_new_tokens", self.max_new_tokens, 1, MAX_NEW_TOKENS)
 
 
 @dataclass

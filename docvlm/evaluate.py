@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -66,13 +67,19 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
             check_task_early(args)
         else:
             args.task_object = resolve_task(None, args.task, dict(args.task_option))
+    except ModelLoadError:
+        raise  # `main` says it in one line
     except ValueError as e:
         parser.error(str(e))
     return args
 
 
 def main(argv: list[str]) -> int:
-    args = parse_args(argv)
+    try:
+        args = parse_args(argv)
+    except ModelLoadError as err:  # a mistyped path: one line, before --out exists
+        print(f"docvlm evaluate: error: {err}", file=sys.stderr)
+        return 2
     try:
         if args.predictions is not None:
             task = args.task_object
@@ -90,6 +97,8 @@ def main(argv: list[str]) -> int:
         metrics = score_rows(task, rows)
         options = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "task_object"}
         options["task"], options["task_options"] = task.name, task.options()
+        options["about"] = about(args, len(rows), None if args.predictions is not None else model)
+        options["command"] = shlex.join(["docvlm", "evaluate", *argv])
         paths = write_reports(args.out, task, options, metrics, rows, images, args.worst)
     except (ValueError, OSError) as err:  # bad inputs: the message names the file
         print(f"docvlm evaluate: error: {err}", file=sys.stderr)
@@ -97,6 +106,22 @@ def main(argv: list[str]) -> int:
     print("docvlm: " + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
     print("docvlm: wrote " + ", ".join(str(p) for p in paths))
     return 0
+
+
+def about(args: argparse.Namespace, samples: int, model=None) -> dict[str, str]:
+    """What was evaluated, in words, for the report's header: model, data, decoding."""
+    from docvlm.items import Source
+
+    if model is None:
+        images = f" (images in {args.images})" if args.images else ""
+        return {"model": "none: predictions scored as given",
+                "data": f"{samples} predictions of {args.predictions}{images}"}
+    source = Source(path=args.data, split=args.split, synthetic=args.synthetic or 0, seed=SYNTHETIC_SEED)
+    decoding, budget = model.decoding_for(args.num_beams, args.max_new_tokens, args.repetition_guard)
+    how = "greedy" if decoding.num_beams == 1 else f"beam search, {decoding.num_beams} beams"
+    guard = "on" if decoding.repetition_guard else "off"
+    return {"model": str(args.model), "data": source.describe(samples),
+            "decoding": f"{how}, at most {budget} new tokens, repetition guard {guard}"}
 
 
 def read_predictions(path: Path, limit: int | None, images_dir: Path | None = None, task: str | None = None
@@ -144,7 +169,7 @@ def decode(model, args: argparse.Namespace) -> tuple[list[dict], list[Any]]:
 
     from docvlm.images import BadImageError
     from docvlm.inference import decode_items
-    from docvlm.items import Source, TaskDataset
+    from docvlm.items import Source, TaskDataset, check_prompts
     from docvlm.pixels import hand_over
 
     task = model.task
@@ -155,6 +180,7 @@ def decode(model, args: argparse.Namespace) -> tuple[list[dict], list[Any]]:
         print(f"docvlm: {len(unscored)} samples have no reference and are not evaluated "
               f"(first: {unscored[0].source or unscored[0].id})", file=sys.stderr)
         samples = [s for s in samples if s.target is not None]
+    check_prompts(task, samples, model.processor, model.net)
     targets = [task.to_target(s) for s in samples]
     dataset = TaskDataset(samples, task, model.image_size, targets=targets)
     loader = DataLoader(dataset, batch_size=args.batch_size, num_workers=max(args.num_workers, 0), collate_fn=hand_over)
@@ -187,8 +213,9 @@ def score_rows(task: Task, rows: list[dict]) -> dict[str, float]:
     from tqdm import tqdm
 
     metrics = task.score([r["prediction"] for r in rows], [r["target"] for r in rows])
-    for row in tqdm(rows, unit="sample", desc="scoring samples"):
-        row["problems"] = [*row.pop("decoding_problems", []), *task.parse(row["prediction"]).problems]
+    for row in tqdm(rows, unit="sample", desc="scoring samples", delay=2):  # shown only when scoring is slow
+        row["problems"] = [*row.pop("decoding_problems", []), *task.parse(row["prediction"]).problems,
+                           *task.scoring_problems(row["prediction"], row["target"])]
         try:
             row["score"] = {k: float(v) for k, v in task.score([row["prediction"]], [row["target"]]).items()}
         except Exception as err:  # noqa: BLE001  one odd sample must not take the report down

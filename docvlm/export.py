@@ -20,6 +20,7 @@ def main(argv: list[str]) -> int:
 
     from docvlm import describe
     from docvlm.inference import ModelLoadError, load_weights
+    from docvlm.model import save_pretrained
 
     if args.checkpoint.suffix != ".ckpt":
         print(f"docvlm export: error: {args.checkpoint}: expected a .ckpt written by `docvlm fit`", file=sys.stderr)
@@ -30,10 +31,8 @@ def main(argv: list[str]) -> int:
         print(f"docvlm export: error: {err}", file=sys.stderr)
         return EXIT_USAGE
     if description is not None:
-        describe.set_generation_config(model, processor, description["decoding"].get("max_new_tokens")
-                                       or description["max_target_tokens"])
-    model.save_pretrained(args.out)
-    processor.save_pretrained(args.out)
+        describe.set_generation_config(model, processor, describe.max_new_tokens(description))
+    save_pretrained(model, processor, args.out)
     if description is not None:
         describe.write(args.out, description)
     else:

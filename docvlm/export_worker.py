@@ -34,6 +34,7 @@ def _export_child(fd: int) -> None:
     """The child's loop: a pickled task first, then (text, stem) jobs until None or end of input."""
     from multiprocessing.connection import Connection
 
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # as Ctrl-C (another session): the parent stops this process
     conn = Connection(fd)
     try:
         try:

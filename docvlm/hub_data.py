@@ -82,12 +82,24 @@ def _streamed(task: Task, record: dict[str, Any], cols: dict[str, str | None], s
 
 
 def _sample(task: Task, record: dict[str, Any], cols: dict[str, str | None], source: str) -> Sample:
+    _check_text(record, cols, source)
     try:
         return task.sample_from_record(record, cols, source)
     except KeyError as e:
         column = e.args[0] if e.args else "?"
         raise DataError(f"{source}: no column {column!r} (the dataset has {sorted(record)}); map docvlm's names to "
                         f"the dataset's columns with `columns`, e.g. {{target: text}}") from None
+
+
+def _check_text(record: dict[str, Any], cols: dict[str, str | None], source: str) -> None:
+    """The target and prefix cells hold text (or nothing), named by row and column when they do not: an
+    integer label column mapped as the target would otherwise fail in the tokenizer, deep in a batch."""
+    for role in ("target", "prefix"):
+        column = cols.get(role)
+        value = record.get(column) if column else None
+        if value is not None and not isinstance(value, str):
+            raise DataError(f"{source}: column {column!r} (the {role}) holds {type(value).__name__} {value!r:.40}, "
+                            f"not text")
 
 
 def _name(dataset: str, split: str | None) -> str:

@@ -62,17 +62,19 @@ def check_size(image: Image.Image, where: str) -> None:
                             "(a decompression bomb, or a scan far larger than the model needs)")
 
 
-def _to_8bit(image: Image.Image) -> Image.Image:
+def _to_8bit(image: Image.Image, significant_bits: int | None = None) -> Image.Image:
     """A 16-bit, 32-bit or float greyscale image as 8-bit `L`, scaled by its range, never clipped.
 
     The range is the type's for 16-bit (0-65535, and `I` images whose values fit in it, as 16-bit PNGs
-    were opened before Pillow 10); 0-1 or 0-255 for float images whose values fit in one of them;
-    otherwise the image's own minimum to maximum. Pixels equal to a `transparency` value become white."""
+    were opened before Pillow 10), narrowed to the bits the data uses (`_bit_depth`: a 12-bit scan stored
+    in 16 bits is 0-4095, and would come out almost black over 0-65535); 0-1 or 0-255 for float images
+    whose values fit in one of them; otherwise the image's own minimum to maximum. Pixels equal to a
+    `transparency` value become white."""
     values = np.asarray(image, dtype=np.float64)
     finite = values[np.isfinite(values)]
     low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
     if image.mode.startswith("I;16") or (image.mode == "I" and low >= 0 and high <= 65535):
-        low, high = 0.0, 65535.0
+        low, high = 0.0, float(2 ** _bit_depth(high, significant_bits) - 1)
     elif image.mode == "F" and low >= 0 and high <= 1:
         low, high = 0.0, 1.0
     elif image.mode == "F" and low >= 0 and high <= 255:
@@ -85,19 +87,49 @@ def _to_8bit(image: Image.Image) -> Image.Image:
     return Image.fromarray(np.clip(scaled, 0, 255).astype(np.uint8), "L")
 
 
+def _bit_depth(highest: float, significant_bits: int | None) -> int:
+    """The bits of 16-bit samples whose largest value is `highest`: the PNG's `sBIT` when its data fits in
+    them (a conforming writer scales b-bit data up to 16 bits; many scanners store it as it is), else the
+    fewest of 8, 10, 12, 14 or 16 bits that hold the data, as scanner software reads raw 10/12/14-bit data."""
+    if significant_bits is not None and 0 < significant_bits < 16 and highest < 2 ** significant_bits:
+        return significant_bits
+    return next(bits for bits in (8, 10, 12, 14, 16) if highest < 2 ** bits)
+
+
+def _png_significant_bits(f: BinaryIO) -> int | None:
+    """The greyscale significant bits a PNG's `sBIT` chunk declares (Pillow does not read it), or None;
+    only the chunks before the image data are read, from the file's start."""
+    f.seek(0)
+    if f.read(8) != b"\x89PNG\r\n\x1a\n":
+        return None
+    for _ in range(64):  # sBIT comes before IDAT, after a few small chunks
+        header = f.read(8)
+        if len(header) < 8:
+            return None
+        length, kind = int.from_bytes(header[:4], "big"), header[4:]
+        if kind == b"IDAT" or length > 1 << 20:
+            return None
+        data = f.read(length)
+        f.seek(4, os.SEEK_CUR)  # CRC
+        if kind == b"sBIT" and data:
+            return data[0]
+    return None
+
+
 _LAB_TO_SRGB = None
 
 
-def to_rgb(image: Image.Image) -> Image.Image:
+def to_rgb(image: Image.Image, significant_bits: int | None = None) -> Image.Image:
     """`image` as 8-bit RGB, as it looks: EXIF orientation applied, transparency composited on white,
-    16-bit and float greyscale scaled by range (`_to_8bit`), CMYK, palettes, LAB and 1-bit converted.
+    16-bit and float greyscale scaled by range (`_to_8bit`, with a PNG's `sBIT`), CMYK, palettes, LAB and
+    1-bit converted.
 
     The one conversion of `load_image` and of multi-page TIFF pages, so the same file gives the same
     pixels to training, `convert` and the reports."""
     global _LAB_TO_SRGB
     image = ImageOps.exif_transpose(image)
     if image.mode.startswith("I") or image.mode == "F":
-        image = _to_8bit(image)
+        image = _to_8bit(image, significant_bits)
     if image.mode == "LAB":  # Pillow's plain convert copies the channels
         if _LAB_TO_SRGB is None:
             _LAB_TO_SRGB = ImageCms.buildTransform(ImageCms.createProfile("LAB"), ImageCms.createProfile("sRGB"),
@@ -177,7 +209,8 @@ def _read(f: BinaryIO, where: str, page: int | None, load: bool):
             if not load:
                 return image.size
             image.load()
-            return to_rgb(image)
+            deep = image.format == "PNG" and image.mode.startswith("I") and f.seekable()
+            return to_rgb(image, _png_significant_bits(f) if deep else None)
 
 
 def pad_to_square(image: Image.Image, fill=(255, 255, 255)) -> Image.Image:

@@ -13,6 +13,7 @@ CPU; bfloat16 on CUDA, float32 elsewhere.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -21,8 +22,10 @@ from typing import Any
 
 import docvlm.tasks
 from docvlm import describe
-from docvlm.decode import Decoding, Generation
-from docvlm.tasks.base import Parsed, Sample, Task
+from docvlm.decode import MAX_BEAMS, Decoding, Generation
+from docvlm.describe import make_task
+from docvlm.errors import SettingsError
+from docvlm.tasks.base import MAX_NEW_TOKENS, Parsed, Sample, Task
 
 
 class ModelLoadError(ValueError):
@@ -61,51 +64,102 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 def load_weights(source: str | Path, dtype: str = "float32"):
     """(model, processor, description or None) for decoding; raises `ModelLoadError` naming `source`."""
-    from docvlm.model import TINY, ModelSpec, load
+    from docvlm.model import ModelSpec, RemoteCodeError, load
 
     source = str(source)
     path = Path(source).expanduser()
+    check_source(source)
     if source.endswith(".ckpt"):
         return _from_checkpoint(path, dtype)
-    if source != TINY and not path.is_dir():
-        if path.exists():
-            raise ModelLoadError(f"{source}: not a model folder (expected a Hugging Face folder, a .ckpt, a hub id "
-                                 "or 'tiny')")
-        if not _HUB_ID.match(source) or source.startswith((".", "/", "~")):
-            raise ModelLoadError(f"{source}: no such model folder")
     try:
         model, processor = load(ModelSpec(name_or_path=source, dtype=dtype))
+    except RemoteCodeError as e:
+        raise ModelLoadError(str(e)) from None
     except Exception as e:  # noqa: BLE001  unknown hub id, no network, incomplete folder
         where = "model folder" if path.is_dir() else "folder, and not a model the Hugging Face Hub could give"
         raise ModelLoadError(f"{source}: cannot load (no such {where}: {type(e).__name__}: {e})") from None
     return model, processor, describe.read(path) if path.is_dir() else None
 
 
-def _from_checkpoint(path: Path, dtype: str):
-    """The checkpoint's model rebuilt from its `model` settings, its trained weights loaded, LoRA merged."""
+def _without_config(folder: Path) -> str:
+    """Why a folder without `config.json` cannot be loaded, from what it holds."""
+    pickles = sorted(p.name for p in folder.glob("pytorch_model*.bin"))
+    if pickles:
+        return (f"it holds {pickles[0]} (pickled weights) but no config.json: weights alone do not say which "
+                f"model they belong to; save the model with save_pretrained (config.json, model.safetensors and "
+                f"the processor's files)")
+    return "no config.json (expected config.json, model.safetensors and the processor's files)"
+
+
+def check_source(source: str | Path) -> None:
+    """Raise `ModelLoadError` for a local model that is not there (or not a model), without loading anything:
+    the commands call it first, so that a mistyped path is named before a task is asked for or a file written."""
+    source = str(source)
+    path = Path(source).expanduser()
+    if source.endswith(".ckpt"):
+        if not path.is_file():
+            raise ModelLoadError(f"{path}: no such checkpoint file")
+    elif source != "tiny" and not path.is_dir():
+        if path.exists():
+            raise ModelLoadError(f"{source}: not a model folder "
+                                 f"(expected a Hugging Face folder, a .ckpt, a hub id or 'tiny')")
+        if not _HUB_ID.match(source) or source.startswith((".", "/", "~")):
+            raise ModelLoadError(f"{source}: no such model folder")
+    if path.is_dir() and not (path / "config.json").is_file():
+        raise ModelLoadError(f"{source}: not a Hugging Face model folder: {_without_config(path)}")
+
+
+def read_checkpoint(path: Path, mmap: bool = False):
+    """(model settings, trained weights, description or None) of a `docvlm fit` checkpoint, every setting and
+    field checked (`weights_only=True`: no pickled code runs); `ModelLoadError` names the file and the field.
+    With `mmap`, tensors are mapped, not read: a cheap check before processes are launched."""
     import pickle
 
     import torch
 
-    from docvlm.model import DTYPES, load, model_spec, unwrap
+    from docvlm.model import ModelSpec, model_spec
 
     if not path.is_file():
         raise ModelLoadError(f"{path}: no such checkpoint file")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        spec = model_spec(checkpoint["hyper_parameters"]["model"])
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        settings = checkpoint["hyper_parameters"]["model"]
         state = {k[len("net."):]: v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
-    except (RuntimeError, KeyError, EOFError, ValueError, TypeError, pickle.UnpicklingError) as e:
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+    except (RuntimeError, KeyError, EOFError, ValueError, TypeError, AttributeError, pickle.UnpicklingError) as e:
+        reason = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
         raise ModelLoadError(f"{path}: not a docvlm checkpoint that can be read safely "
                              f"({type(e).__name__}: {reason})") from None
-    model, processor = load(spec)
+    try:
+        if not isinstance(settings, (dict, ModelSpec)):
+            raise SettingsError(f"model settings must be a mapping, not {type(settings).__name__}")
+        spec = model_spec(settings)
+        description = describe.check(checkpoint["docvlm"], "its description") if "docvlm" in checkpoint else None
+    except SettingsError as e:
+        raise ModelLoadError(f"{path}: {e}") from None
+    return spec, state, description
+
+
+def _from_checkpoint(path: Path, dtype: str):
+    """The checkpoint's model rebuilt from its `model` settings, its trained weights loaded, LoRA merged."""
+    from docvlm.model import DTYPES, load, unwrap
+
+    spec, state, description = read_checkpoint(path)
+    try:
+        model, processor = load(spec)
+    except Exception as e:  # noqa: BLE001  the base model it names: an unknown hub id, no network, a bad folder
+        raise ModelLoadError(f"{path}: cannot load its base model {spec.name_or_path!r} ({type(e).__name__}: "
+                             f"{str(e).splitlines()[0] if str(e) else ''})") from None
     trained = {name for name, p in model.named_parameters() if p.requires_grad}
     missing = sorted(trained - state.keys()) if spec.quantize else []
     if missing:  # a 4-bit base is not in the checkpoint, its adapters must be
         raise ModelLoadError(f"{path}: lacks {len(missing)} trained weights of this model, e.g. {missing[0]}")
-    model.load_state_dict(state, strict=spec.quantize is None)
-    return unwrap(model).to(DTYPES[dtype]), processor, checkpoint.get("docvlm")
+    try:
+        model.load_state_dict(state, strict=spec.quantize is None)
+    except (RuntimeError, TypeError, AttributeError) as e:
+        raise ModelLoadError(f"{path}: its weights do not fit its model settings ({str(e).splitlines()[0]})") from None
+    if description is not None:  # checkpoints before docvlm.json named its base model: the card's licence needs it
+        description.setdefault("base_model", spec.name_or_path)
+    return unwrap(model).to(DTYPES[dtype]), processor, description
 
 
 def resolve_task(description: dict | None, name: str | None, options: dict[str, Any] | None = None) -> Task:
@@ -133,22 +187,6 @@ def pick(description: dict, name: str | None) -> dict:
         return describe.pick(description, name)
     except ValueError as e:
         raise TaskMismatchError(str(e)) from None
-
-
-def make_task(name: str, options: dict[str, Any]) -> Task:
-    """`docvlm.tasks.get(name, **options)`, with a message listing the task's options on a bad key."""
-    import dataclasses
-
-    cls = type(docvlm.tasks.get(name))
-    known = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(options) - set(known))
-    if unknown:
-        raise ValueError(f"task {name!r} has no option {', '.join(map(repr, unknown))}; "
-                         f"its options: {', '.join(known)}")
-    try:
-        return docvlm.tasks.get(name, **options)
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"task {name!r}: bad option ({e})") from None
 
 
 # ---- decoding a set of items -----------------------------------------------------------------------
@@ -242,6 +280,7 @@ class Model:
     device: Any
     description: dict | None = None
     decoding: Decoding = field(default_factory=Decoding)
+    source: str | None = None  # what it was loaded from (`source_name`): convert's manifest rows record it
 
     @property
     def image_size(self) -> int:
@@ -255,12 +294,13 @@ class Model:
         `prompts` are per-image prompt parts appended to the task's prompt (e.g. a radiology INDICATION),
         exactly as training builds prompts from a sample's `prefix`. Each result has `.text`, `.value`
         (the domain object) and `.problems` (decoding and parsing problems)."""
-        from docvlm.items import TaskDataset
+        from docvlm.items import TaskDataset, check_prompts
 
         if prompts is not None and len(prompts) != len(images):
             raise ValueError(f"{len(prompts)} prompts for {len(images)} images")
-        samples = [Sample(id=str(i), image=image, prefix=(prompts[i] if prompts else None) or "")
-                   for i, image in enumerate(images)]
+        samples = [Sample(id=str(i), image=image, prefix=(prompts[i] if prompts else None) or "",
+                          source=f"prompts[{i}]") for i, image in enumerate(images)]
+        check_prompts(self.task, samples, self.processor, self.net)
         dataset = TaskDataset(samples, self.task, self.image_size, targets=[None] * len(samples))
         decoding, max_new = self.decoding_for(num_beams, max_new_tokens, repetition_guard)
         groups = ([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
@@ -295,11 +335,16 @@ def load(model: str | Path, device: str | None = None, dtype: str | None = None,
     description = pick(description, task) if description is not None else None
     chosen = resolve_task(description, task, task_options)
     decoding = Decoding(**description["decoding"]) if description and description.get("decoding") else Decoding()
-    return Model(net.to(resolved).eval(), processor, chosen, resolved, description, decoding)
+    return Model(net.to(resolved).eval(), processor, chosen, resolved, description, decoding, source_name(model))
+
+
+def source_name(model: str | Path) -> str:
+    """A model as `docvlm convert` records it: a folder or checkpoint by its absolute path, else as given."""
+    return os.path.abspath(model) if os.path.exists(model) else str(model)
 
 
 # ---- the decoding options shared by `convert` and `evaluate` -----------------------------------------
-def positive(kind: type):
+def positive(kind: type, most: int | None = None):
     def check(text: str):
         try:
             value = kind(text)
@@ -307,6 +352,8 @@ def positive(kind: type):
             raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
         if not 0 < value < float("inf"):
             raise argparse.ArgumentTypeError(f"{text!r} must be a positive number")
+        if most is not None and value > most:
+            raise argparse.ArgumentTypeError(f"{text!r} is more than {most}")
         return value
 
     return check
@@ -323,8 +370,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--task-option", action="append", type=task_option, default=[], metavar="KEY=VALUE",
                        help="task option, value read as a YAML scalar (repeatable), e.g. encoding=bekern")
     group.add_argument("--batch-size", type=positive(int), default=8, help="pages per decoding batch (default 8)")
-    group.add_argument("--num-beams", type=positive(int), help="beam width; 1 = greedy (default: the model's, else 1)")
-    group.add_argument("--max-new-tokens", type=positive(int),
+    group.add_argument("--num-beams", type=positive(int, MAX_BEAMS),
+                       help="beam width; 1 = greedy (default: the model's, else 1)")
+    group.add_argument("--max-new-tokens", type=positive(int, MAX_NEW_TOKENS),
                        help="longest output in tokens (default: the task's max_target_tokens)")
     group.add_argument("--repetition-guard", action=argparse.BooleanOptionalAction, default=None,
                        help="stop an output stuck repeating one pattern (default: on)")
@@ -361,9 +409,15 @@ def load_from_args(args: argparse.Namespace, device=None) -> Model:
 
 
 def check_task_early(args: argparse.Namespace) -> None:
-    """Usage errors about the task before any weights load: a folder's `docvlm.json` is read cheaply."""
+    """Usage errors about the task and the model's settings before any weights load (and before `--devices N`
+    launches N processes, each of which would report them): a folder's `docvlm.json` or a checkpoint's settings
+    (its tensors mapped, not read) are checked cheaply."""
+    """Usage errors about the model and task before any weights load: a folder's `docvlm.json` is read cheaply."""
+    check_source(args.model)
     path = Path(str(args.model)).expanduser()
     description = describe.read(path) if path.is_dir() else None
+    if str(args.model).endswith(".ckpt") and path.is_file():  # once, before any process is launched
+        description = read_checkpoint(path, mmap=True)[2]
     if description is None and (path.is_dir() or str(args.model) == "tiny" or not str(args.model).endswith(".ckpt")):
         resolve_task(None, args.task, dict(args.task_option))
     elif description is not None:

@@ -6,6 +6,7 @@ Nothing here needs Lightning, so decoding imports it without the training stack.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import random
 import warnings
@@ -69,6 +70,16 @@ class Source:
         else:
             raise DataError("a data source needs a `path`, a `dataset` or a number of `synthetic` samples")
         return samples[: self.limit] if self.limit is not None else samples
+
+    def describe(self, samples: int, role: str = "") -> str:
+        """The samples as a person names them ("64 synthetic validation samples, seed 1"), for model cards and
+        reports; `role` (validation, training) is said when given."""
+        kind = " ".join(filter(None, [str(samples), "synthetic" if self.synthetic else "", role, "samples"]))
+        if self.synthetic:
+            return f"{kind}, seed {self.seed}"
+        where = f"the dataset {self.dataset}" if self.dataset else str(self.path)
+        split = f", split {self.split}" if self.split else ""
+        return f"{kind} of {where}{split}"
 
     def stream(self, task: Task, part: int = 0, parts: int = 1,
                seed: int | None = None) -> Iterator[tuple[int, Sample]]:
@@ -136,16 +147,25 @@ class TaskDataset(_Items, Dataset):
         return self.item(index, self.samples[index], self.targets[index], index in self.truncated)
 
 
+FILLER = -1  # the index of a filler item: `StreamDataset(even=True)` after its rows
+
+
 class StreamDataset(_Items, IterableDataset):
     """A streamed split as the same items as `TaskDataset`, read lazily: each data-loader worker of each
     rank reads its own shards (`Source.stream`); missing targets raise and over-long targets are skipped
-    or cut as they come (counted in the log per worker); training order is shuffled within a buffer."""
+    or cut as they come (counted in the log per worker); training order is shuffled within a buffer.
+
+    Ranks get unequal numbers of rows (shards differ in size, and in number per rank), and a DDP rank whose
+    epoch ends first would wait for the others at a different collective than theirs, forever. With `even`,
+    the rows are followed by endless filler items (index `FILLER`, a blank page), and every rank ends the
+    epoch at the first step where any rank's batch holds one (`DocVLM.on_train_batch_start`): the epoch
+    lasts as long as the rank with the fewest rows, whose remaining rows wait for the next epoch's order."""
 
     SHUFFLE_BUFFER = 256  # rows
 
     def __init__(self, source: Source, task: Task, image_size: int, augment: Augment | None = None, *,
                  split: str, tokenizer=None, overlength: str = "skip", rank: int = 0, world_size: int = 1,
-                 shuffle: bool = False):
+                 shuffle: bool = False, even: bool = False):
         super().__init__(task, image_size, augment)
         self.source = source
         self.split = split
@@ -153,6 +173,7 @@ class StreamDataset(_Items, IterableDataset):
         self.overlength = overlength
         self.rank, self.world_size = rank, world_size
         self.shuffle = shuffle
+        self.even = even
         self._epoch = 0
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
@@ -163,7 +184,14 @@ class StreamDataset(_Items, IterableDataset):
         rows = self.source.stream(self.task, self.rank * workers + worker_id, self.world_size * workers, seed)
         if self.shuffle:  # rows, not items: the buffer holds encoded images, not fitted pixels
             rows = _buffer_shuffled(rows, random.Random(seed), self.SHUFFLE_BUFFER)
-        return self._items(rows)
+        return itertools.chain(self._items(rows), self._fillers()) if self.even else self._items(rows)
+
+    def _fillers(self) -> Iterator[dict[str, Any]]:
+        """Blank pages, never trained on: they only say that this loader's rows are done."""
+        page = Image.new("RGB", (self.image_size, self.image_size), "white")
+        prompt = self.task.prompt(Sample(id="filler", image=page))
+        while True:
+            yield {"index": FILLER, "id": "filler", "prompt": prompt, "target": "", "truncated": False, "image": page}
 
     def _items(self, rows: Iterable[tuple[int, Sample]]) -> Iterator[dict[str, Any]]:
         over = seen = 0
@@ -202,6 +230,40 @@ def _buffer_shuffled(items: Iterator[Any], rng: random.Random, size: int) -> Ite
         buffer[i] = item
     rng.shuffle(buffer)
     yield from buffer
+
+
+GEMMA2_POSITIONS = 8192  # Gemma 2's positions, in every PaliGemma 2 and the tiny model: when the model is not at hand
+
+
+def prompt_budget(processor, net=None) -> int:
+    """Tokens one prompt may have: the language model's positions less the image's tokens, `<bos>` and the
+    newline. A longer prompt is no prompt the model can read (a 10 MB one took minutes and gigabytes)."""
+    config = getattr(getattr(net, "config", None), "text_config", None)
+    positions = getattr(config, "max_position_embeddings", None) or GEMMA2_POSITIONS
+    return positions - processor.image_seq_length - 2
+
+
+def check_prompts(task: Task, samples: Iterable[Sample], processor, net=None) -> None:
+    """A `DataError` naming the first sample (its manifest row) whose prompt is longer than `prompt_budget`,
+    before any work; the task's own prompt is checked once, then each sample's own part."""
+    budget = prompt_budget(processor, net)
+    for sample in [Sample(id="", image=None, source=f"task {task.name!r}: its prefix"), *samples]:
+        if sample.id and not sample.prefix:
+            continue
+        tokens = _prompt_tokens(processor.tokenizer, task.prompt(sample), budget)
+        if tokens > budget:
+            raise DataError(f"{row(sample)}: the prompt has {tokens} tokens or more, longer than the {budget} the "
+                            f"model has for one (its positions less the image's {processor.image_seq_length} tokens); "
+                            "shorten the prompt")
+
+
+def _prompt_tokens(tokenizer, prompt: str, budget: int) -> int:
+    """The prompt's tokens, found without tokenizing all of a huge one: its start is over budget already."""
+    start = prompt[: (budget + 1) * 64]
+    tokens = len(tokenizer(start, add_special_tokens=False)["input_ids"])
+    if tokens > budget or len(start) == len(prompt):
+        return tokens
+    return len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
 
 
 def measure(tokenizer, targets: list[str | None], limit: int) -> list[tuple[int, str | None]]:

@@ -16,9 +16,11 @@ from lightning.pytorch.callbacks import ModelCheckpoint  # noqa: E402
 from lightning.pytorch.cli import LightningCLI  # noqa: E402
 
 import docvlm.tasks  # noqa: E402,F401  (registers every task, so short class names resolve)
-from docvlm.callbacks import ExportHF, PlotCurves, PredictionsJSONL  # noqa: E402
+from docvlm import describe  # noqa: E402
+from docvlm.callbacks import ExportHF, LastOnSigterm, ModelSummary, PlotCurves, PredictionsJSONL  # noqa: E402
 from docvlm.errors import DataError  # noqa: E402
 from docvlm.mixture import Mixture  # noqa: E402
+from docvlm.model import model_spec  # noqa: E402
 from docvlm.progress import Progress, ValidateAtEnd  # noqa: E402
 from docvlm.tasks.base import Task  # noqa: E402
 
@@ -44,6 +46,13 @@ class DocVLMCLI(LightningCLI):
         self.on_run_start = on_run_start  # set first: LightningCLI's __init__ runs the subcommand
         super().__init__(*args, **kwargs)
 
+    def _parse_ckpt_path(self) -> None:
+        """Lightning reads a `--ckpt_path` file's hyper-parameters into the config here: check it first."""
+        path = self.config[self.config.subcommand].get("ckpt_path") if self.config.get("subcommand") else None
+        if path and Path(path).is_file():
+            check_checkpoint(Path(path))
+        super()._parse_ckpt_path()
+
     def add_arguments_to_parser(self, parser) -> None:
         # the data module's task: the one of `data.task`, or the mixture of `data.mixture`
         parser.link_arguments("data", "model.task", compute_fn=_task_of, apply_on="instantiate")
@@ -53,16 +62,22 @@ class DocVLMCLI(LightningCLI):
         # docvlm's own progress lines replace Lightning's epoch bar; a shortened run still ends validated
         parser.add_lightning_class_args(Progress, "progress")
         parser.add_lightning_class_args(ValidateAtEnd, "validate_at_end")
+        parser.add_lightning_class_args(ModelSummary, "model_summary")  # Lightning's, less the FLOPs it cannot count
 
     def before_instantiate_classes(self) -> None:
         """`trainer.enable_progress_bar: false` silences docvlm's progress (Lightning refuses the flag
-        beside a progress callback)."""
+        beside a progress callback); `trainer.enable_model_summary: false` docvlm's model summary."""
         config = self.config[self.subcommand] if self.subcommand else self.config
         if config.get("trainer.enable_progress_bar") is False:
             config["trainer.enable_progress_bar"] = True
             config["progress.enabled"] = False
+        # docvlm's summary replaces Lightning's default one, which would otherwise say that it skipped itself
+        if config.get("trainer.enable_model_summary") is False:
+            config["model_summary.max_depth"] = 0
+        config["trainer.enable_model_summary"] = False
 
     def before_fit(self) -> None:
+        self.trainer.callbacks.append(LastOnSigterm())  # not a config entry: every fit stops this way
         self._before_run()
 
     def before_validate(self) -> None:
@@ -89,9 +104,11 @@ class DocVLMCLI(LightningCLI):
         path = config.get("ckpt_path")
         if path == "last":
             config["ckpt_path"] = str(last_checkpoint(self.trainer))
-        elif path is not None and not str(path).startswith(_KEYWORDS) and "://" not in str(path) \
-                and not Path(path).is_file():
-            raise CheckpointError(f"--ckpt_path {path}: no such checkpoint file")
+            check_checkpoint(Path(config["ckpt_path"]))
+        elif path is not None and not str(path).startswith(_KEYWORDS) and "://" not in str(path):
+            if not Path(path).is_file():
+                raise CheckpointError(f"--ckpt_path {path}: no such checkpoint file")
+            check_checkpoint(Path(path))
 
     def after_fit(self) -> None:
         self._print_metrics("val/")
@@ -107,6 +124,32 @@ class DocVLMCLI(LightningCLI):
 
 def _task_of(data) -> Task | Mixture:
     return data.task
+
+
+def check_checkpoint(path: Path) -> None:
+    """`CheckpointError` unless `path` reads as a Lightning checkpoint with `weights_only=True` (no pickled
+    code runs; a truncated file is named), before Lightning loads it. Tensors are mapped, not read."""
+    import pickle
+
+    import torch
+
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except (RuntimeError, EOFError, ValueError, TypeError, OSError, pickle.UnpicklingError) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CheckpointError(f"--ckpt_path {path}: not a checkpoint that can be read safely "
+                              f"({type(e).__name__}: {reason[:200]})") from None
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
+        raise CheckpointError(f"--ckpt_path {path}: not a Lightning checkpoint (no state_dict)")
+    hyper_parameters = checkpoint.get("hyper_parameters")
+    settings = hyper_parameters.get("model") if isinstance(hyper_parameters, dict) else None
+    try:
+        if isinstance(settings, dict):  # what Lightning merges into the config
+            model_spec(settings)
+        if "docvlm" in checkpoint:
+            describe.check(checkpoint["docvlm"], "its description")
+    except DataError as e:
+        raise CheckpointError(f"--ckpt_path {path}: {e}") from None
 
 
 def last_checkpoint(trainer) -> Path:

@@ -213,22 +213,25 @@ class MixtureLoader(DataLoader):
 _TASK_KEYS = ("task", "options", "prompt", "image_mode", "max_target_tokens", "metrics", "measured_on")
 
 
-def description(mix: Mixture, image_size: int, decoding, metrics: dict[str, float], step: int) -> dict[str, Any]:
-    """`docvlm.json` of a mixture model: each task as a single task's description gives it (name, options,
-    prompt, image mode, length, its last metrics and what they were measured on) and its weight, the shared
-    settings once. `metrics`: the last validation values without `val/` (`tables/teds`, `score`)."""
+def description(mix: Mixture, image_size: int, decoding, metrics: dict[str, float], step: int,
+                base_model: str | None = None) -> dict[str, Any]:
+    """`docvlm.json` of a mixture model trained from `base_model`: each task as a single task's description gives
+    it (name, options, prompt, image mode, length, its last metrics and what they were measured on, in words) and
+    its weight, the shared settings once. `metrics`: the last validation values without `val/` (`tables/teds`,
+    `score`)."""
     from docvlm import describe
 
     tasks = []
     for part in mix.tasks:
         name = part.task.name
         mine = {key[len(name) + 1:]: value for key, value in metrics.items() if key.startswith(f"{name}/")}
-        samples = mine.pop("samples", None)
-        measured_on = {"split": "val", "samples": int(samples or 0), "step": step, "source": str(part.val)} \
+        count = int(mine.pop("samples", None) or 0)
+        measured_on = {"split": "val", "samples": count, "step": step,
+                       "source": part.val.describe(count, "validation") if part.val is not None else None} \
             if mine else None
         one = describe.description(part.task, image_size, decoding, mine, measured_on)
         tasks.append({**{key: one[key] for key in _TASK_KEYS}, "weight": part.weight})
-    shared = describe.description(mix.tasks[0].task, image_size, decoding)
-    return {"tasks": tasks, "image_size": image_size, "max_target_tokens": mix.max_target_tokens,
-            "decoding": shared["decoding"], "docvlm_version": shared["docvlm_version"], "seed": mix.seed,
-            "score": metrics.get(SCORE)}
+    shared = describe.description(mix.tasks[0].task, image_size, decoding, base_model=base_model)
+    return {"tasks": tasks, "base_model": base_model, "image_size": image_size,
+            "max_target_tokens": mix.max_target_tokens, "decoding": shared["decoding"],
+            "docvlm_version": shared["docvlm_version"], "seed": mix.seed, "score": metrics.get(SCORE)}

@@ -13,7 +13,9 @@ import logging
 import os
 import string
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import torch
@@ -27,6 +29,9 @@ from transformers import (
     SiglipImageProcessorPil,
     SiglipVisionConfig,
 )
+from transformers.utils import logging as hf_logging
+
+from docvlm.errors import DataError
 
 # bitsandbytes, imported by peft when it is installed, warns that it cannot fetch its AVX512-BF16 CPU kernel;
 # docvlm turns that kernel off (see `load`), so the warning is only noise.
@@ -35,6 +40,9 @@ logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 TINY = "tiny"
 GLOBAL_WINDOW = 1 << 16
+MAX_IMAGE_SIZE = 4096  # pixels of an input side (PaliGemma 2 has 224, 448 and 896)
+MAX_IMAGE_TOKENS = 16384  # 4x what PaliGemma 2 at 896 px has
+MAX_TINY_WIDTH = 64  # the tiny model at width 64 is already larger than a test or demo needs
 
 
 @dataclass
@@ -54,6 +62,14 @@ class LoraSpec:
     target_modules: list[str] = field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     )
+
+    def __post_init__(self) -> None:
+        from docvlm.errors import SettingsError, check_range, check_types
+
+        check_types(self, "model.lora")
+        check_range("model.lora", "r", self.r, 1)
+        if not 0 <= self.dropout < 1:
+            raise SettingsError(f"model.lora: dropout must be at least 0 and below 1, not {self.dropout!r}")
 
 
 @dataclass
@@ -96,7 +112,33 @@ class ModelSpec:
     seed: int = 0
     tiny_width: int = 1
 
+    def __post_init__(self) -> None:
+        """Settings from a config or a checkpoint: a wrong type or size stops here, named (a checkpoint's
+        `tiny_width` of 10^6 would otherwise allocate until the machine gives up)."""
+        from docvlm.errors import check_range, check_types
 
+        check_types(self, "model")
+        check_range("model", "image_size", self.image_size, 1, MAX_IMAGE_SIZE)
+        check_range("model", "patch_size", self.patch_size, 1, self.image_size)
+        check_range("model", "tiny_width", self.tiny_width, 1, MAX_TINY_WIDTH)
+        check_range("model", "image tokens (image_size // patch_size)^2", (self.image_size // self.patch_size) ** 2,
+                    1, MAX_IMAGE_TOKENS)
+
+
+@contextmanager
+def without_transformers_bars():
+    """transformers' "Loading weights" and "Writing model shards" bars off while docvlm loads or saves a model
+    (and as they were after): drawn on every load, they said nothing that docvlm's own lines do not."""
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
+
+
+@without_transformers_bars()
 def load(spec: ModelSpec) -> tuple[torch.nn.Module, PaliGemmaProcessor]:
     """The model (transfer settings applied, freezing and LoRA set up) and its processor."""
     if spec.quantize is not None and spec.lora is None:
@@ -118,16 +160,17 @@ def load(spec: ModelSpec) -> tuple[torch.nn.Module, PaliGemmaProcessor]:
                     **quantization(spec),
                 )
     else:
-        config = AutoConfig.from_pretrained(spec.name_or_path)
+        config = _config_without_remote_code(spec.name_or_path)
         apply_transfer_settings(config)
         model = PaliGemmaForConditionalGeneration.from_pretrained(
             spec.name_or_path,
             config=config,
             dtype=DTYPES[spec.dtype],
             attn_implementation=spec.attn_implementation,
+            trust_remote_code=False,
             **quantization(spec),
         )
-        processor = PaliGemmaProcessor.from_pretrained(spec.name_or_path)
+        processor = PaliGemmaProcessor.from_pretrained(spec.name_or_path, trust_remote_code=False)
     processor.tokenizer.padding_side = "left"  # generation needs it; training is indifferent
     if spec.quantize is not None:
         from peft import prepare_model_for_kbit_training
@@ -148,6 +191,23 @@ def load(spec: ModelSpec) -> tuple[torch.nn.Module, PaliGemmaProcessor]:
     if spec.lora is not None:
         model = add_lora(model, spec.lora)
     return model, processor
+
+
+class RemoteCodeError(DataError):
+    """A model whose config needs Python code from its folder or repository, which docvlm never runs."""
+
+
+def _config_without_remote_code(name_or_path: str):
+    """The model's config, read by transformers' own classes only (`trust_remote_code=False` here and in every
+    loader: no prompt, no import of a model folder's `.py` files); `RemoteCodeError` when it needs such code."""
+    try:
+        return AutoConfig.from_pretrained(name_or_path, trust_remote_code=False)
+    except ValueError as e:
+        if "trust_remote_code" not in str(e):
+            raise
+        raise RemoteCodeError(f"{name_or_path}: its config asks to run Python code from the model (auto_map, an "
+                              f"unknown model_type); docvlm never runs a model's own code (trust_remote_code=False): "
+                              f"give a PaliGemma model in Hugging Face format") from None
 
 
 def model_spec(settings: ModelSpec | dict) -> ModelSpec:
@@ -205,6 +265,20 @@ def add_lora(model: PaliGemmaForConditionalGeneration, lora: LoraSpec) -> torch.
         bias="none",
     )
     return get_peft_model(model, config)
+
+
+@without_transformers_bars()
+def save_pretrained(model, processor, directory, state_dict=None) -> None:
+    """Weights and processor in Hugging Face format, every file readable as the umask allows.
+
+    transformers writes the weights through a private temporary file, so `model.safetensors` came out 0600
+    while the rest of the folder was 0644: a folder meant to be shared could not be read by the others."""
+    model.save_pretrained(directory, state_dict=state_dict)
+    processor.save_pretrained(directory)
+    umask = os.umask(0)
+    os.umask(umask)
+    for weights in Path(directory).glob("*.safetensors"):
+        weights.chmod(0o666 & ~umask)
 
 
 def unwrap(model: torch.nn.Module) -> PaliGemmaForConditionalGeneration:

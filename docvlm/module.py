@@ -5,18 +5,22 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.strategies import FSDPStrategy
 from lightning.pytorch.utilities import rank_zero_info
 
 from docvlm import describe, mixture
 from docvlm.decode import Decoding, generate
-from docvlm.model import ModelSpec, load, model_spec, unwrap
+from docvlm.errors import DataError
+from docvlm.items import FILLER
+from docvlm.model import TINY, ModelSpec, load, model_spec, save_pretrained, unwrap
 from docvlm.tasks.base import Task
 
 
@@ -91,12 +95,15 @@ class DocVLM(L.LightningModule):
         self.decoding = Decoding(**decoding) if isinstance(decoding, dict) else decoding
         self._outputs: list[dict[str, Any]] = []
         self.skipped_images = 0
+        self._epoch_samples = 0
+        self._first_skipped: str | None = None
 
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return suffix_loss(self.net, batch, self.hparams.label_smoothing, self.hparams.loss_reduction)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int):
         self.skipped_images += len(batch["skipped"])
+        self._first_skipped = self._first_skipped or next(iter(batch["skipped"]), None)
         if "input_ids" not in batch:  # every image of the batch was unreadable and skipped
             if self.trainer.world_size == 1:
                 return None  # Lightning skips the step
@@ -104,10 +111,42 @@ class DocVLM(L.LightningModule):
             return sum(p.sum() for p in self.parameters() if p.requires_grad) * 0.0
         loss = self.loss(batch)
         size = batch["input_ids"].shape[0]
+        self._epoch_samples += size
         self.log("train/loss", loss, prog_bar=True, batch_size=size)
         if self.skipped_images:
             self.log("train/skipped_images", float(self.skipped_images), batch_size=size)
         return loss
+
+    def on_train_epoch_end(self) -> None:
+        """A whole epoch without one readable image (`on_bad_image: skip` dropped them all) is an error: the
+        run would otherwise end as if it had trained, and export an untrained model."""
+        trained = self._epoch_samples
+        if self.trainer.world_size > 1:  # every rank takes part, so that all stop together
+            trained = int(self.trainer.strategy.reduce(torch.tensor(float(trained), device=self.device),
+                                                       reduce_op="sum"))
+        self._epoch_samples = 0
+        if trained == 0:
+            first = f"; the first: {self._first_skipped}" if self._first_skipped else ""
+            raise DataError(f"data.train: no usable sample was found: every image of the epoch was unreadable and "
+                            f"skipped (data.on_bad_image: skip){first}")
+
+    def on_train_batch_start(self, batch: dict[str, Any], batch_idx: int) -> int | None:
+        """-1 (Lightning ends the epoch) on every rank at once when any rank's streamed rows have run out
+        (`StreamDataset(even=True)` then serves filler items): one flag all-reduced per step."""
+        if self.trainer.world_size == 1 or not isinstance(getattr(self.trainer.train_dataloader, "dataset", None),
+                                                          torch.utils.data.IterableDataset):
+            return None
+        out_of_rows = torch.tensor(int("index" in batch and bool((batch["index"] == FILLER).any())), device=self.device)
+        return -1 if self.trainer.strategy.reduce(out_of_rows, reduce_op="max") else None
+
+    def setup(self, stage: str) -> None:
+        """The tiny model on the CPU runs on one intra-op thread, unless OMP_NUM_THREADS asks for more: its
+        operations are so small that torch's threads spend them waiting for each other, and for the core another
+        process holds on a shared machine (BENCHMARKS.md, "Demo: threads on a shared machine")."""
+        if (model_spec(self.hparams.model).name_or_path == TINY and isinstance(self.trainer.accelerator, CPUAccelerator)
+                and "OMP_NUM_THREADS" not in os.environ and torch.get_num_threads() > 1):
+            torch.set_num_threads(1)
+            rank_zero_info("docvlm: 1 intra-op thread for the tiny model on the CPU (OMP_NUM_THREADS=N sets more)")
 
     def on_fit_start(self) -> None:
         counts = getattr(self.trainer.datamodule, "overlength_counts", {})
@@ -225,12 +264,13 @@ class DocVLM(L.LightningModule):
             samples = found.pop("samples", None)
             if found:
                 source = getattr(self.trainer.datamodule, "sources", {}).get("val")
-                metrics = found
-                measured_on = {"split": "val", "samples": int(samples or 0), "step": self.global_step,
-                               "source": str(source) if source is not None else None}
+                metrics, count = found, int(samples or 0)
+                measured_on = {"split": "val", "samples": count, "step": self.global_step,
+                               "source": source.describe(count, "validation") if source is not None else None}
+        base_model = model_spec(self.hparams.model).name_or_path
         if isinstance(self.task, mixture.Mixture):
-            return mixture.description(self.task, size, self.decoding, found, self.global_step)
-        return describe.description(self.task, size, self.decoding, metrics, measured_on)
+            return mixture.description(self.task, size, self.decoding, found, self.global_step, base_model)
+        return describe.description(self.task, size, self.decoding, metrics, measured_on, base_model=base_model)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """The model's description rides along (so `convert --model X.ckpt` knows its task), hyper-parameters
@@ -270,8 +310,7 @@ class DocVLM(L.LightningModule):
             if data is not None:
                 describe.set_generation_config(model, self.processor,
                                                self.decoding.max_new_tokens or self.task.max_target_tokens)
-            model.save_pretrained(directory, state_dict=state)
-            self.processor.save_pretrained(directory)
+            save_pretrained(model, self.processor, directory, state)
             if data is not None:
                 describe.write(directory, data)
         return directory

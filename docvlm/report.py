@@ -37,6 +37,8 @@ pre{white-space:pre-wrap;overflow-wrap:anywhere;background:#f6f6f6;padding:.5em;
 iframe{width:100%;height:20em;border:1px solid #ccc;background:#fff}.problems{color:#a40}
 details.problems ul{max-height:15em;overflow:auto;margin:.3em 0}summary{cursor:pointer}
 .unavailable{color:#888;font-style:italic}
+.about th{text-align:left;font-weight:600;background:#f6f6f6}.about .options td{border:none;padding:0 1em 0 0}
+.perfect{background:#eef8ee;border-left:4px solid #4a4;padding:.5em 1em}
 .warning{background:#fff4e0;border-left:4px solid #e80;padding:.5em 1em;overflow-wrap:anywhere}
 """
 
@@ -141,7 +143,6 @@ def html_page(task: Task, options: dict[str, Any], metrics: dict[str, float], me
     e = html.escape
     warning_html = f'<p class="warning">{e(warning)}</p>' if warning else ""
     metric_rows = "".join(f"<tr><td>{e(k)}</td><td>{v:.4f}</td></tr>" for k, v in metrics.items())
-    option_rows = "".join(f"<tr><td>{e(k)}</td><td>{e(str(v))}</td></tr>" for k, v in options.items() if v is not None)
     values = [row["score"][metric] for row in rows if row["score"] and row["score"].get(metric) is not None]
     worker = ExportWorker(task, EXPORT_TIMEOUT)
     try:
@@ -156,13 +157,47 @@ def html_page(task: Task, options: dict[str, Any], metrics: dict[str, float], me
 <title>docvlm evaluation: {e(task.name)}</title><style>{STYLE}</style></head>
 <body>
 <h1>Evaluation: {e(task.name)}</h1>{warning_html}
-<section id="options"><table>{option_rows}<tr><td>samples</td><td>{len(rows)}</td></tr></table></section>
+{_header(task, options, len(rows))}
 <section id="metrics"><h2>Metrics</h2><table class="metrics"><tr><th>metric</th><th>value</th></tr>{metric_rows}</table></section>
 <section id="distribution"><h2>Per-sample {e(metric)}</h2>
 <img alt="histogram of per-sample {e(metric)}" src="{_plot(values, metric)}"></section>
-<section id="worst"><h2>Worst {len(cases)} by {e(metric)}</h2>{case_html}</section>
+<section id="worst"><h2>Worst {len(cases)} by {e(metric)}</h2>{_all_perfect_note(task, metric, rows, len(cases))}
+{case_html}</section>
 </body></html>
 """  # noqa: E501  (the page's sections one a line)
+
+
+def _header(task: Task, options: dict[str, Any], samples: int) -> str:
+    """What was evaluated, as a reader asks it (model, task and its options, data, samples, decoding), and the
+    command line folded below; `options["about"]` holds the words `docvlm evaluate` found for them."""
+    e = html.escape
+    about = options.get("about", {})
+    task_options = "".join(f"<tr><td>{e(k)}</td><td>{e(_option_text(v))}</td></tr>" for k, v in task.options().items())
+    rows = [("model", about.get("model")), ("task", e(task.name)),
+            ("task options", f'<table class="options">{task_options}</table>' if task_options else "none"),
+            ("data", about.get("data")), ("samples", str(samples)), ("decoding", about.get("decoding"))]
+    table = "".join(f"<tr><th>{name}</th><td>{value if name in ('task options', 'task') else e(value)}</td></tr>"
+                    for name, value in rows if value is not None)
+    command = options.get("command")
+    folded = f"<details><summary>command line</summary><p><code>{e(command)}</code></p></details>" if command else ""
+    return f'<section id="about"><table class="about">{table}</table>{folded}</section>'
+
+
+def _option_text(value: Any) -> str:
+    """A task option as a reader writes it: lists joined by commas, nothing as "none"."""
+    if isinstance(value, (list, tuple)):
+        return ", ".join(map(str, value)) if value else "none"
+    return "none" if value is None or value == "" else str(value)
+
+
+def _all_perfect_note(task: Task, metric: str, rows: list[dict], shown: int) -> str:
+    """A line saying that the cases below are not failures when every sample scored the metric's perfect value."""
+    perfect = task.metric(metric).perfect
+    scores = [(row["score"] or {}).get(metric) for row in rows]
+    if perfect is None or not shown or any(value is None or value != perfect for value in scores):
+        return ""
+    return (f'<p class="perfect">All {len(rows)} samples score a perfect {html.escape(metric)} of {perfect:g}: the '
+            f"{shown} below are listed for inspection, not because anything is wrong.</p>")
 
 
 def _case(worker: ExportWorker, row: dict, image: Any, metric: str, stem: Path) -> str:
@@ -227,6 +262,7 @@ def histogram(values: list[float], metric: str):
     metric's range: from 0 (or the lowest value) to 1 for fractions, to the highest value beyond (CER in
     %). Matplotlib's own limits put all-zero values on an axis from -0.4 to 0.4."""
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     low, high = min(0.0, *values), max(1.0, *values)
     figure = Figure(figsize=(6, 3), dpi=100)
@@ -235,6 +271,7 @@ def histogram(values: list[float], metric: str):
     axes.set_xlim(low, high)
     axes.set_xlabel(f"per-sample {metric}")
     axes.set_ylabel("samples")
+    axes.yaxis.set_major_locator(MaxNLocator(integer=True))  # counts: no 2.5 samples
     figure.tight_layout()
     return figure
 

@@ -14,6 +14,7 @@ from typing import Any, ClassVar, Literal
 from docvlm.tasks.sample import Sample
 
 ImageMode = Literal["pad", "stretch"]
+MAX_NEW_TOKENS = 1 << 16  # longest output: as many positions as docvlm's attention window (tables ask 4096)
 
 
 @dataclass
@@ -75,6 +76,13 @@ class Task:
     max_target_tokens: int = 128
     image_mode: ImageMode = "stretch"
 
+    def __post_init__(self) -> None:
+        """Options come from configs, `--task-option` and model folders: a wrong one stops here, named."""
+        from docvlm.errors import check_range, check_types
+
+        check_types(self, f"task {self.name!r}")
+        check_range(f"task {self.name!r}", "max_target_tokens", self.max_target_tokens, 1, MAX_NEW_TOKENS)
+
     def read(self, source: str | Path, split: str | None = None) -> list[Sample]:
         """Samples of a dataset on disk (the domain's real layouts and the generic manifest). What cannot be
         read raises `docvlm.tasks.manifest.ManifestError` (a `DataError`) naming the file."""
@@ -123,6 +131,10 @@ class Task:
     def score(self, predictions: Sequence[str], references: Sequence[str]) -> dict[str, float]:
         """The task's metrics over a whole set (corpus level where the domain's reference says so)."""
         raise NotImplementedError
+
+    def scoring_problems(self, prediction: str, reference: str) -> list[str]:
+        """Why a pair's scores are not its metrics' own (a limit on untrusted output, say); listed in reports."""
+        return []
 
     def export(self, parsed: Parsed, stem: str | Path) -> list[Path]:
         """Write the files `docvlm convert` produces for one prediction; returns their paths."""

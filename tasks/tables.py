@@ -177,6 +177,14 @@ class TablesTask(Task):
             "unparseable": sum(self.parse(p).value is None for p in predictions) / n,
         }
 
+    def scoring_problems(self, prediction: str, reference: str) -> list[str]:
+        """A pair too large for TEDS or GriTS (their limits bound the work a model's output can cause)."""
+        from docvlm.metrics.tables_grits import grits_problem
+        from docvlm.metrics.tables_teds import teds_problem
+
+        pred, true = self._as_html(prediction), self._as_html(reference)
+        return [problem for problem in (teds_problem(pred, true), grits_problem(pred, true)) if problem]
+
     def export(self, parsed: Parsed, stem: str | Path) -> list[Path]:
         """`<stem>.html` (a complete document), `.csv`, `.md` and `.json`; the raw text when no table."""
         from docvlm.converters.tables import to_csv, to_html_document, to_json, to_markdown

@@ -11,10 +11,12 @@ import hashlib
 import json
 import os
 import pickle
+import re
 import stat
 import struct
 import subprocess
 import sys
+import time
 import zlib
 from pathlib import Path
 
@@ -183,3 +185,173 @@ def test_fit_on_a_hostile_corpus(tmp_path):
 
     after = {name: value for name, value in checksums(tmp_path).items() if not name.startswith("runs")}
     assert after == before
+
+
+@pytest.mark.slow
+def test_fit_where_every_image_is_skipped_stops_saying_no_usable_sample_was_found(tmp_path):
+    """Images whose headers are whole pass the check in `setup` and fail when decoded: with `on_bad_image: skip`
+    every batch is empty, and the run must not end as if it had trained (it exported an untrained model)."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    text_image("plain line").save(tmp_path / "whole.png")
+    whole = (tmp_path / "whole.png").read_bytes()
+    for i in range(5):
+        (corpus / f"cut{i}.png").write_bytes(whole[: len(whole) // 2])
+    manifest = corpus / "train.jsonl"
+    manifest.write_text("".join(json.dumps({"image": f"cut{i}.png", "target": "x"}) + "\n" for i in range(5)))
+    done = fit(tmp_path, manifest, "--data.on_bad_image=skip", "--export.enabled=true", "--data.num_workers=0")
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-4000:]
+    last = done.stderr.strip().splitlines()[-1]
+    assert re.fullmatch(re.escape("docvlm fit: error: data.train: no usable sample was found: every image of the epoch "
+                                  f"was unreadable and skipped (data.on_bad_image: skip); the first: {manifest}:")
+                        + r"(\d): " + re.escape(str(corpus)) + r"/cut(\d)\.png: corrupt image \(.*\)", last), last
+    assert not list((tmp_path / "runs").rglob("model.safetensors"))
+def start_fit(root: Path, *extra: str, env: dict | None = None) -> subprocess.Popen:
+    """`docvlm fit` of the tiny text config, long enough to be stopped, with stderr in `root/stderr`."""
+    return subprocess.Popen(
+        [sys.executable, str(DOCVLM), "fit", "--config", str(REPO / "configs/tiny/text.yaml"), "--data.val=null",
+         "--trainer.limit_val_batches=0", "--trainer.max_steps=100000", "--export.enabled=false",
+         f"--trainer.default_root_dir={root / 'runs'}", *extra],
+        stdout=subprocess.PIPE, stderr=(root / "stderr").open("w"), text=True, cwd=root, env=env)
+
+
+def after_first_step(process: subprocess.Popen) -> None:
+    """Wait for the progress line printed after the first optimizer step: training (and Lightning's signal
+    handling) has started."""
+    for line in process.stdout:
+        if line.startswith("step "):
+            return
+    pytest.fail("the run ended before its first step")
+
+
+def finished(process: subprocess.Popen, root: Path) -> tuple[int, str]:
+    try:
+        process.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        pytest.fail("docvlm fit did not stop")
+    return process.returncode, (root / "stderr").read_text()
+
+
+@pytest.mark.slow
+def test_fit_on_sigterm_saves_last_ckpt_at_the_step_and_exits_143(tmp_path):
+    import signal
+
+    import torch
+
+    run = start_fit(tmp_path)
+    after_first_step(run)
+    run.send_signal(signal.SIGTERM)
+    status, stderr = finished(run, tmp_path)
+    assert status == 143 and "Traceback" not in stderr, stderr[-4000:]
+    assert stderr.strip().splitlines()[-1] == "docvlm fit: terminated (SIGTERM)"
+    (last,) = (tmp_path / "runs").rglob("last.ckpt")
+    assert f"SIGTERM: saved {last} at step" in stderr
+    step = torch.load(last, map_location="cpu", weights_only=True)["global_step"]
+    assert step >= 1
+
+    resumed = subprocess.run(
+        [sys.executable, str(DOCVLM), "fit", "--config", str(REPO / "configs/tiny/text.yaml"), "--data.val=null",
+         "--trainer.limit_val_batches=0", f"--trainer.max_steps={step + 1}", "--export.enabled=false",
+         f"--trainer.default_root_dir={tmp_path / 'runs'}", "--ckpt_path", "last"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-4000:]
+    assert f"step {step + 1}/{step + 1}" in resumed.stdout  # one more step, from where SIGTERM stopped it
+
+
+@pytest.mark.slow
+def test_fit_under_slurm_requeues_on_sigusr1_through_lightning(tmp_path):
+    import signal
+
+    bin_ = tmp_path / "bin"
+    bin_.mkdir()
+    (bin_ / "scontrol").write_text(f"#!/bin/sh\necho \"$@\" > {tmp_path / 'requeued'}\n")
+    (bin_ / "scontrol").chmod(0o755)
+    slurm = {"SLURM_JOB_ID": "4242", "SLURM_JOB_NAME": "docvlm-fit", "SLURM_NTASKS": "1", "SLURM_PROCID": "0",
+             "SLURM_LOCALID": "0", "SLURM_NODEID": "0", "SLURM_NODELIST": "localhost"}
+    env = {**os.environ, **slurm, "PATH": f"{bin_}{os.pathsep}{os.environ['PATH']}"}
+    run = start_fit(tmp_path, env=env)
+    after_first_step(run)
+    run.send_signal(signal.SIGUSR1)  # what `#SBATCH --signal=SIGUSR1@90` sends 90 s before the time limit
+    while not (tmp_path / "requeued").is_file():
+        assert run.poll() is None, (tmp_path / "stderr").read_text()[-4000:]
+        time.sleep(0.02)
+    run.send_signal(signal.SIGTERM)  # what SLURM sends as it stops the job it requeued
+    status, stderr = finished(run, tmp_path)
+    assert status == 143, stderr[-4000:]
+    assert (tmp_path / "requeued").read_text().split() == ["requeue", "4242"]
+    assert (tmp_path / "runs" / "hpc_ckpt_1.ckpt").is_file()  # what Lightning resumes from when requeued
+
+
+@pytest.mark.slow
+def test_ddp_stops_every_rank_together_on_an_image_that_fails_on_one_rank(tmp_path):
+    """`on_bad_image: error` with 2 CPU processes: an image whose header passes the up-front check but whose
+    pixels fail in the loader, on one rank only. Every rank stops with its error at once; a rank raising
+    alone left the other waiting at its next collective for gloo's 30 minutes."""
+    rows = []
+    for i in range(4):
+        name = f"{i}.png"
+        text_image(f"line {i}").save(tmp_path / name)
+        if i == 1:
+            whole = (tmp_path / name).read_bytes()
+            (tmp_path / name).write_bytes(whole[: len(whole) // 2])
+        rows.append(json.dumps({"image": name, "target": f"line {i}"}))
+    (tmp_path / "train.jsonl").write_text("\n".join(rows) + "\n")
+    done = fit(tmp_path, tmp_path / "train.jsonl", "--trainer.strategy=ddp", "--trainer.devices=2",
+               "--trainer.accelerator=cpu", "--data.batch_size=1", timeout=600)
+    assert done.returncode == 2, done.stderr[-4000:]
+    assert "Traceback" not in done.stderr
+    assert f"{tmp_path / 'train.jsonl'}:2: {tmp_path / '1.png'}" in done.stderr
+
+
+@pytest.mark.slow
+def test_ddp_on_a_stream_whose_ranks_get_unequal_rows_ends_each_epoch_on_every_rank_together(tmp_path):
+    """5 rows streamed in 5 shards to 2 CPU processes: rank 0 reads 3, rank 1 reads 2. Every rank must end the
+    epoch at the same step: rank 1 validated at the end of its epoch (gathering predictions) while rank 0 was
+    all-reducing the gradients of its third step, and both waited forever. Validation streams the same rows,
+    3 and 2 per rank, which no collective per batch may assume equal."""
+    import datasets
+
+    data = datasets.Dataset.from_dict({"image": [text_image(f"line {i}") for i in range(5)],
+                                       "target": [f"line {i}" for i in range(5)]})
+    data.save_to_disk(str(tmp_path / "stream"))
+    command = [
+        sys.executable, str(DOCVLM), "fit", "--config", str(REPO / "configs/demo.yaml"),
+        f"--data.train.dataset={tmp_path / 'stream'}", "--data.train.streaming=true", "--data.train.synthetic=0",
+        f"--data.val.dataset={tmp_path / 'stream'}", "--data.val.streaming=true", "--data.val.synthetic=0",
+        "--trainer.val_check_interval=null", "--trainer.check_val_every_n_epoch=1",
+        "--model.decoding.max_new_tokens=4", "--trainer.max_steps=6", "--data.batch_size=1",
+        "--export.enabled=false", "--trainer.strategy=ddp", "--trainer.devices=2", "--trainer.accelerator=cpu",
+        f"--trainer.default_root_dir={tmp_path / 'runs'}",
+    ]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    except subprocess.TimeoutExpired as e:
+        pytest.fail(f"the ranks waited for each other: {(e.stderr or b'')[-3000:]!r}")
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert "step 6/6" in done.stdout  # 3 epochs of 2 steps, the length of the shorter rank's share
+
+
+def code_asking_model(folder: Path, marker: Path) -> None:
+    """A model folder whose config.json needs its own code (an auto_map, an unknown model_type), with a .py
+    file that writes `marker` when imported."""
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({
+        "model_type": "docvlm-evil", "architectures": ["Evil"],
+        "auto_map": {"AutoConfig": "evil.EvilConfig", "AutoModel": "evil.Evil",
+                     "AutoProcessor": "evil.EvilProcessor"}}))
+    (folder / "evil.py").write_text(f"import pathlib\npathlib.Path({str(marker)!r}).write_text('ran')\n"
+                                    "from transformers import PretrainedConfig\n\n"
+                                    "class EvilConfig(PretrainedConfig):\n    model_type = 'docvlm-evil'\n")
+
+
+@pytest.mark.slow
+def test_fit_refuses_a_model_folder_asking_to_run_its_own_code_without_running_it(tmp_path):
+    code_asking_model(tmp_path / "model", tmp_path / "ran")
+    done = subprocess.run(
+        [sys.executable, str(DOCVLM), "fit", "--config", str(REPO / "configs/tiny/text.yaml"),
+         f"--model.model.name_or_path={tmp_path / 'model'}", f"--trainer.default_root_dir={tmp_path / 'runs'}"],
+        input="y\n", capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert done.returncode == 2 and not (tmp_path / "ran").exists(), done.stderr[-4000:]
+    assert "[y/N]" not in done.stdout + done.stderr and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith(f"docvlm fit: error: {tmp_path / 'model'}: its config")

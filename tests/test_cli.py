@@ -95,6 +95,21 @@ def test_the_console_script_lists_every_command():
     assert subprocess.run([str(docvlm)], capture_output=True, text=True, timeout=60).returncode == 2
 
 
+@pytest.mark.parametrize("command", [
+    ["convert", "page.png"], ["convert", "--task", "text", "page.png"], ["evaluate", "--synthetic", "2"],
+], ids=["convert", "convert-with-task", "evaluate"])
+@pytest.mark.parametrize("model", ["no/such/folder", "no-such.ckpt"])
+def test_a_missing_model_is_one_line_naming_it_and_nothing_is_created(tmp_path, command, model):
+    docvlm = Path(sys.executable).parent / "docvlm"
+    done = subprocess.run([str(docvlm), command[0], "--model", str(tmp_path / model), *command[1:], "--out", "out"],
+                          capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert done.stderr.splitlines() == [f"docvlm {command[0]}: error: {tmp_path / model}: no such "
+                                        f"{'checkpoint file' if model.endswith('.ckpt') else 'model folder'}"]
+    assert not (tmp_path / "out").exists()
+
+
 def test_top_level_help_names_every_command(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])

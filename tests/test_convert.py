@@ -25,7 +25,7 @@ from docvlm.tasks.text import TextTask
 # unpickle AbortOnSecondPage.
 
 FAST = ["--model", "tiny", "--device", "cpu", "--max-new-tokens", "4", "--num-workers", "0"]
-ROW_KEYS = {"input", "page", "id", "task", "outputs", "problems", "error", "text"}
+ROW_KEYS = {"input", "page", "prefix", "id", "task", "outputs", "problems", "error", "text", "model"}
 # verovio 6.4 segfaults on a spine addition (`*+`) not followed by an exclusive interpretation, although
 # the kern checker now reads the addition as a null interpretation (a listed problem); a well-formed excerpt renders.
 VEROVIO_CRASH = "**kern\t**kern\n*+\t*\n4c\t4e\t4g\n*-\t*-\t*-\n"
@@ -334,3 +334,40 @@ def test_a_second_run_on_the_same_output_folder_is_refused(docs, tmp_path, capsy
     finally:
         held.close()
     assert main(["--task", "text", *FAST, str(docs / "a.png"), "--out", str(tmp_path)]) == 0  # released
+
+
+def test_one_image_with_different_prompts_in_a_manifest_is_converted_once_per_prompt(docs, tmp_path, capsys):
+    listed = tmp_path / "studies.jsonl"
+    prompts = ["INDICATION: cough.", "INDICATION: fever.", "INDICATION: cough.", ""]  # the 3rd repeats the 1st
+    listed.write_text("".join(json.dumps({"image": str(docs / "a.png"), "prefix": p}) + "\n" for p in prompts))
+    args = ["--task", "text", *FAST, str(listed), "--out", str(tmp_path / "out")]
+    assert main(args) == 0
+    rows = rows_of(tmp_path / "out")
+    assert sorted((r["prefix"], r["id"]) for r in rows) == [
+        ("", "a-3"), ("INDICATION: cough.", "a"), ("INDICATION: fever.", "a-2")]
+    assert all((tmp_path / "out" / r["outputs"][0]).is_file() for r in rows)
+    capsys.readouterr()
+    assert main([*args, "--skip-existing"]) == 0  # each prompt's row is its own page when resuming
+    assert "3 skipped as done" in capsys.readouterr().out
+
+
+def test_resuming_with_another_model_of_the_same_task_warns_that_the_rows_differ(docs, tmp_path, capsys):
+    from docvlm.model import build_tiny
+
+    other = tmp_path / "other-model"  # another model, the same task (it names none: --task text)
+    model, processor = build_tiny(image_size=896, patch_size=56, seed=1)
+    model.save_pretrained(other)
+    processor.save_pretrained(other)
+    inputs = [str(docs / "a.png"), str(docs / "doc.pdf"), "--out", str(tmp_path / "out")]
+    assert main(["--task", "text", *FAST, *inputs]) == 0
+    assert {r["model"] for r in rows_of(tmp_path / "out")} == {"tiny"}
+    capsys.readouterr()
+
+    resumed = ["--task", "text", *FAST[2:], "--model", str(other), *inputs, "--skip-existing"]
+    assert main(resumed) == 0
+    err = capsys.readouterr().err
+    assert (f"--skip-existing: 4 pages skipped as done were converted by another model (tiny), not {other}"
+            in err), err
+    assert main(resumed) == 0 and "another model" in capsys.readouterr().err  # the rows still say tiny
+    assert main([*resumed[:-1]]) == 0 and "another model" not in capsys.readouterr().err  # all redone
+    assert {r["model"] for r in rows_of(tmp_path / "out")} == {str(other)}

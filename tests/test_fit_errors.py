@@ -221,3 +221,55 @@ def test_the_console_script_prints_user_errors_in_one_line_and_ctrl_c_without_tr
         pytest.fail(f"Ctrl-C did not stop docvlm fit: {started.communicate()[1][-3000:]}")
     assert started.returncode == 130, err[-3000:]
     assert "Traceback" not in err and err.strip().splitlines()[-1] == "docvlm fit: interrupted"
+
+
+class _Payload:
+    """Pickled, it runs a command when unpickled without `weights_only`."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.slow
+def test_a_pickle_payload_or_a_truncated_checkpoint_is_refused_in_one_line_by_fit_and_validate(tmp_path):
+    """`fit --ckpt_path last` finds a planted `last.ckpt` (a pickle payload), `validate --ckpt_path X` a payload
+    or a truncated checkpoint: one line naming the file, exit 2, nothing unpickled, nothing trained."""
+    marker = tmp_path / "pwned"
+    last = tmp_path / "run" / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
+    last.parent.mkdir(parents=True)
+    torch.save({"state_dict": {}, "payload": _Payload(marker)}, last)
+    fit(tmp_path / "good", "--trainer.max_steps=2")
+    good = next((tmp_path / "good").rglob("*.ckpt"))
+    truncated = tmp_path / "truncated.ckpt"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    runs = {"fit": ["--ckpt_path", "last"], "validate": ["--ckpt_path", str(last)],
+            "validate ": ["--ckpt_path", str(truncated)]}
+    for command, extra in runs.items():
+        done = subprocess.run([sys.executable, str(DOCVLM), command.strip(),
+                               "--config", str(REPO / "configs/demo.yaml"),
+                               f"--trainer.default_root_dir={tmp_path / 'run'}", *extra],
+                              capture_output=True, text=True, timeout=300, cwd=tmp_path, check=False)
+        assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-3000:]
+        line = done.stderr.strip().splitlines()[-1]
+        path = truncated if "truncated" in extra[-1] else last
+        assert line.startswith(f"docvlm {command.strip()}: error: --ckpt_path {path}: not a checkpoint that can be "
+                               f"read safely ("), line
+    assert not marker.exists()
+    assert not list((tmp_path / "run" / "lightning_logs").glob("version_1"))  # no run started
+
+
+def test_a_prompt_longer_than_the_model_can_read_stops_fit_naming_its_row(folder):
+    """A manifest row whose prefix the model cannot read (its positions less the image's tokens): one error
+    naming `file:line`, from setup, before any step."""
+    rows = [{"image": "a.png", "target": "x", "prefix": "short"},
+            {"image": "b.png", "target": "y", "prefix": "w" * 9000}]
+    (folder / "prompts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(DataError, match=rf"^{folder / 'prompts.jsonl'}:2: the prompt has 9004 tokens or more, longer "
+                                        r"than the 8165 the model has for one \(its positions less the image's 25 "
+                                        r"tokens\); shorten the prompt$"):
+        fit(folder / "runs", f"--data.train.path={folder / 'prompts.jsonl'}", "--data.train.synthetic=0",
+            "--trainer.max_steps=1")
+    assert not list((folder / "runs").rglob("*.ckpt"))

@@ -268,3 +268,15 @@ def test_fit_through_the_cli_on_saved_datasets(tmp_path):
     assert cli.trainer.global_step == 2
     assert "val/cer" in cli.trainer.logged_metrics
     assert len(cli.datamodule.datasets["val"]) == 3
+
+
+def test_a_target_column_of_integers_names_the_dataset_row_and_column(tmp_path):
+    """Through `docvlm fit`, as a user meets it: one line naming the row, before any training step."""
+    from docvlm.cli import main
+
+    folder = save(tmp_path / "ds", {"image": [noise(0), noise(1)], "target": [3, 4]})
+    with pytest.raises(DataError, match=rf"^{folder} row 0: column 'target' \(the target\) holds int 3, not text$"):
+        main(["fit", "--config", str(Path(__file__).resolve().parents[1] / "configs/tiny/text.yaml"),
+              "--trainer.max_steps=1", f"--trainer.default_root_dir={tmp_path / 'run'}", "--data.train.synthetic=0",
+              f"--data.train.dataset={folder}", "--data.val=null"])
+    assert not (tmp_path / "run").exists() or not list((tmp_path / "run").rglob("*.ckpt"))

@@ -38,6 +38,34 @@ def test_16_bit_greyscale_is_scaled_by_its_range_not_clipped_to_white(tmp_path):
     assert (pixels(tmp_path / "scan.tif") == grey(np.rint(values.astype(float) * 255 / 65535))).all()
 
 
+def _png_16(path, values: np.ndarray, significant_bits: int | None = None) -> None:
+    """A 16-bit greyscale PNG, with an `sBIT` chunk before the image data when `significant_bits` is given."""
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    if significant_bits is not None:
+        info.add(b"sBIT", bytes([significant_bits]))
+    Image.fromarray(values).save(path, pnginfo=info)
+    assert Image.open(path).mode == "I;16" and (significant_bits is None) == (b"sBIT" not in path.read_bytes())
+
+
+def test_a_12_bit_scan_in_a_16_bit_png_is_scaled_by_its_bit_depth_not_left_almost_black(tmp_path):
+    """Raw 12-bit samples (white 4095) read over 0-4095, whether the file declares `sBIT` 12 or nothing
+    (its data then fits in 12 bits); a conforming writer's samples scaled to 16 bits keep 0-65535; an `sBIT`
+    the data exceeds is not believed; TIFF alike."""
+    raw = np.array([[4095, 4095, 2048], [0, 1000, 4095]], dtype=np.uint16)  # a page: white, grey, ink
+    expected = grey(np.rint(raw.astype(float) * 255 / 4095))
+    for name, bits in (("plain.png", None), ("sbit.png", 12), ("lying.png", 10)):
+        _png_16(tmp_path / name, raw, bits)
+        assert (pixels(tmp_path / name) == expected).all(), name
+    Image.fromarray(raw).save(tmp_path / "raw.tif")
+    assert (pixels(tmp_path / "raw.tif") == expected).all()
+    scaled = (raw.astype(np.uint32) * 65535 // 4095).astype(np.uint16)  # what the PNG specification asks for
+    _png_16(tmp_path / "scaled.png", scaled, 12)
+    assert (pixels(tmp_path / "scaled.png") == grey(np.rint(scaled.astype(float) * 255 / 65535))).all()
+    assert pixels(tmp_path / "sbit.png")[0, 0, 0] == 255  # the background is white (it was 16 of 255)
+
+
 def test_32_bit_integer_and_float_greyscale(tmp_path):
     values = np.array([[0, 65535], [32896, 1000]], dtype=np.int32)  # 16-bit data in an `I` image
     Image.fromarray(values).save(tmp_path / "i.tif")

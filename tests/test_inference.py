@@ -57,6 +57,7 @@ def test_the_exported_folder_describes_itself(trained):
     assert description["task"] == "text" and description["prompt"] == docvlm.tasks.get("text").prefix
     assert description["image_size"] == 224 and description["decoding"]["max_new_tokens"] == 12
     assert description["measured_on"]["samples"] == len(LINES) and description["measured_on"]["step"] == 3
+    assert description["measured_on"]["source"] == f"{len(LINES)} validation samples of {trained['manifest']}"
     assert set(description["metrics"]) == {"cer", "exact_match"}
     generation = json.loads((folder / "generation_config.json").read_text())
     assert (generation["max_new_tokens"], generation["eos_token_id"], generation["pad_token_id"]) == (12, 1, 0)
@@ -115,13 +116,19 @@ def test_model_folders_that_cannot_be_loaded_are_one_line_and_exit_2(tmp_path, c
     evil.write_bytes(pickle.dumps({"state_dict": {}}))
     (tmp_path / "page.png").write_bytes(b"")
     text_image("x", 64).save(tmp_path / "page.png")
+    def status(main, argv: list[str]) -> int:  # a checkpoint is checked with the arguments: argparse exits
+        try:
+            return main(argv)
+        except SystemExit as e:
+            return e.code
+
     for model, message in [(tmp_path / "missing", "no such model folder"), (evil, "can be read safely")]:
-        assert convert_main(["--model", str(model), "--task", "text", str(tmp_path / "page.png"),
-                             "--out", str(tmp_path / "out"), "--num-workers", "0"]) == 2
+        assert status(convert_main, ["--model", str(model), "--task", "text", str(tmp_path / "page.png"),
+                                     "--out", str(tmp_path / "out"), "--num-workers", "0"]) == 2
         err = capsys.readouterr()
         assert message in err.err and "Traceback" not in err.err + err.out
-        assert evaluate_main(["--model", str(model), "--task", "text", "--synthetic", "1",
-                              "--out", str(tmp_path / "e")]) == 2
+        assert status(evaluate_main, ["--model", str(model), "--task", "text", "--synthetic", "1",
+                                      "--out", str(tmp_path / "e")]) == 2
         assert message in capsys.readouterr().err
     from docvlm.export import main as export_main
 

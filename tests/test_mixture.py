@@ -305,3 +305,98 @@ def test_evaluate_scores_a_mixture_runs_predictions_of_the_task_it_is_given(tmp_
     assert evaluate(["--task", "text", "--predictions", str(predictions), "--out", str(tmp_path / "report")]) == 0
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     assert [row["id"] for row in report["rows"]] == ["a", "c"]
+
+
+def mixture_description(**changes) -> dict:
+    """A mixture's docvlm.json as an export writes it: text measured, radiology not, from the 3B at 448 px."""
+    from docvlm import mixture
+    from docvlm.decode import Decoding
+
+    mix = Mixture([part(TextTask()), part(docvlm.tasks.get("radiology"), weight=2.0)])
+    data = mixture.description(mix, 448, Decoding(), {"text/cer": 0.25, "text/exact_match": 0.5, "text/samples": 4,
+                                                       "score": 0.75}, 20, "google/paligemma2-3b-pt-448")
+    data = json.loads(json.dumps(data))
+    for key, value in changes.items():
+        data["tasks"][1][key] = value
+    return data
+
+
+def test_a_mixture_description_is_checked_entry_by_entry_and_picks_from_checked_data():
+    from docvlm import describe
+    from docvlm.errors import SettingsError
+
+    data = mixture_description()
+    assert describe.check(data, "docvlm.json") is data
+    text = describe.pick(data, "text")
+    assert text["measured_on"]["source"] == "4 synthetic validation samples, seed 1"
+    assert text["base_model"] == "google/paligemma2-3b-pt-448"
+    assert text["max_target_tokens"] == TextTask().max_target_tokens
+    for changes, field in [({"image_mode": "tilted"}, "image_mode must be 'pad' or 'stretch'"),
+                           ({"options": {"nope": 1}}, "has no option 'nope'"),
+                           ({"task": "nosuch"}, "unknown task 'nosuch'"),
+                           ({"max_target_tokens": 0}, "max_target_tokens must be from 1"),
+                           ({"prompt": 3}, "prompt must be str"),
+                           ({"metrics": {"cer": "low"}}, "metric 'cer' must be a number"),
+                           ({"weight": -1}, "weight must be above 0"),
+                           ({"task": "text"}, "task 'text' is listed twice")]:
+        with pytest.raises(SettingsError, match=r"^docvlm.json: tasks\[1\].*" + re.escape(field)) as raised:
+            describe.check(mixture_description(**changes), "docvlm.json")
+        assert "\n" not in str(raised.value)
+    for tasks in (3, [], [1], [{"options": {}}]):
+        with pytest.raises(SettingsError, match="docvlm.json: tasks"):
+            describe.check({**data, "tasks": tasks}, "docvlm.json")
+    with pytest.raises(SettingsError, match="num_beams must be from 1 to 64"):
+        describe.check({**data, "decoding": {"num_beams": 1000}}, "docvlm.json")
+
+
+def test_a_mixture_folder_with_a_bad_entry_is_refused_in_one_line(tmp_path, capsys):
+    from docvlm import describe
+    from docvlm.convert import main as convert
+    from docvlm.evaluate import main as evaluate
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    (folder / describe.DESCRIPTION).write_text(json.dumps(mixture_description(image_mode="tilted")))
+    for main, argv in ((convert, [str(tmp_path / "a.png"), "--out", str(tmp_path / "o")]),
+                       (evaluate, ["--synthetic", "1", "--out", str(tmp_path / "r")])):
+        try:
+            code = main(["--model", str(folder), "--task", "text", *argv])
+        except SystemExit as e:  # argparse's usage errors
+            code = e.code
+        err = capsys.readouterr().err
+        errors = [line for line in err.splitlines() if ": error: " in line]
+        assert code == 2 and "Traceback" not in err and len(errors) == 1, err[-2000:]
+        assert "docvlm.json: tasks[1] (radiology): image_mode must be 'pad' or 'stretch'" in errors[0]
+    assert not (tmp_path / "o").exists() and not (tmp_path / "r").exists()
+
+
+def test_a_mixture_card_has_each_tasks_limits_metrics_in_words_and_the_licences_once():
+    from docvlm import describe
+
+    card = describe.model_card(mixture_description())
+    meta = yaml.safe_load(card.split("---\n")[1])
+    assert meta["base_model"] == "google/paligemma2-3b-pt-448" and meta["license"] == "other"  # radiology's terms
+    assert {"mixture", "text", "radiology"} <= set(meta["tags"])
+    assert card.count("## Licences") == 1 and card.count("Gemma Terms of Use") == 1 and "PhysioNet" in card
+    text, radiology = card.split("## Task `text`")[1].split("## Task `radiology`")
+    limit = TextTask().max_target_tokens
+    assert f"outputs of at most {limit} new tokens" in text and "holds the longest task's, 512" in text
+    assert f"max_new_tokens={limit}" in text and "Measured at step 20 on 4 synthetic validation samples, seed 1" in text
+    assert "outputs of at most 512 new tokens" in radiology and "No validation metrics" in radiology
+    assert "--task radiology" in radiology and 'docvlm.load("THIS_FOLDER", task="radiology")' in radiology
+
+
+def test_curves_group_a_tasks_metrics_in_one_panel_on_the_step_axis_with_single_points_labelled():
+    from docvlm.callbacks import curves_figure
+
+    series = {"train/loss": [(s, 2.0 / (s + 1)) for s in range(0, 300, 10)],
+              "val/text/cer": [(299, 0.25)], "val/text/exact_match": [(299, 0.5)], "val/score": [(299, 0.6)]}
+    panels = {axes.get_title(): axes for axes in curves_figure(series).axes}
+    assert set(panels) == {"train/loss", "val/text", "val/score"}
+    text = panels["val/text"]
+    assert sorted(t.get_text() for t in text.texts) == ["0.2500", "0.5000"]
+    assert sorted(line.get_label() for line in text.lines) == ["cer", "exact_match"]
+    low, high = text.get_xlim()
+    assert low <= 0 and high >= 299
+    assert panels["train/loss"].get_yscale() == "log"

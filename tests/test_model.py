@@ -197,8 +197,10 @@ def test_flex_attention_computes_what_eager_does():
 
 
 def test_unknown_dtype_is_refused():
-    with pytest.raises(KeyError):
-        load(ModelSpec(name_or_path="tiny", dtype="int3"))
+    from docvlm.errors import SettingsError
+
+    with pytest.raises(SettingsError, match="model: dtype must be one of 'float32', 'bfloat16', 'float16', not 'int3'"):
+        ModelSpec(name_or_path="tiny", dtype="int3")
 
 
 def test_load_from_a_local_folder_applies_the_transfer_settings(tmp_path, tiny):

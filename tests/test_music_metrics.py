@@ -102,3 +102,50 @@ def test_bad_input_gives_defined_values():
         music_ser(["a", "b"], ["a"])
     with pytest.raises(ValueError, match="unknown CER parsing"):
         music_cer(["a"], ["a"], "words")
+
+
+def _reference_inputs(case: dict):
+    """The seeded inputs of a recorded case (tests/data/edit_distance_reference.json)."""
+    pool = case["alphabet"] if case["kind"] == "text" else case["vocab"]
+    rng_a, rng_b = random.Random(case["seed_a"]), random.Random(case["seed_b"])
+    a, b = [rng_a.choice(pool) for _ in range(case["len_a"])], [rng_b.choice(pool) for _ in range(case["len_b"])]
+    if case["kind"] == "text":
+        return "".join(a), "".join(b)
+    return a, b
+
+
+def _cases(data_dir) -> list[dict]:
+    import json
+
+    return json.loads((data_dir / "edit_distance_reference.json").read_text(encoding="utf-8"))["cases"]
+
+
+def test_rapidfuzz_gives_the_recorded_edit_distances_of_texts_and_token_lists(data_dir):
+    """editdistance's distances (recorded) equal rapidfuzz's, on texts (astral characters included) through the
+    text task's CER and on token lists (empty and whitespace tokens included) as they are or mapped to ints."""
+    from rapidfuzz.distance import Levenshtein
+
+    from docvlm.metrics.text import cer
+
+    for case in _cases(data_dir):
+        a, b = _reference_inputs(case)
+        assert Levenshtein.distance(a, b) == case["distance"], case
+        assert edit_distance(a, b) == case["distance"], case
+        if case["kind"] == "text" and b:
+            assert cer([a], [b]) == case["distance"] / len(b)
+
+
+@pytest.mark.slow
+def test_evaluate_scores_a_200_kb_output_against_a_45_kb_reference_exactly(tmp_path):
+    """Through `docvlm evaluate --predictions`: nothing capped, the exact distance (162,255, editdistance's)."""
+    import json
+
+    from docvlm.evaluate import main
+
+    rng = random.Random(7)
+    prediction = "".join(rng.choice("abcdefgh \né") for _ in range(200_000))
+    target = "".join(rng.choice("abcdefgh \né") for _ in range(45_000))
+    (tmp_path / "p.jsonl").write_text(json.dumps({"id": "long", "target": target, "prediction": prediction}) + "\n")
+    assert main(["--task", "text", "--predictions", str(tmp_path / "p.jsonl"), "--out", str(tmp_path / "r")]) == 0
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert report["metrics"]["cer"] == 162_255 / 45_000

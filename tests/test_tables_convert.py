@@ -1,6 +1,7 @@
 """Tables converter: PubTabNet annotations -> HTML, parsing with repairs, OTSL round trips, exports."""
 
 import csv
+import html
 import io
 import json
 import random
@@ -197,3 +198,22 @@ def test_exports_never_carry_markup_from_the_model(tmp_path):
     for path in task.export(parsed, tmp_path / "t"):
         text = path.read_text()
         assert "alert" not in text and "onerror" not in text and "onclick" not in text and "javascript:" not in text
+
+
+def test_the_csv_export_neutralises_formulas_but_keeps_plain_numbers(tmp_path):
+    """OWASP's CSV injection rule on model output, through the tables task's export (what `docvlm convert`
+    writes per page): cells starting with = + - @ tab or CR get a leading `'`; plain numbers and a lone `-`
+    stay as they are; the HTML, Markdown and JSON exports keep the text unchanged."""
+    import docvlm.tasks
+
+    formulas = ['=HYPERLINK("http://evil.example","click")', "+cmd|' /C calc'!A0", "-2+3", "@SUM(A1:A9)",
+                "\tx", "\rx", "=", "+", "--", "-1e5"]
+    numbers = ["-5.3", "+2", "-", "-1,234.56", "12%", "-.5", "0", "plain text"]
+    cells = "".join(f"<td>{html.escape(c).replace(chr(13), '&#13;')}</td>" for c in formulas + numbers)  # CR kept
+    task = docvlm.tasks.get("tables")
+    paths = task.export(task.parse(f"<table><tr>{cells}</tr></table>"), tmp_path / "page")
+    written = {p.suffix: p for p in paths}
+    with written[".csv"].open(newline="", encoding="utf-8") as f:
+        (row,) = list(csv.reader(f))
+    assert row == ["'" + c.replace("\r", "\n") for c in formulas] + numbers  # a CR would end the row
+    assert json.loads(written[".json"].read_text())["cells"][0]["text"] == formulas[0]

@@ -6,7 +6,6 @@ import random
 from difflib import SequenceMatcher
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from docvlm.metrics import grits, teds, teds_batch, teds_struct
@@ -203,8 +202,7 @@ def test_text_rewards_equal_the_references_lcs_similarity():
     texts += ["".join(rng.choice("ab c") for _ in range(rng.randint(150, 320))) for _ in range(12)]
     texts += [texts[-1][:150] + "xyz", texts[-2] + texts[-2], "q"]
     texts = list(dict.fromkeys(texts))
-    ids = np.arange(len(texts))
-    rewards = _text_rewards(texts, ids, ids)
+    rewards = _text_rewards(texts, texts)
     for i, a in enumerate(texts):
         for j, b in enumerate(texts):
             assert rewards[i, j] == lcs_similarity(a, b), (a, b)
@@ -239,3 +237,68 @@ def test_grits_of_cells_outside_any_row():
         assert html_to_cells(case["pred"]) == html_to_cells(case["pred_read_as"])
         assert html_to_cells(case["true"]) == html_to_cells(case["true_read_as"])
         assert ours_in_full(case["pred"], case["true"]) == case["reference"], case
+
+
+def test_grits_is_not_computed_past_its_limits_and_says_why():
+    """Each limit in turn: cells covering too many positions (before placing them), a grid too large with few
+    covered positions, too many position pairs, too many character pairs; just below each, scored."""
+    from docvlm.metrics import tables_grits as g
+
+    small = "<table><tr><td>a</td><td>b</td></tr></table>"
+    covering = '<table><tr><td colspan="1000000" rowspan="100000">a</td></tr></table>'
+    sparse = "<table><tr>" + "<td>x</td>" * 400 + "</tr>" + "<tr><td>y</td></tr>" * 300 + "</table>"  # 400 x 301
+    row = "<table><tr>" + "<td>x</td>" * 1000 + "</tr></table>"
+    tall = "<table>" + "<tr><td>x</td></tr>" * 1001 + "</table>"
+    long_cell = f"<table><tr><td>{'ab' * 40_000}</td></tr></table>"
+    cases = {(covering, small): "cells cover 100000000000 grid positions", (sparse, small): "has 120400 grid positions",
+             (row, tall): "1001 true x 1000 predicted grid positions", (long_cell, long_cell): "80000 true x 80000"}
+    for (pred, true), reason in cases.items():
+        assert g.grits(pred, true) == {"grits_top": 0.0, "grits_con": 0.0}
+        assert reason in g.grits_problem(pred, true), g.grits_problem(pred, true)
+    tall = "<table>" + "<tr><td>x</td></tr>" * 1000 + "</table>"
+    assert g.grits_problem(row, tall) is None and g.grits(row, row) == {"grits_top": 1.0, "grits_con": 1.0}
+    assert 0 < g.grits(row, tall)["grits_top"] < 1
+
+
+def test_the_table_converter_does_not_read_tables_past_its_limit():
+    from docvlm.converters.tables import MAX_TABLE_POSITIONS, parse_html
+
+    table, problems = parse_html('<table><tr><td colspan="1000000" rowspan="100000">a</td></tr></table>')
+    assert table is None
+    assert problems[-1] == f"table cells cover 1000000 grid positions, more than {MAX_TABLE_POSITIONS}: not read"
+    sparse = "<table><tr>" + "<td>x</td>" * 400 + "</tr>" + "<tr><td>y</td></tr>" * 300 + "</table>"
+    table, problems = parse_html(sparse)
+    assert table is None
+    assert problems[-1] == f"table of 301 x 400 grid positions, more than {MAX_TABLE_POSITIONS}: not read"
+    table, _ = parse_html('<table><tr><td colspan="1000">a</td></tr><tr><td>b</td></tr></table>')
+    assert (table.n_rows, table.n_cols, len(table.cells)) == (2, 1000, 1 + 1000)  # the second row padded
+
+
+def test_grits_matches_the_reference_or_differs_only_where_its_docstring_says(data_dir):
+    """Issue 21's cases, recorded with table-transformer (tests/data/grits_differences.json): a comment or a
+    processing instruction in a cell as the reference reads it; upper-case tags, a namespace, two tables and
+    deep nesting differ as the module docstring decides, with docvlm's values recorded."""
+    recorded = json.loads((data_dir / "grits_differences.json").read_text(encoding="utf-8"))["cases"]
+    assert sum("decision" in case for case in recorded) == 4
+    for case in recorded:
+        ours = ours_in_full(case["pred"], case["true"])
+        if "decision" in case:
+            assert {k: ours[k] for k in ("grits_top", "grits_con")} == case["docvlm"], case["name"]
+            assert ours != case["reference"], case["name"]
+        else:
+            assert ours == case["reference"], case["name"]
+
+
+def test_teds_is_not_computed_past_its_node_pairs_and_says_why():
+    """20,000 predicted cells in a row against a table of 1,000 cells: 0.0 at once, the reason given (it took
+    minutes and a gigabyte for 100,000); against a 2 x 2 table the same prediction is scored as always."""
+    from docvlm.metrics.tables_teds import teds_problem
+
+    big = "<html><body><table>" + ("<tr>" + "<td>x1</td>" * 20 + "</tr>") * 50 + "</table></body></html>"
+    small = "<html><body><table><tr><td>a</td><td>b</td></tr><tr><td>c</td><td>d</td></tr></table></body></html>"
+    wide = "<html><body><table><tr>" + "<td>y</td>" * 20_000 + "</tr></table></body></html>"
+    assert teds(wide, big) == teds(wide, big, structure_only=True) == 0.0
+    assert teds_problem(wide, big) == ("TEDS not computed: 1050 true x 20001 predicted nodes is more than 10000000 "
+                                       "pairs; scored 0")
+    assert teds_problem(wide, small) is None and teds_problem("", small) is None
+    assert teds(wide, small, structure_only=True) == pytest.approx(1 - (20_001 - 2) / 20_001)  # 2 cells kept

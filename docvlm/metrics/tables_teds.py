@@ -22,6 +22,11 @@ Where the reference raises, this module returns a defined value:
 - both tables empty (`n = 0`, a ZeroDivisionError in the reference): 1.0;
 - a `colspan`/`rowspan` that `int()` rejects: its leading digits as HTML reads them ("2px" -> 2), else 1;
 - input lxml cannot parse at all (e.g. only whitespace): 0.0.
+
+One limit the reference does not have: a pair of tables with more than `MAX_NODE_PAIRS` (predicted x true)
+nodes is not scored (0.0; `teds_problem` says so, and `docvlm evaluate` lists it on the row). Model output is
+untrusted, the work and the memory grow with that product (100,000 cells in a row against a table of 1,000
+took 69 s and 1 GB), and real pairs stay far below (two tables of 2,000 cells make 4 million).
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from docvlm.metrics.common import same_length
 __all__ = ["teds", "teds_batch", "teds_struct"]  # what `docvlm.metrics` offers by name
 _PI_TAG = "<?>"  # stands for the tag of processing instructions (lxml gives them a function as tag)
 _FD_LIMIT = 1 << 20  # elements of one batched forest-distance array or block of rename costs (8 MiB)
+MAX_NODE_PAIRS = 10_000_000  # predicted x true nodes past which a pair is not scored (80 MB and seconds of work)
 
 
 def teds(pred: str, true: str, structure_only: bool = False) -> float:
@@ -50,11 +56,30 @@ def teds(pred: str, true: str, structure_only: bool = False) -> float:
     pred_table, true_table = _first_table(pred), _first_table(true)
     if pred_table is None or true_table is None:
         return 0.0
-    n_nodes = max(len(pred_table.xpath(".//*")), len(true_table.xpath(".//*")))
+    n_pred, n_true = len(pred_table.xpath(".//*")), len(true_table.xpath(".//*"))
+    if _too_many_pairs(n_pred, n_true):
+        return 0.0
+    n_nodes = max(n_pred, n_true)
     if n_nodes == 0:
         return 1.0
     distance = tree_edit_distance(_Tree(pred_table, structure_only), _Tree(true_table, structure_only))
     return 1.0 - distance / n_nodes
+
+
+def teds_problem(pred: str, true: str) -> str | None:
+    """Why TEDS of this pair is not computed (more than `MAX_NODE_PAIRS` node pairs), or None when it is."""
+    pred_table, true_table = _first_table(pred or " "), _first_table(true or " ")
+    if pred_table is None or true_table is None:
+        return None
+    n_pred, n_true = len(pred_table.xpath(".//*")), len(true_table.xpath(".//*"))
+    if _too_many_pairs(n_pred, n_true):
+        return (f"TEDS not computed: {n_true} true x {n_pred} predicted nodes is more than {MAX_NODE_PAIRS} "
+                "pairs; scored 0")
+    return None
+
+
+def _too_many_pairs(n_pred: int, n_true: int) -> bool:
+    return (n_pred + 1) * (n_true + 1) > MAX_NODE_PAIRS  # + the tables themselves
 
 
 def teds_struct(pred: str, true: str) -> float:
