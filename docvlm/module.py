@@ -96,6 +96,7 @@ class DocVLM(L.LightningModule):
         self._outputs: list[dict[str, Any]] = []
         self.skipped_images = 0
         self._epoch_samples = 0
+        self._epoch_batches = 0  # batches this process saw in the epoch (a resumed run may see none of one)
         self._first_skipped: str | None = None
 
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -103,6 +104,7 @@ class DocVLM(L.LightningModule):
 
     def training_step(self, batch: dict[str, Any], batch_idx: int):
         self.skipped_images += len(batch["skipped"])
+        self._epoch_batches += 1
         self._first_skipped = self._first_skipped or next(iter(batch["skipped"]), None)
         if "input_ids" not in batch:  # every image of the batch was unreadable and skipped
             if self.trainer.world_size == 1:
@@ -119,13 +121,14 @@ class DocVLM(L.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         """A whole epoch without one readable image (`on_bad_image: skip` dropped them all) is an error: the
-        run would otherwise end as if it had trained, and export an untrained model."""
-        trained = self._epoch_samples
+        run would otherwise end as if it had trained, and export an untrained model. An epoch of which this run
+        saw no batch (resumed from a checkpoint saved at its last step) says nothing."""
+        counts = torch.tensor([float(self._epoch_samples), float(self._epoch_batches)], device=self.device)
         if self.trainer.world_size > 1:  # every rank takes part, so that all stop together
-            trained = int(self.trainer.strategy.reduce(torch.tensor(float(trained), device=self.device),
-                                                       reduce_op="sum"))
-        self._epoch_samples = 0
-        if trained == 0:
+            counts = self.trainer.strategy.reduce(counts, reduce_op="sum")
+        trained, seen = (int(c) for c in counts.tolist())
+        self._epoch_samples = self._epoch_batches = 0
+        if seen and not trained:
             first = f"; the first: {self._first_skipped}" if self._first_skipped else ""
             raise DataError(f"data.train: no usable sample was found: every image of the epoch was unreadable and "
                             f"skipped (data.on_bad_image: skip){first}")
