@@ -90,6 +90,7 @@ class Task:
     name: ClassVar[str] = ""
     metrics: ClassVar[tuple[Metric, ...]] = ()
     main_metric: ClassVar[str] = ""
+    augments_targets: ClassVar[bool] = False  # `augment_pair` moves the target's coordinates with the pixels
     prefix: str = ""
     max_target_tokens: int = 128
     image_mode: ImageMode = "stretch"
@@ -122,8 +123,20 @@ class Task:
     @property
     def targets_locate(self) -> bool:
         """True when targets hold image coordinates (`<locNNNN>`): geometric augmentation would make
-        them wrong, so the data module keeps only photometric transforms."""
+        them wrong, so the data module keeps only photometric transforms (unless `augments_targets`)."""
         return False
+
+    def augmentation(self, augment: Any) -> Any:
+        """The training pipeline of `augment` (a `docvlm.images.Augment`) that `augment_pair` applies; built
+        once per data-loader worker."""
+        return augment.build()
+
+    def augment_pair(self, pipeline: Any, image: Image.Image, target: str | None) -> tuple[Image.Image, str | None]:
+        """One training augmentation of a fitted image and its target. The image alone by default; a task
+        whose targets locate things (layout) moves them with the pixels and sets `augments_targets`."""
+        import numpy as np
+
+        return Image.fromarray(pipeline(image=np.asarray(image))["image"]), target
 
     def prompt(self, sample: Sample) -> str:
         """The prompt of one sample: the task's fixed prefix, then the sample's own part if any."""
