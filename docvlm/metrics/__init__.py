@@ -15,6 +15,7 @@ _MODULES = {
     "chexpert": ["chexpert_scores", "radgraph_f1"],
     "tables_teds": ["teds", "teds_batch", "teds_struct"],
     "tables_grits": ["grits", "grits_con", "grits_top"],
+    "layout": ["box_iou", "detection_f1", "detection_map"],
 }
 _WHERE = {name: module for module, names in _MODULES.items() for name in names}
 __all__ = sorted(_WHERE)
