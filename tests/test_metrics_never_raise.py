@@ -31,6 +31,7 @@ VALID = {
         "<table><thead><tr><th>h</th><td rowspan=\"2\">x</td></tr></thead><tbody><tr><td><b>1</b></td></tr></tbody></table>",
     ],
     "text": ["Score 782 dose MI5 level Group:", "data", ""],
+    "layout": ["<loc0100><loc0050><loc0400><loc0900> table ; <loc0450><loc0050><loc0500><loc0900> text", ""],
 }
 PIECES = {
     "molecules": ["[", "]", "(", ")", "/", "\\", "@", "@@", "[R1]", "[R", "*", "=", "#", "1", "%12", "+", "-", ".", "[Ph]", "X"],
@@ -40,6 +41,7 @@ PIECES = {
     "tables": ["<table>", "</table>", "<tr>", "</tr>", "<td>", "</td>", "<th>", "<thead>", "<tbody>", "colspan=\"0\"",
                "rowspan=\"x\"", "<td colspan=\"3\">", "<html><body>", "&amp;", "&nbsp;", "<", ">", "\"", "<!--", "]]>"],
     "text": [" ", "\n", "\t", "\u0301", "\U0001F600"],
+    "layout": ["<loc0000>", "<loc1023>", "<loc1024>", "<loc99999>", " ; ", ";", " table", " sofa", "<seg001>", "<loc"],
 }
 ANY_TEXT = st.text(st.characters(exclude_categories=()), max_size=60)  # surrogates included
 
