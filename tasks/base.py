@@ -64,6 +64,7 @@ class Metric:
             set (CIDEr-D, macro averages over labels a set may not have).
         optional: left out where it is undefined or not asked for (chirality accuracy on a set without
             a chiral reference; RadGraph F1 without its option), so not every `score` returns it.
+        note: what a reader of the value must know (how it was computed), shown under the reports' metrics.
     """
 
     name: str
@@ -71,6 +72,7 @@ class Metric:
     corpus: bool = False
     perfect: float | None = 1.0
     optional: bool = False
+    note: str = ""
 
 
 @dataclass
@@ -161,6 +163,11 @@ class Task:
         path = Path(f"{stem}.txt")
         path.write_text(parsed.text, encoding="utf-8")
         return [path]
+
+    def illustrate(self, image: Image.Image, target: str | None, prediction: str) -> Image.Image | None:
+        """The sample's image with its reference and the prediction drawn on it, for reports (layout: both
+        sets of boxes); None where the task draws nothing on images, which are then shown as they are."""
+        return None
 
     def metric(self, name: str) -> Metric:
         """The declaration of the metric `name`."""

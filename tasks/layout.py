@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 DOCLAYNET = ("caption", "footnote", "formula", "list-item", "page-footer", "page-header", "picture",
              "section-header", "table", "text", "title")
 CLASSES = (*DOCLAYNET, "molecule", "music")
+MAP_NOTE = ("COCOeval (pycocotools), 100 boxes per page; boxes read from text have no confidence: each counts 1.0, "
+            "and COCOeval ranks the ties by page, then in the order the model wrote them")
+TRUE_COLOUR, PREDICTED_COLOUR = (0, 150, 60), (220, 0, 110)
 
 
 @register
@@ -59,7 +62,7 @@ class LayoutTask(Task):
 
     name = "layout"
     metrics = (Metric("f1", corpus=True), Metric("precision", corpus=True), Metric("recall", corpus=True),
-               Metric("map", corpus=True), Metric("map50", corpus=True), Metric("map75", corpus=True))
+               *(Metric(name, corpus=True, note=MAP_NOTE) for name in ("map", "map50", "map75")))
     main_metric = "f1"
     augments_targets = True
     prefix: str = ""
@@ -82,7 +85,7 @@ class LayoutTask(Task):
             self.prefix = "detect " + " ; ".join(self.classes)
         # per class: AP and F1, declared for this instance's classes (absent where the set has no such region)
         self.metrics = (*type(self).metrics,
-                        *(Metric(f"ap_{c}", corpus=True, optional=True) for c in self.classes),
+                        *(Metric(f"ap_{c}", corpus=True, optional=True, note=MAP_NOTE) for c in self.classes),
                         *(Metric(f"f1_{c}", corpus=True, optional=True) for c in self.classes))
 
     @property
@@ -278,6 +281,20 @@ class LayoutTask(Task):
         predicted = [parse(p, self.classes)[0] for p in predictions]
         true = [parse(r, self.classes)[0] for r in references]
         return {**detection_f1(predicted, true, self.classes), **detection_map(predicted, true, self.classes)}
+
+    def illustrate(self, image, target: str | None, prediction: str):
+        """The page with the true boxes (green) and the predicted ones (magenta, numbered in written order)."""
+        from PIL import ImageDraw
+
+        from docvlm.converters.layout import draw_regions, parse
+
+        true = parse(target, self.classes)[0] if target else []
+        page = draw_regions(image, true, colour=TRUE_COLOUR, numbered=False)
+        page = draw_regions(page, parse(prediction, self.classes)[0], colour=PREDICTED_COLOUR)
+        draw = ImageDraw.Draw(page)
+        draw.text((4, page.height - 24), "true", fill=TRUE_COLOUR)
+        draw.text((4, page.height - 12), "predicted", fill=PREDICTED_COLOUR)
+        return page
 
     def export(self, parsed: Parsed, stem: str | Path, image=None) -> list[Path]:
         """`<stem>.json` (regions; boxes in pixels of `image` when given) and `<stem>.png` (boxes drawn)."""
