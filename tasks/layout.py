@@ -54,7 +54,8 @@ class LayoutTask(Task):
         class_map: dataset category name -> class, for readers (e.g. PubLayNet `{figure: picture, list:
             list-item}`); unmapped categories whose lower case is not a class are dropped and counted.
         categories: names of integer categories in `datasets` rows, in index order (a ClassLabel's names).
-        synthetic_kinds: what synthetic pages hold (`docvlm.converters.page_synth.KINDS`, each a class).
+        synthetic_kinds: what synthetic pages hold (some of `docvlm.converters.page_synth.KINDS`, each a class);
+            empty: every kind that is a class.
         synthetic_width: width of synthetic pages in pixels (A4's aspect).
         synthetic_min_regions: fewest regions of a synthetic page.
         synthetic_max_regions: most regions of a synthetic page.
@@ -71,8 +72,7 @@ class LayoutTask(Task):
     classes: tuple[str, ...] = CLASSES
     class_map: dict[str, str] | None = None
     categories: tuple[str, ...] = ()
-    synthetic_kinds: tuple[str, ...] = ("table", "molecule", "music", "text", "title", "section-header", "caption",
-                                        "page-header", "page-footer")
+    synthetic_kinds: tuple[str, ...] = ()
     synthetic_width: int = 896
     synthetic_min_regions: int = 1
     synthetic_max_regions: int = 8
@@ -227,14 +227,16 @@ class LayoutTask(Task):
         """Synthetic pages (`docvlm.converters.page_synth`); each sample's `meta["regions"]` holds its regions
         (label, box as fractions, content) in reading order, for the page pipeline's tests."""
         from docvlm.converters.layout import Region, to_text
-        from docvlm.converters.page_synth import random_page
+        from docvlm.converters.page_synth import KINDS, random_page
 
-        unknown = set(self.synthetic_kinds) - set(self.classes)
-        if unknown:
-            raise ValueError(f"synthetic_kinds {sorted(unknown)} are not among the classes {list(self.classes)}")
+        kinds = tuple(self.synthetic_kinds) or tuple(k for k in KINDS if k in self.classes)
+        unknown = set(kinds) - set(self.classes)
+        if unknown or not kinds:
+            raise ValueError(f"synthetic_kinds {sorted(unknown) or 'none'}: synthetic pages need some of {KINDS} "
+                             f"among the classes {list(self.classes)}")
         for i in range(n):
-            page = random_page(random.Random(f"{seed}:{i}"), tuple(self.synthetic_kinds), self.synthetic_width,
-                               self.synthetic_min_regions, self.synthetic_max_regions)
+            page = random_page(random.Random(f"{seed}:{i}"), kinds, self.synthetic_width, self.synthetic_min_regions,
+                               self.synthetic_max_regions)
             width, height = page.size
             regions = [Region(r.label, (r.box[0] / width, r.box[1] / height, r.box[2] / width, r.box[3] / height),
                               content=r.content) for r in page.regions]

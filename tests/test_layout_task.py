@@ -204,3 +204,23 @@ def test_geometric_augmentation_stays_on_for_layout_and_is_box_safe():
     affine = next(t for t in docvlm.tasks.get("layout").augmentation(module.augment).transforms
                   if type(t).__name__ == "Affine")
     assert affine.rotate == (0.0, 0.0) or tuple(affine.rotate) == (-0.0, -0.0)
+
+
+def test_synthetic_pages_hold_the_kinds_that_are_classes():
+    doclaynet = docvlm.tasks.get("layout", classes=["table", "text", "title", "picture"])
+    labels = {r.label for s in doclaynet.synthesize(4, seed=0) for r in s.meta["regions"]}
+    assert labels and labels <= {"table", "text", "title"}
+    with pytest.raises(ValueError, match="synthetic_kinds"):
+        list(docvlm.tasks.get("layout", classes=["picture"]).synthesize(1))
+    with pytest.raises(ValueError, match="synthetic_kinds"):
+        list(docvlm.tasks.get("layout", classes=["table"], synthetic_kinds=["music"]).synthesize(1))
+
+
+@pytest.mark.slow
+def test_tiny_layout_fit_logs_f1_and_map(tmp_path):
+    from helpers import fit_tiny
+
+    cli = fit_tiny("layout", tmp_path)
+    metrics = cli.trainer.callback_metrics
+    assert cli.trainer.global_step == 2
+    assert {"val/f1", "val/precision", "val/recall", "val/map", "val/map50", "val/map75"} <= set(metrics)
