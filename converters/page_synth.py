@@ -49,13 +49,23 @@ class SyntheticPage:
 
 
 def random_page(rng: random.Random, kinds: tuple[str, ...] = KINDS, width: int = 896, min_regions: int = 1,
-                max_regions: int = 8, noise: bool = True) -> SyntheticPage:
+                max_regions: int = 8, noise: bool = True, grid: int = 0) -> SyntheticPage:
     """A page `width` pixels wide (A4's aspect), deterministic in `rng`. `noise=False` gives the same page
-    before scan noise (the noise is drawn last)."""
+    before scan noise (the noise is drawn last). `grid` > 0 lays blocks (tables, molecules, music; no text)
+    out on a `grid` x `grid` lattice, each stretched to fill whole cells (edges on cell lines, to the pixel
+    that trimming takes): a tiny model at `grid` x `grid` image tokens learns a few positions, not 1024."""
     unknown = set(kinds) - set(KINDS)
     if unknown or not kinds:
         raise ValueError(f"page kinds must be some of {KINDS}, got {sorted(unknown) or 'none'}")
     height = round(width * 297 / 210)
+    if grid:
+        if width % grid or set(kinds) - set(BLOCKS):
+            raise ValueError(f"grid pages hold only {BLOCKS}, on a width that is a multiple of the grid ({grid})")
+        height = grid * round(height / grid)
+        page = Image.new("RGB", (width, height), "white")
+        wanted = rng.randint(min_regions, max(min_regions, max_regions))
+        regions = _grid_blocks(page, rng, kinds, grid, wanted, rng.choice((1, 2)))
+        return SyntheticPage(scan_noise(page, rng) if noise else page, regions)
     page = Image.new("RGB", (width, height), "white")
     margin = round(width * rng.uniform(0.05, 0.09))
     columns = rng.choice((1, 2))
@@ -97,6 +107,29 @@ def random_page(rng: random.Random, kinds: tuple[str, ...] = KINDS, width: int =
     if noise:
         page = scan_noise(page, rng)
     return SyntheticPage(page, regions)
+
+
+def _grid_blocks(page: Image.Image, rng: random.Random, kinds: tuple[str, ...], grid: int, wanted: int,
+                 columns: int) -> list[PageRegion]:
+    """Blocks on whole cells of the lattice: a cell of margin around the page, a cell between columns and
+    between blocks; columns filled top to bottom (reading order)."""
+    cell_w, cell_h = page.width // grid, page.height // grid
+    column_cells = (grid - 2 - (columns - 1)) // columns
+    regions: list[PageRegion] = []
+    for column in range(columns):
+        share, row = (wanted - len(regions)) // (columns - column), 1
+        while share > 0 and row < grid - 1:
+            kind = rng.choice(kinds)
+            crop, content = _render_block(kind, rng)
+            crop = trimmed(crop)
+            cells_w = rng.randint((column_cells + 1) // 2, column_cells)
+            cells_h = max(1, min(grid - 1 - row, round(cells_w * cell_w * crop.height / crop.width / cell_h)))
+            x = (1 + column * (column_cells + 1) + rng.randint(0, column_cells - cells_w)) * cell_w
+            crop = trimmed(crop.resize((cells_w * cell_w, cells_h * cell_h), Image.Resampling.LANCZOS))
+            page.paste(crop, (x, row * cell_h))
+            regions.append(PageRegion(kind, (x, row * cell_h, x + crop.width, row * cell_h + crop.height), content))
+            share, row = share - 1, row + cells_h + 1
+    return regions
 
 
 def _place(page: Image.Image, rng: random.Random, kind: str, x: int, y: int, width: int, room: int,

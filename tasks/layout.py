@@ -59,6 +59,8 @@ class LayoutTask(Task):
         synthetic_width: width of synthetic pages in pixels (A4's aspect).
         synthetic_min_regions: fewest regions of a synthetic page.
         synthetic_max_regions: most regions of a synthetic page.
+        synthetic_grid: > 0: synthetic blocks on a lattice of this many cells a side (tiny models; see
+            `page_synth.random_page`).
     """
 
     name = "layout"
@@ -76,6 +78,7 @@ class LayoutTask(Task):
     synthetic_width: int = 896
     synthetic_min_regions: int = 1
     synthetic_max_regions: int = 8
+    synthetic_grid: int = 0
 
     def __post_init__(self) -> None:
         self.classes = tuple(self.classes)
@@ -236,7 +239,7 @@ class LayoutTask(Task):
                              f"among the classes {list(self.classes)}")
         for i in range(n):
             page = random_page(random.Random(f"{seed}:{i}"), kinds, self.synthetic_width, self.synthetic_min_regions,
-                               self.synthetic_max_regions)
+                               self.synthetic_max_regions, grid=self.synthetic_grid)
             width, height = page.size
             regions = [Region(r.label, (r.box[0] / width, r.box[1] / height, r.box[2] / width, r.box[3] / height),
                               content=r.content) for r in page.regions]

@@ -77,3 +77,23 @@ def test_kinds_limit_what_a_page_holds():
         assert page.size == (448, round(448 * 297 / 210))
     with pytest.raises(ValueError, match="kinds"):
         random_page(random.Random(0), kinds=("sofa",))
+
+
+def test_grid_pages_put_every_box_on_the_lattice_tight_and_apart():
+    for seed in range(8):
+        page = random_page(random.Random(seed), kinds=("table", "molecule"), width=448, max_regions=3, grid=8,
+                           noise=False)
+        cell_w, cell_h = page.size[0] // 8, page.size[1] // 8
+        ink = (np.asarray(page.image) < INK).any(axis=2)
+        for region in page.regions:
+            x0, y0, x1, y1 = region.box
+            assert x0 % cell_w == 0 and y0 % cell_h == 0, region.box  # the top-left corner on a cell line
+            # the far edges within the pixels trimming takes of a cell line
+            assert min(x1 % cell_w, -x1 % cell_w) <= 2 and min(y1 % cell_h, -y1 % cell_h) <= 2, region.box
+            inside = ink[y0:y1, x0:x1]
+            assert inside[0].any() and inside[-1].any() and inside[:, 0].any() and inside[:, -1].any()
+        for a, b in combinations(page.regions, 2):
+            apart_x = min(a.box[2], b.box[2]) <= max(a.box[0], b.box[0])
+            assert apart_x or min(a.box[3], b.box[3]) <= max(a.box[1], b.box[1])
+    with pytest.raises(ValueError, match="grid"):
+        random_page(random.Random(0), kinds=("table", "text"), width=448, grid=8)
