@@ -126,7 +126,7 @@ class LayoutTask(Task):
             return None
         return label
 
-    def _target(self, regions: list, dropped: Counter, where: str) -> str:
+    def _target(self, regions: list, dropped: Counter) -> str:
         """The detection text of (category, x0, y0, x1, y1 in fractions) regions, in reading order."""
         from docvlm.converters.layout import Region, to_text
         from docvlm.converters.reading_order import reading_order
@@ -137,8 +137,9 @@ class LayoutTask(Task):
             if label is None:
                 continue
             x0, y0, x1, y1 = (min(max(float(v), 0.0), 1.0) for v in box)
-            if x1 <= x0 or y1 <= y0:
-                raise ValueError(f"{where}: empty or reversed box {box} of {category!r}")
+            if x1 <= x0 or y1 <= y0:  # degenerate annotations occur in real sets: dropped, counted
+                dropped[f"{category} (empty box)"] += 1
+                continue
             kept.append(Region(label, (x0, y0, x1, y1)))
         return to_text(kept[i] for i in reading_order([r.box for r in kept]))
 
@@ -162,7 +163,7 @@ class LayoutTask(Task):
                             (a["bbox"][0] + a["bbox"][2]) / width, (a["bbox"][1] + a["bbox"][3]) / height)
                            for a in boxes.get(image["id"], [])]
                 page_dropped = Counter()
-                target = self._target(regions, page_dropped, where)
+                target = self._target(regions, page_dropped)
                 file = _find(folders, image["file_name"])
             except (KeyError, TypeError, ValueError, ZeroDivisionError, IndexError) as e:
                 raise ManifestError(f"{where}: {type(e).__name__}: {e}") from None
@@ -186,7 +187,7 @@ class LayoutTask(Task):
                     x0, y0, x1, y1 = (float(box.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax"))
                     regions.append((obj.findtext("name").strip(), x0 / width, y0 / height, x1 / width, y1 / height))
                 page_dropped = Counter()
-                target = self._target(regions, page_dropped, str(path))
+                target = self._target(regions, page_dropped)
                 name = tree.findtext("filename") or path.with_suffix(".jpg").name
             except (ElementTree.ParseError, OSError, AttributeError, TypeError, ValueError, ZeroDivisionError) as e:
                 raise ManifestError(f"{path}: not a VOC annotation ({type(e).__name__}: {e})") from None
@@ -221,7 +222,7 @@ class LayoutTask(Task):
                 x, y, w, h = (float(v) for v in row["bbox"])
                 regions.append((category, x / width, y / height, (x + w) / width, (y + h) / height))
             dropped = Counter()
-            target = self._target(regions, dropped, source)
+            target = self._target(regions, dropped)
         except (KeyError, TypeError, ValueError, IndexError, ZeroDivisionError, OSError) as e:
             raise ManifestError(f"{source}: column {objects!r}: {type(e).__name__}: {e}") from None
         return dataclasses.replace(sample, target=target, meta={"dropped": dict(dropped)})

@@ -224,3 +224,17 @@ def test_tiny_layout_fit_logs_f1_and_map(tmp_path):
     metrics = cli.trainer.callback_metrics
     assert cli.trainer.global_step == 2
     assert {"val/f1", "val/precision", "val/recall", "val/map", "val/map50", "val/map75"} <= set(metrics)
+
+
+def test_empty_boxes_of_a_data_set_are_dropped_and_counted(tmp_path):
+    (tmp_path / "val.json").write_text(json.dumps({
+        "images": [{"id": 1, "file_name": "a.png", "width": 100, "height": 200}],
+        "annotations": [{"image_id": 1, "category_id": 1, "bbox": [10, 10, 0, 50]},
+                        {"image_id": 1, "category_id": 1, "bbox": [10, 10, 50, 50]}],
+        "categories": [{"id": 1, "name": "Table"}]}))
+    (sample,) = docvlm.tasks.get("layout").read(tmp_path, "val")
+    assert sample.meta["dropped"] == {"Table (empty box)": 1} and len(task_regions(sample.target)) == 1
+
+
+def task_regions(target):
+    return docvlm.tasks.get("layout").parse(target).value
