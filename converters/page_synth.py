@@ -49,11 +49,13 @@ class SyntheticPage:
 
 
 def random_page(rng: random.Random, kinds: tuple[str, ...] = KINDS, width: int = 896, min_regions: int = 1,
-                max_regions: int = 8, noise: bool = True, grid: int = 0) -> SyntheticPage:
+                max_regions: int = 8, noise: bool = True, grid: int = 0, bold: int = 0) -> SyntheticPage:
     """A page `width` pixels wide (A4's aspect), deterministic in `rng`. `noise=False` gives the same page
     before scan noise (the noise is drawn last). `grid` > 0 lays blocks (tables, molecules, music; no text)
     out on a `grid` x `grid` lattice, each stretched to fill whole cells (edges on cell lines, to the pixel
-    that trimming takes): a tiny model at `grid` x `grid` image tokens learns a few positions, not 1024."""
+    that trimming takes): a tiny model at `grid` x `grid` image tokens learns a few positions, not 1024.
+    `bold` > 0 thickens the blocks' strokes by that many pixels: thin lines on a page shrunk to a tiny model's
+    224 px are nearly white, and its random vision tower did not tell such pages apart."""
     unknown = set(kinds) - set(KINDS)
     if unknown or not kinds:
         raise ValueError(f"page kinds must be some of {KINDS}, got {sorted(unknown) or 'none'}")
@@ -64,7 +66,7 @@ def random_page(rng: random.Random, kinds: tuple[str, ...] = KINDS, width: int =
         height = grid * round(height / grid)
         page = Image.new("RGB", (width, height), "white")
         wanted = rng.randint(min_regions, max(min_regions, max_regions))
-        regions = _grid_blocks(page, rng, kinds, grid, wanted, rng.choice((1, 2)))
+        regions = _grid_blocks(page, rng, kinds, grid, wanted, rng.choice((1, 2)), bold)
         return SyntheticPage(scan_noise(page, rng) if noise else page, regions)
     page = Image.new("RGB", (width, height), "white")
     margin = round(width * rng.uniform(0.05, 0.09))
@@ -92,7 +94,7 @@ def random_page(rng: random.Random, kinds: tuple[str, ...] = KINDS, width: int =
         share = left // (columns - column)
         while share > 0 and y < bottom - height // 20:
             captioned = "caption" in kinds and share > 1
-            placed = _place(page, rng, rng.choice(body), x, y, column_width, bottom - y, captioned)
+            placed = _place(page, rng, rng.choice(body), x, y, column_width, bottom - y, captioned, bold)
             if placed is None:
                 break
             regions += placed
@@ -110,7 +112,7 @@ def random_page(rng: random.Random, kinds: tuple[str, ...] = KINDS, width: int =
 
 
 def _grid_blocks(page: Image.Image, rng: random.Random, kinds: tuple[str, ...], grid: int, wanted: int,
-                 columns: int) -> list[PageRegion]:
+                 columns: int, bold: int) -> list[PageRegion]:
     """Blocks on whole cells of the lattice: a cell of margin around the page, a cell between columns and
     between blocks; columns filled top to bottom (reading order)."""
     cell_w, cell_h = page.width // grid, page.height // grid
@@ -125,7 +127,7 @@ def _grid_blocks(page: Image.Image, rng: random.Random, kinds: tuple[str, ...], 
             cells_w = rng.randint((column_cells + 1) // 2, column_cells)
             cells_h = max(1, min(grid - 1 - row, round(cells_w * cell_w * crop.height / crop.width / cell_h)))
             x = (1 + column * (column_cells + 1) + rng.randint(0, column_cells - cells_w)) * cell_w
-            crop = trimmed(crop.resize((cells_w * cell_w, cells_h * cell_h), Image.Resampling.LANCZOS))
+            crop = trimmed(_bold(crop.resize((cells_w * cell_w, cells_h * cell_h), Image.Resampling.LANCZOS), bold))
             page.paste(crop, (x, row * cell_h))
             regions.append(PageRegion(kind, (x, row * cell_h, x + crop.width, row * cell_h + crop.height), content))
             share, row = share - 1, row + cells_h + 1
@@ -133,7 +135,7 @@ def _grid_blocks(page: Image.Image, rng: random.Random, kinds: tuple[str, ...], 
 
 
 def _place(page: Image.Image, rng: random.Random, kind: str, x: int, y: int, width: int, room: int,
-           captioned: bool) -> list[PageRegion] | None:
+           captioned: bool, bold: int = 0) -> list[PageRegion] | None:
     """Draw one `kind` at (x, y) within `width` x `room`; a block may get a caption below when `captioned`."""
     if kind not in BLOCKS:
         return [_place_text(page, rng, kind, x, y, width, room)] if room > 20 else None
@@ -142,8 +144,8 @@ def _place(page: Image.Image, rng: random.Random, kind: str, x: int, y: int, wid
     scale = min(width * rng.uniform(0.5, 1.0) / crop.width, room * 0.9 / crop.height, 3.0)
     if crop.height * scale < 24:
         return None
-    crop = trimmed(crop.resize((max(1, round(crop.width * scale)), max(1, round(crop.height * scale))),
-                               Image.Resampling.LANCZOS))
+    crop = trimmed(_bold(crop.resize((max(1, round(crop.width * scale)), max(1, round(crop.height * scale))),
+                                     Image.Resampling.LANCZOS), bold))
     left = x + (width - crop.width) // 2 if rng.random() < 0.5 else x
     page.paste(crop, (left, y))
     placed = [PageRegion(kind, (left, y, left + crop.width, y + crop.height), content)]
@@ -205,6 +207,11 @@ def _place_text(page: Image.Image, rng: random.Random, kind: str, x: int, y: int
     crop = trimmed(crop)
     page.paste(crop, (x, y))
     return PageRegion(kind, (x, y, x + crop.width, y + crop.height), "\n".join(lines))
+
+
+def _bold(image: Image.Image, pixels: int) -> Image.Image:
+    """Strokes thickened by `pixels` on each side (a minimum filter: dark spreads over light)."""
+    return image.filter(ImageFilter.MinFilter(2 * pixels + 1)) if pixels else image
 
 
 def trimmed(image: Image.Image) -> Image.Image:

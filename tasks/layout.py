@@ -61,6 +61,7 @@ class LayoutTask(Task):
         synthetic_max_regions: most regions of a synthetic page.
         synthetic_grid: > 0: synthetic blocks on a lattice of this many cells a side (tiny models; see
             `page_synth.random_page`).
+        synthetic_bold: thicken the synthetic blocks' strokes by this many pixels (tiny models).
     """
 
     name = "layout"
@@ -79,6 +80,7 @@ class LayoutTask(Task):
     synthetic_min_regions: int = 1
     synthetic_max_regions: int = 8
     synthetic_grid: int = 0
+    synthetic_bold: int = 0
 
     def __post_init__(self) -> None:
         self.classes = tuple(self.classes)
@@ -240,7 +242,7 @@ class LayoutTask(Task):
                              f"among the classes {list(self.classes)}")
         for i in range(n):
             page = random_page(random.Random(f"{seed}:{i}"), kinds, self.synthetic_width, self.synthetic_min_regions,
-                               self.synthetic_max_regions, grid=self.synthetic_grid)
+                               self.synthetic_max_regions, grid=self.synthetic_grid, bold=self.synthetic_bold)
             width, height = page.size
             regions = [Region(r.label, (r.box[0] / width, r.box[1] / height, r.box[2] / width, r.box[3] / height),
                               content=r.content) for r in page.regions]

@@ -82,7 +82,7 @@ def test_kinds_limit_what_a_page_holds():
 def test_grid_pages_put_every_box_on_the_lattice_tight_and_apart():
     for seed in range(8):
         page = random_page(random.Random(seed), kinds=("table", "molecule"), width=448, max_regions=3, grid=8,
-                           noise=False)
+                           noise=False, bold=seed % 3)
         cell_w, cell_h = page.size[0] // 8, page.size[1] // 8
         ink = (np.asarray(page.image) < INK).any(axis=2)
         for region in page.regions:
@@ -97,3 +97,10 @@ def test_grid_pages_put_every_box_on_the_lattice_tight_and_apart():
             assert apart_x or min(a.box[3], b.box[3]) <= max(a.box[1], b.box[1])
     with pytest.raises(ValueError, match="grid"):
         random_page(random.Random(0), kinds=("table", "text"), width=448, grid=8)
+
+
+def test_bold_strokes_darken_the_same_layout():
+    thin = random_page(random.Random(3), kinds=("table", "molecule"), width=448, grid=8, noise=False)
+    bold = random_page(random.Random(3), kinds=("table", "molecule"), width=448, grid=8, noise=False, bold=4)
+    assert [r.label for r in thin.regions] == [r.label for r in bold.regions]
+    assert (np.asarray(bold.image) < INK).sum() > 2 * (np.asarray(thin.image) < INK).sum()
