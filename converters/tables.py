@@ -3,8 +3,8 @@
 The target is PubTabNet's HTML: `<table>`, `<thead>`/`<tbody>`, `<tr>`, `<td>` (header cells are `td` in
 `thead`, as in the dataset), cell content as inner HTML (text escaped, inline tags such as `<b>`,
 `<i>`, `<sup>` kept). With `coords`, each non-empty cell with a box carries
-`coords="<locX0><locY0><locX1><locY1>"` (x_min, y_min, x_max, y_max in 1024 bins of the image padded to a
-white square, centred, as `docvlm.images.pad_to_square` does).
+`coords="<locYmin><locXmin><locYmax><locXmax>"`: PaliGemma's order and bins (`docvlm.converters.locations`, the
+package's one codec), over the image padded to a white square, centred, as `docvlm.images.pad_to_square` does.
 
 `parse_html` never raises: it repairs what it can (unclosed tags, ragged rows, spans running past the
 grid or into other cells, stray text, bad span values) and lists every repair. A table of more than
@@ -24,9 +24,8 @@ from dataclasses import asdict, dataclass, field
 from lxml import etree
 from lxml import html as lxml_html
 
-from docvlm.converters import capped
+from docvlm.converters import capped, locations
 
-_LOC = re.compile(r"<loc(\d{4})>")
 _STRUCTURE_TAGS = ("table", "thead", "tbody", "tr", "td", "th")
 MAX_TABLE_POSITIONS = 100_000  # grid positions of a table read from model output (real ones have thousands)
 
@@ -42,7 +41,7 @@ class Cell:
     html: str = ""
     header: bool = False
     box: tuple[float, float, float, float] | None = None  # pixels of the source image (annotations)
-    loc: tuple[int, int, int, int] | None = None  # 1024 bins of the padded square (model output)
+    loc: tuple[int, int, int, int] | None = None  # bins of the padded square as written: ymin, xmin, ymax, xmax
 
     @property
     def text(self) -> str:
@@ -85,13 +84,13 @@ def escape_token(token: str) -> str:
 
 
 def loc_tokens(box, image_size: tuple[int, int]) -> str:
-    """Four `<locNNNN>` tokens for a pixel box of an image of `image_size`, padded to a centred square."""
+    """Four `<locNNNN>` tokens (`locations.encode`) for a pixel box of an image of `image_size`, padded to a
+    centred square."""
     width, height = image_size
     side = max(width, height)
     dx, dy = (side - width) // 2, (side - height) // 2
     x0, y0, x1, y1 = box
-    bins = [(x0 + dx) / side, (y0 + dy) / side, (x1 + dx) / side, (y1 + dy) / side]
-    return "".join(f"<loc{min(1023, max(0, int(b * 1024))):04d}>" for b in bins)
+    return locations.encode_pixels((x0 + dx, y0 + dy, x1 + dx, y1 + dy), side, side)
 
 
 def pubtabnet_html(structure: list[str], cells: list[dict], image_size: tuple[int, int] | None = None) -> str:
@@ -127,7 +126,7 @@ def to_html(table: Table, image_size: tuple[int, int] | None = None) -> str:
     for cell in sorted(table.cells, key=lambda c: (c.row, c.col)):
         attrs = ""
         if cell.loc is not None:
-            attrs += ' coords="' + "".join(f"<loc{b:04d}>" for b in cell.loc) + '"'
+            attrs += ' coords="' + "".join(locations.token(b) for b in cell.loc) + '"'
         elif cell.box is not None and image_size is not None and cell.html:
             attrs += f' coords="{loc_tokens(cell.box, image_size)}"'
         if cell.colspan > 1:
@@ -362,5 +361,5 @@ def _padded(cells: list[Cell], occupied: set[tuple[int, int]], n_rows: int, n_co
 
 def _coords(value: str | None) -> tuple[int, int, int, int] | None:
     """The four loc bins of a `coords` attribute (None unless exactly four)."""
-    bins = tuple(int(b) for b in _LOC.findall(value or ""))
+    bins = tuple(int(b) for b in locations.LOC.findall(value or ""))
     return bins if len(bins) == 4 else None  # type: ignore[return-value]

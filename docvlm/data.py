@@ -88,7 +88,8 @@ class DocDataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers
-        if augment is not None and task.targets_locate and (augment.rotate or augment.scale):
+        moves = augment is not None and (augment.rotate or augment.scale)
+        if moves and task.targets_locate and not task.augments_targets:
             log.warning("targets hold coordinates: geometric augmentation (rotate, scale) turned off")
             augment = dataclasses.replace(augment, rotate=0.0, scale=0.0)
         self.augment = augment

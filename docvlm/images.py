@@ -257,14 +257,17 @@ class Augment:
     jpeg: bool = True
     brightness_contrast: bool = True
 
-    def build(self):
-        """The albumentations pipeline; white fill where geometry exposes new pixels."""
+    def build(self, boxes: bool = False):
+        """The albumentations pipeline; white fill where geometry exposes new pixels. With `boxes`, it also
+        moves `bboxes` (x0, y0, x1, y1 as fractions, one `labels` entry each) with the pixels, clipped to the
+        image, and its geometry is box-safe: scale without rotation (a rotated box is no longer tight)."""
         import albumentations as A
 
         transforms = []
-        if self.rotate or self.scale:
+        rotate = 0.0 if boxes else self.rotate
+        if rotate or self.scale:
             transforms.append(A.Affine(
-                rotate=(-self.rotate, self.rotate), scale=(1 - self.scale, 1 + self.scale),
+                rotate=(-rotate, rotate), scale=(1 - self.scale, 1 + self.scale),
                 fill=255, border_mode=0, p=self.p,
             ))
         if self.blur:
@@ -275,8 +278,7 @@ class Augment:
             transforms.append(A.ImageCompression(quality_range=(60, 95), p=self.p))
         if self.brightness_contrast:
             transforms.append(A.RandomBrightnessContrast(0.1, 0.1, p=self.p))
-        return A.Compose(transforms)
-
-
-def augment(pipeline, image: Image.Image) -> Image.Image:
-    return Image.fromarray(pipeline(image=np.asarray(image))["image"])
+        if not boxes:
+            return A.Compose(transforms)
+        return A.Compose(transforms, bbox_params=A.BboxParams(format="albumentations", label_fields=["labels"],
+                                                              clip=True))

@@ -21,7 +21,7 @@ from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
 from docvlm import hub_data
 from docvlm.errors import DataError
-from docvlm.images import Augment, BadImageError, augment, fit, load_image
+from docvlm.images import Augment, BadImageError, fit, load_image
 from docvlm.pixels import PixelTable, to_image
 from docvlm.tasks.base import Sample, Task
 
@@ -124,8 +124,8 @@ class _Items:
             return {**item, "error": image_problem(sample, e)}
         if self.augment is not None:
             if self._pipeline is None:  # built lazily: once per worker process
-                self._pipeline = self.augment.build()
-            image = augment(self._pipeline, image)
+                self._pipeline = self.task.augmentation(self.augment)
+            image, item["target"] = self.task.augment_pair(self._pipeline, image, target)
         return {**item, "image": image}
 
 

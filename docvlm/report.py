@@ -114,6 +114,7 @@ def markdown(task: Task, metrics: dict[str, float], metric: str, cases: list[dic
         lines += [f"> **Warning:** {_md_text(warning)}", ""]
     lines += ["| metric | value |", "| --- | ---: |"]
     lines += [f"| {name} | {value:.4f} |" for name, value in metrics.items()]
+    lines += [f"\n{_md_text(note)}" for note in notes(task, metrics)]
     lines += ["", f"## Worst {len(cases)} by {metric}", ""]
     for row in cases:
         value = (row["score"] or {}).get(metric)
@@ -122,6 +123,15 @@ def markdown(task: Task, metrics: dict[str, float], metric: str, cases: list[dic
             lines += [f"Problems: {_md_text('; '.join(row['problems']))}", ""]
         lines += ["Reference:", "", _fenced(row["target"]), "", "Prediction:", "", _fenced(row["prediction"]), ""]
     return "\n".join(lines)
+
+
+def notes(task: Task, metrics: dict[str, float]) -> list[str]:
+    """The notes of the reported metrics, each once, named by the metrics that carry it."""
+    by_note: dict[str, list[str]] = {}
+    for metric in task.metrics:
+        if metric.note and metric.name in metrics:
+            by_note.setdefault(metric.note, []).append(metric.name)
+    return [f"{', '.join(names)}: {note}" for note, names in by_note.items()]
 
 
 def _fenced(text: str) -> str:
@@ -143,11 +153,12 @@ def html_page(task: Task, options: dict[str, Any], metrics: dict[str, float], me
     e = html.escape
     warning_html = f'<p class="warning">{e(warning)}</p>' if warning else ""
     metric_rows = "".join(f"<tr><td>{e(k)}</td><td>{v:.4f}</td></tr>" for k, v in metrics.items())
+    metric_notes = "".join(f'<p class="note">{e(note)}</p>' for note in notes(task, metrics))
     values = [row["score"][metric] for row in rows if row["score"] and row["score"].get(metric) is not None]
     worker = ExportWorker(task, EXPORT_TIMEOUT)
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            case_html = "".join(_case(worker, row, image, metric, Path(tmp) / str(i))
+            case_html = "".join(_case(worker, task, row, image, metric, Path(tmp) / str(i))
                                 for i, (row, image) in enumerate(cases))
     finally:
         worker.close()
@@ -158,7 +169,8 @@ def html_page(task: Task, options: dict[str, Any], metrics: dict[str, float], me
 <body>
 <h1>Evaluation: {e(task.name)}</h1>{warning_html}
 {_header(task, options, len(rows))}
-<section id="metrics"><h2>Metrics</h2><table class="metrics"><tr><th>metric</th><th>value</th></tr>{metric_rows}</table></section>
+<section id="metrics"><h2>Metrics</h2><table class="metrics"><tr><th>metric</th><th>value</th></tr>{metric_rows}</table>
+{metric_notes}</section>
 <section id="distribution"><h2>Per-sample {e(metric)}</h2>
 <img alt="histogram of per-sample {e(metric)}" src="{_plot(values, metric)}"></section>
 <section id="worst"><h2>Worst {len(cases)} by {e(metric)}</h2>{_all_perfect_note(task, metric, rows, len(cases))}
@@ -200,14 +212,15 @@ def _all_perfect_note(task: Task, metric: str, rows: list[dict], shown: int) -> 
             f"{shown} below are listed for inspection, not because anything is wrong.</p>")
 
 
-def _case(worker: ExportWorker, row: dict, image: Any, metric: str, stem: Path) -> str:
+def _case(worker: ExportWorker, task: Task, row: dict, image: Any, metric: str, stem: Path) -> str:
     e = html.escape
     value = (row["score"] or {}).get(metric)
     reference = _rendered(worker, row["target"], stem.with_name(stem.name + "-ref"))
+    shown = _image(image, lambda page: task.illustrate(page, row["target"], row["prediction"]))
     return (
         f'<div class="case"><div class="sample"><h3>{e(str(row["id"]))}</h3>'
         f"<p>{e(metric)}: {'n/a' if value is None else f'{value:.4f}'}</p>"
-        f"{_image(image)}{_problems(row['problems'])}</div>"
+        f"{shown}{_problems(row['problems'])}</div>"
         f'<div class="reference"><h4>reference</h4><pre>{e(row["target"])}</pre>{reference}</div>'
         f'<div class="prediction"><h4>prediction</h4><pre>{e(row["prediction"])}</pre>'
         f"{_rendered(worker, row['prediction'], stem)}</div></div>"
@@ -224,14 +237,16 @@ def _problems(problems: list[str]) -> str:
     return f'<details class="problems"{opened}><summary>{summary}</summary><ul>{items}</ul></details>'
 
 
-def _image(source: Any) -> str:
-    """The sample's image inline, or a note when it cannot be read (the page must still be written)."""
+def _image(source: Any, illustrate=None) -> str:
+    """The sample's image inline (with what `illustrate(image)` draws on it, where that gives an image), or a
+    note when it cannot be read (the page must still be written)."""
     if source is None:
         return '<p class="unavailable">image unavailable</p>'
     try:
         image = load_image(source)
     except BadImageError as err:
         return f'<p class="unavailable">image unavailable ({html.escape(str(err))})</p>'
+    image = (illustrate(image) if illustrate else None) or image
     image.thumbnail((THUMBNAIL, THUMBNAIL))
     return f'<img alt="input image" src="{_data_uri(image)}">'
 

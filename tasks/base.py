@@ -9,9 +9,12 @@ import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from docvlm.tasks.sample import Sample
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 ImageMode = Literal["pad", "stretch"]
 MAX_NEW_TOKENS = 1 << 16  # longest output: as many positions as docvlm's attention window (tables ask 4096)
@@ -46,6 +49,7 @@ class Metric:
             set (CIDEr-D, macro averages over labels a set may not have).
         optional: left out where it is undefined or not asked for (chirality accuracy on a set without
             a chiral reference; RadGraph F1 without its option), so not every `score` returns it.
+        note: what a reader of the value must know (how it was computed), shown under the reports' metrics.
     """
 
     name: str
@@ -53,6 +57,7 @@ class Metric:
     corpus: bool = False
     perfect: float | None = 1.0
     optional: bool = False
+    note: str = ""
 
 
 @dataclass
@@ -72,6 +77,7 @@ class Task:
     name: ClassVar[str] = ""
     metrics: ClassVar[tuple[Metric, ...]] = ()
     main_metric: ClassVar[str] = ""
+    augments_targets: ClassVar[bool] = False  # `augment_pair` moves the target's coordinates with the pixels
     prefix: str = ""
     max_target_tokens: int = 128
     image_mode: ImageMode = "stretch"
@@ -111,8 +117,21 @@ class Task:
     @property
     def targets_locate(self) -> bool:
         """True when targets hold image coordinates (`<locNNNN>`): geometric augmentation would make
-        them wrong, so the data module keeps only photometric transforms."""
+        them wrong, so the data module keeps only photometric transforms (unless `augments_targets`)."""
         return False
+
+    def augmentation(self, augment: Any) -> Any:
+        """The training pipeline of `augment` (a `docvlm.images.Augment`) that `augment_pair` applies; built
+        once per data-loader worker."""
+        return augment.build()
+
+    def augment_pair(self, pipeline: Any, image: Image.Image, target: str | None) -> tuple[Image.Image, str | None]:
+        """One training augmentation of a fitted image and its target. The image alone by default; a task
+        whose targets locate things (layout) moves them with the pixels and sets `augments_targets`."""
+        import numpy as np
+        from PIL import Image
+
+        return Image.fromarray(pipeline(image=np.asarray(image))["image"]), target
 
     def prompt(self, sample: Sample) -> str:
         """The prompt of one sample: the task's fixed prefix, then the sample's own part if any."""
@@ -141,6 +160,11 @@ class Task:
         path = Path(f"{stem}.txt")
         path.write_text(parsed.text, encoding="utf-8")
         return [path]
+
+    def illustrate(self, image: Image.Image, target: str | None, prediction: str) -> Image.Image | None:
+        """The sample's image with its reference and the prediction drawn on it, for reports (layout: both
+        sets of boxes); None where the task draws nothing on images, which are then shown as they are."""
+        return None
 
     def metric(self, name: str) -> Metric:
         """The declaration of the metric `name`."""

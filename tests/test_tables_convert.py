@@ -61,7 +61,7 @@ def test_coords_are_loc_tokens_of_the_padded_square(annotations):
     assert not problems
     boxed = [c for c in table.cells if c.loc is not None]
     assert len(boxed) == sum(1 for c in row["html"]["cells"] if c["tokens"])  # every non-empty cell, only those
-    assert loc_tokens((0, 0, 400, 200), (400, 200)) == "<loc0000><loc0256><loc1023><loc0768>"
+    assert loc_tokens((0, 0, 400, 200), (400, 200)) == "<loc0256><loc0000><loc0768><loc1023>"  # ymin xmin ymax xmax
     # the coords do not change what TEDS compares
     from docvlm.metrics import teds
 
@@ -217,3 +217,13 @@ def test_the_csv_export_neutralises_formulas_but_keeps_plain_numbers(tmp_path):
         (row,) = list(csv.reader(f))
     assert row == ["'" + c.replace("\r", "\n") for c in formulas] + numbers  # a CR would end the row
     assert json.loads(written[".json"].read_text())["cells"][0]["text"] == formulas[0]
+def test_coords_write_y_before_x_in_the_package_codec():
+    """The cells' coords use the layout task's codec: PaliGemma's <ymin><xmin><ymax><xmax>, nearest of 1024 bins."""
+    from docvlm.converters import locations
+
+    # a 400 x 200 image padded to a 400 px square: 100 px of white above it
+    assert loc_tokens((10, 20, 110, 60), (400, 200)) == "<loc0307><loc0026><loc0410><loc0282>"
+    table, problems = parse_html('<table><tr><td coords="<loc0307><loc0026><loc0410><loc0282>">a</td></tr></table>')
+    assert not problems and table.cells[0].loc == (307, 26, 410, 282)
+    x0, y0, x1, y1 = locations.decode(table.cells[0].loc)
+    assert (x0 * 400, y0 * 400 - 100, x1 * 400, y1 * 400 - 100) == pytest.approx((10, 20, 110, 60), abs=400 / 2048)

@@ -1,0 +1,119 @@
+"""Page layout as PaliGemma's detection text: `<locYmin><locXmin><locYmax><locXmax> label` per region, joined by
+` ; ` (the answer PaliGemma's checkpoints give to `detect a ; b`), boxes in `docvlm.converters.locations`.
+
+`parse` never raises: an incomplete location group, a bin above 1023, a reversed box, a label outside the
+task's classes and `<segNNN>` tokens are listed as problems. Reversed boxes are kept with their edges
+sorted, regions of unknown labels are kept (they match no true region), and groups without four valid
+bins are dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from docvlm.converters import capped, locations, quote
+
+_GROUP = re.compile(r"((?:<loc\d+>\s*)+)([^;<]*)")
+_SEG = re.compile(r"<seg\d+>")
+_COLOURS = ((230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240),
+            (240, 50, 230), (128, 128, 0), (0, 0, 128), (170, 110, 40), (128, 0, 0), (0, 128, 128), (90, 90, 90))
+
+
+@dataclass
+class Region:
+    """A region of a page: its label, its box as fractions of width and height (x0, y0, x1, y1), a confidence
+    where the model's scores are known, and its content where known (synthetic pages)."""
+
+    label: str
+    box: tuple[float, float, float, float]
+    score: float | None = None
+    content: str | None = None
+
+
+def to_text(regions: Iterable[Region]) -> str:
+    """The detection text of `regions`, in the order given."""
+    return " ; ".join(f"{locations.encode(r.box)} {r.label}" for r in regions)
+
+
+def parse(text: str, classes: Sequence[str]) -> tuple[list[Region], list[str]]:
+    """The regions written in `text` and what was wrong with it (see the module docstring)."""
+    problems: list[str] = []
+    if _SEG.search(text):
+        problems.append(f"{len(_SEG.findall(text))} segmentation tokens (<segNNN>) ignored: layout has boxes only")
+        text = _SEG.sub("", text)
+    regions, known, end = [], set(classes), 0
+    for match in _GROUP.finditer(text):
+        _stray(text[end: match.start()], problems)
+        end = match.end()
+        values = [int(v) for v in re.findall(r"<loc(\d+)>", match.group(1))]
+        label = " ".join(match.group(2).split())
+        where = f"region {len(regions) + 1}"
+        if len(values) != 4:
+            problems.append(f"{where}: {len(values)} location tokens, not 4; dropped")
+            continue
+        if max(values) >= locations.BINS:
+            problems.append(f"{where}: bin {max(values)} is beyond {locations.BINS - 1}; dropped")
+            continue
+        ymin, xmin, ymax, xmax = values
+        if ymin > ymax or xmin > xmax:
+            problems.append(f"{where}: reversed box {values}; edges sorted")
+            ymin, ymax, xmin, xmax = min(ymin, ymax), max(ymin, ymax), min(xmin, xmax), max(xmin, xmax)
+        if label not in known:
+            problems.append(f"{where}: label {quote(label)} is not one of the classes")
+        regions.append(Region(label, locations.decode((ymin, xmin, ymax, xmax))))
+    _stray(text[end:], problems)
+    return regions, capped(problems)
+
+
+def _stray(between: str, problems: list[str]) -> None:
+    """Text between regions other than the ` ; ` separators."""
+    rest = between.replace(";", " ").strip()
+    if rest:
+        problems.append(f"text outside any region ignored: {quote(rest)}")
+
+
+def to_pixels(region: Region, width: int, height: int) -> list[float]:
+    x0, y0, x1, y1 = region.box
+    return [x0 * width, y0 * height, x1 * width, y1 * height]
+
+
+def export(regions: list[Region], text: str, stem: str | Path, image=None) -> list[Path]:
+    """`<stem>.json` (regions with boxes as fractions, and in pixels of `image` when given) and `<stem>.png` (the
+    page, or a blank 1024 px square without it, with the boxes and labels drawn)."""
+    from PIL import Image
+
+    page = image.convert("RGB") if image is not None else Image.new("RGB", (1024, 1024), "white")
+    rows = []
+    for region in regions:
+        row = {k: v for k, v in asdict(region).items() if v is not None}
+        row["bbox"] = list(region.box)
+        del row["box"]
+        if image is not None:
+            row["bbox_px"] = [round(v, 2) for v in to_pixels(region, *page.size)]
+        rows.append(row)
+    json_path, png_path = Path(f"{stem}.json"), Path(f"{stem}.png")
+    document = {"text": text, "regions": rows, "size": list(page.size) if image is not None else None}
+    json_path.write_text(json.dumps(document, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    draw_regions(page, regions).save(png_path)
+    return [json_path, png_path]
+
+
+def draw_regions(page, regions: Sequence[Region], colour=None, numbered: bool = True, width: int = 0):
+    """A copy of `page` with each region's box and `n label` drawn, a colour per label unless `colour` is given."""
+    from PIL import ImageDraw
+
+    page = page.convert("RGB").copy()
+    draw = ImageDraw.Draw(page)
+    line = width or max(1, round(max(page.size) / 400))
+    labels = sorted({r.label for r in regions})
+    for n, region in enumerate(regions, 1):
+        ink = colour or _COLOURS[labels.index(region.label) % len(_COLOURS)]
+        x0, y0, x1, y1 = to_pixels(region, *page.size)
+        draw.rectangle([x0, y0, max(x0, x1 - 1), max(y0, y1 - 1)], outline=ink, width=line)
+        caption = f"{n} {region.label}" if numbered else region.label
+        draw.text((x0 + line + 1, y0 + line), caption[:40], fill=ink)
+    return page
