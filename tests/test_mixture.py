@@ -22,7 +22,21 @@ from docvlm.tasks.text import TextTask
 
 REPO = Path(__file__).resolve().parents[1]
 MIX = REPO / "configs" / "tiny" / "mix.yaml"
-PROMPTS = {"text": "ocr", "tables": "table html", "molecules": "smiles"}
+
+
+def mixed_tasks() -> dict:
+    """The tasks of the tiny mixture config, with their options, by name."""
+    import importlib
+
+    tasks = {}
+    for entry in yaml.safe_load(MIX.read_text())["data.mixture"]["tasks"]:
+        module, _, name = entry["task"]["class_path"].rpartition(".")
+        task = getattr(importlib.import_module(module), name)(**entry["task"].get("init_args", {}))
+        tasks[task.name] = task
+    return tasks
+
+
+PROMPTS = {name: task.prefix for name, task in mixed_tasks().items()}
 
 
 def task_of(index: int, sizes: list[int]) -> int:
@@ -217,18 +231,18 @@ def test_a_tiny_mixture_validates_each_task_and_exports_one_model_for_all(tmp_pa
 
     cli = main(fit_command(tmp_path, "--trainer.max_steps=4", "--trainer.val_check_interval=4"))
     metrics = {k: float(v) for k, v in cli.trainer.callback_metrics.items()}
-    tasks = {name: docvlm.tasks.get(name) for name in PROMPTS}
+    tasks = mixed_tasks()
     for name, task in tasks.items():
         assert {f"val/{name}/{m.name}" for m in task.metrics if not m.optional} <= set(metrics)
         assert metrics[f"val/{name}/samples"] == 4
     mains = [task.main_score({task.main_metric: metrics[f"val/{name}/{task.main_metric}"]})
              for name, task in tasks.items()]
-    assert metrics["val/score"] == pytest.approx(sum(mains) / 3)
+    assert metrics["val/score"] == pytest.approx(sum(mains) / len(mains))
     assert "val/score" in cli.trainer.progress_bar_metrics
     from docvlm.callbacks import plot_curves
 
     panels = plot_curves(next(tmp_path.rglob("metrics.csv")), tmp_path / "curves.png")
-    assert {"val/text", "val/tables", "val/molecules", "val/score"} <= set(panels)
+    assert {f"val/{name}" for name in PROMPTS} | {"val/score"} <= set(panels)
 
     hf = next(tmp_path.rglob("hf"))
     description = json.loads((hf / "docvlm.json").read_text())
@@ -247,7 +261,7 @@ def test_a_tiny_mixture_validates_each_task_and_exports_one_model_for_all(tmp_pa
                       "--model.decoding.max_new_tokens=8", f"--trainer.default_root_dir={tmp_path / 'validate'}"])
     assert validated.trainer.callback_metrics["val/score"] == pytest.approx(metrics["val/score"])
 
-    with pytest.raises(TaskMismatchError, match="a mixture model of tasks text, tables, molecules"):
+    with pytest.raises(TaskMismatchError, match=f"a mixture model of tasks {', '.join(PROMPTS)}"):
         docvlm.load(hf)
     image = tmp_path / "page.png"
     text_image("a 1", 224).save(image)
