@@ -256,8 +256,8 @@ from PIL import Image, ImageOps
 from transformers import PaliGemmaForConditionalGeneration, PaliGemmaProcessor
 
 folder, paths = sys.argv[1], sys.argv[2:]
-model = PaliGemmaForConditionalGeneration.from_pretrained(folder).eval()
-processor = PaliGemmaProcessor.from_pretrained(folder)
+model = PaliGemmaForConditionalGeneration.from_pretrained(folder, trust_remote_code=False).eval()
+processor = PaliGemmaProcessor.from_pretrained(folder, trust_remote_code=False)
 processor.tokenizer.padding_side = "left"
 size = {data['image_size']}
 
