@@ -412,7 +412,6 @@ def check_task_early(args: argparse.Namespace) -> None:
     """Usage errors about the task and the model's settings before any weights load (and before `--devices N`
     launches N processes, each of which would report them): a folder's `docvlm.json` or a checkpoint's settings
     (its tensors mapped, not read) are checked cheaply."""
-    """Usage errors about the model and task before any weights load: a folder's `docvlm.json` is read cheaply."""
     check_source(args.model)
     path = Path(str(args.model)).expanduser()
     description = describe.read(path) if path.is_dir() else None
