@@ -157,7 +157,7 @@ def load(spec: ModelSpec) -> tuple[torch.nn.Module, PaliGemmaProcessor]:
                 model.save_pretrained(folder)
                 model = PaliGemmaForConditionalGeneration.from_pretrained(
                     folder, dtype=DTYPES[spec.dtype], attn_implementation=spec.attn_implementation,
-                    **quantization(spec),
+                    trust_remote_code=False, **quantization(spec),
                 )
     else:
         config = _config_without_remote_code(spec.name_or_path)

@@ -120,12 +120,16 @@ def task():
     return docvlm.tasks.get("layout", classes=list(CLASSES))
 
 
+def scored(task, kind: str, seed: int):
+    """The task's scores of a generated page set, and its predicted and true regions as parsed."""
+    predictions, references = page_set(seed, kind)
+    parsed = [[task.parse(text).value for text in texts] for texts in (predictions, references)]
+    return task.score(predictions, references), *parsed
+
+
 @pytest.mark.parametrize("kind, seed", CASES)
 def test_f1_is_a_plain_one_to_one_matching(task, kind, seed):
-    predictions, references = page_set(seed, kind)
-    scores = task.score(predictions, references)
-    predicted = [task.parse(p).value for p in predictions]
-    true = [task.parse(r).value for r in references]
+    scores, predicted, true = scored(task, kind, seed)
     precision, recall, f1 = plain_f1(predicted, true)
     assert (scores["precision"], scores["recall"], scores["f1"]) == pytest.approx((precision, recall, f1), abs=1e-12)
     for label in CLASSES:
@@ -137,10 +141,7 @@ def test_f1_is_a_plain_one_to_one_matching(task, kind, seed):
 
 @pytest.mark.parametrize("kind, seed", CASES)
 def test_map_equals_cocoeval_on_the_same_boxes(task, kind, seed):
-    predictions, references = page_set(seed, kind)
-    scores = task.score(predictions, references)
-    predicted = [task.parse(p).value for p in predictions]
-    true = [task.parse(r).value for r in references]
+    scores, predicted, true = scored(task, kind, seed)
     stats = cocoeval_stats(predicted, true)
     if stats is None:  # no detection at all: COCOeval's loadRes cannot even take the empty list
         assert (scores["map"], scores["map50"], scores["map75"]) == (0.0, 0.0, 0.0)
