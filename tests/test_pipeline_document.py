@@ -170,3 +170,16 @@ def test_a_page_given_twice_is_an_error():
     page = PageResult("doc.pdf", 1, 612, 792, "pt")
     with pytest.raises(ValueError, match="document 'doc': page 1 is given twice"):
         build_document("doc", [page, page])
+
+
+def test_tables_past_doclings_bound_on_all_cells_are_left_empty_so_the_document_reads_back(monkeypatch):
+    from docling_core.utils.settings import settings
+
+    html = "<table><tr><td>a</td><td>b</td></tr><tr><td>c</td><td>d</td></tr><tr><td>e</td><td>f</td></tr></table>"
+    table = docvlm.tasks.get("tables").parse(html).value
+    regions = [RegionResult("table", (0.1, 0.1 * n, 0.9, 0.1 * n + 0.05), 0.9, "tables", html, table, "model")
+               for n in range(3)]
+    monkeypatch.setattr(settings, "max_total_table_cells", 13)
+    doc = build_document("big", [PageResult("a.png", None, 100, 100, regions=regions)])
+    assert [(t.data.num_rows, t.data.num_cols) for t in doc.tables] == [(3, 2), (3, 2), (0, 0)]
+    assert DoclingDocument.model_validate_json(doc.model_dump_json()) == doc

@@ -4,10 +4,13 @@ Exactly one item per region, in the order the regions arrive (reading order), al
 is unusable (its problems are in the manifest row, not in the document):
 
 - a `tables` route: a `TableItem` whose `TableData` cells keep the parsed table's grid offsets, spans and header
-  cells (`<th>` or `<thead>`: `column_header`); a table that did not parse is an empty `TableData`;
+  cells (`<th>` or `<thead>`: `column_header`); a table that did not parse is an empty `TableData`, and so is
+  one that would take the document past docling-core's bound on all its tables' cells (`max_total_table_cells`,
+  5 million grid positions: beyond it docling-core refuses to read the document back);
 - a `molecules` route: a `PictureItem` whose `meta.molecule` (`MoleculeMetaField`, the successor of the
   deprecated `PictureMoleculeData` annotation, which docling-core migrates into it) holds RDKit's canonical
-  SMILES and the region's layout score as confidence; no molecule meta when the SMILES did not parse;
+  SMILES (`mol_smiles`: bracket labels kept) and the region's layout score as confidence (None unless within
+  0..1); no molecule meta when the SMILES did not parse;
 - a `music` route: a `CodeItem` holding the repaired **kern. docling-core has no kern language: the item's
   `code_language` is `unknown` and the text names its notation itself, as every Humdrum file does, with its
   first record (`**kern` over each spine); the model's raw output is the item's `orig`. Empty when unusable;
@@ -43,6 +46,7 @@ from docling_core.types.doc import (
     TableData,
 )
 from docling_core.types.doc.document import MoleculeMetaField, PictureMeta
+from docling_core.utils.settings import settings
 
 from docvlm.pipeline.results import PageResult, RegionResult
 
@@ -95,7 +99,10 @@ def build_document(name: str, pages: Sequence[PageResult]) -> DoclingDocument:
 def _item(doc: DoclingDocument, page: PageResult, page_no: int, region: RegionResult):
     """The one item of a region that is neither furniture nor a list item."""
     if region.task == "tables":
-        return doc.add_table(data=_table_data(region.value), prov=_prov(page, page_no, region, ""))
+        table = region.value
+        if table is not None and table.n_rows * table.n_cols + _table_cells(doc) > settings.max_total_table_cells:
+            table = None  # docling-core would refuse to read the document back
+        return doc.add_table(data=_table_data(table), prov=_prov(page, page_no, region, ""))
     if region.task == "molecules":
         picture = doc.add_picture(prov=_prov(page, page_no, region, ""))
         if region.value is not None:
@@ -132,6 +139,11 @@ def _content(region: RegionResult) -> str:
     if isinstance(region.value, str):
         return region.value
     return (region.text or "") if region.source == "text-layer" else ""
+
+
+def _table_cells(doc: DoclingDocument) -> int:
+    """Grid positions of the document's tables so far (docling-core bounds their sum)."""
+    return sum(table.data.num_rows * table.data.num_cols for table in doc.tables)
 
 
 def _table_data(table) -> TableData:
