@@ -72,8 +72,8 @@ def build_document(name: str, pages: Sequence[PageResult]) -> DoclingDocument:
             raise ValueError(f"document {name!r}: page {page_no} is given twice")
         doc.add_page(page_no=page_no, size=Size(width=page.width, height=page.height))
         for region in page.regions:
-            if region.label in _FURNITURE:
-                _text_item(doc, region, _prov(page, page_no, region, _content(region)))
+            if region.label in _FURNITURE:  # outside the body's flow: no caption's distance counts it
+                _text_item(doc, page, page_no, region)
                 continue
             if region.label == "list-item" and region.task not in _OWN_ITEMS:
                 listing = listing or doc.add_list_group()
@@ -117,11 +117,13 @@ def _item(doc: DoclingDocument, page: PageResult, page_no: int, region: RegionRe
                             prov=_prov(page, page_no, region, text))
     if region.label == "picture" or (region.label in PICTURES and region.task is None):
         return doc.add_picture(prov=_prov(page, page_no, region, ""))
-    return _text_item(doc, region, _prov(page, page_no, region, _content(region)))
+    return _text_item(doc, page, page_no, region)
 
 
-def _text_item(doc: DoclingDocument, region: RegionResult, prov: ProvenanceItem):
+def _text_item(doc: DoclingDocument, page: PageResult, page_no: int, region: RegionResult):
+    """The item of a region read as text, by its label (module docstring)."""
     text = _content(region)
+    prov = _prov(page, page_no, region, text)
     label = _TEXT_LABELS.get(region.label, DocItemLabel.TEXT)
     layer = ContentLayer.FURNITURE if region.label in _FURNITURE else None
     orig = region.text or text
