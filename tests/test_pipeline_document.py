@@ -183,3 +183,11 @@ def test_tables_past_doclings_bound_on_all_cells_are_left_empty_so_the_document_
     doc = build_document("big", [PageResult("a.png", None, 100, 100, regions=regions)])
     assert [(t.data.num_rows, t.data.num_cols) for t in doc.tables] == [(3, 2), (3, 2), (0, 0)]
     assert DoclingDocument.model_validate_json(doc.model_dump_json()) == doc
+
+
+@pytest.mark.parametrize("name", ["", ".", "..", "../up", "a/b", "a\\b", "nul\0"])
+def test_a_document_name_that_is_not_a_plain_file_name_is_refused(name, tmp_path):
+    page = PageResult("a.png", None, 10, 10)
+    with pytest.raises(ValueError, match="is not a plain file name"):
+        write_document(tmp_path / "out", name, [page])
+    assert not (tmp_path / "out").exists() and list(tmp_path.iterdir()) == []

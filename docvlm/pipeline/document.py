@@ -178,9 +178,9 @@ def markdown(doc: DoclingDocument) -> str:
 def write_document(out_dir: str | Path, name: str, pages: Sequence[PageResult]) -> list[Path]:
     """`<out_dir>/<name>.docling.json` (docling-core's `save_as_json`) and `<out_dir>/<name>.md` of the pages;
     returns their paths."""
-    out_dir = Path(out_dir)
+    stem = _stem(out_dir, name)
     doc = build_document(name, pages)
-    json_path, md_path = out_dir / f"{name}.docling.json", out_dir / f"{name}.md"
+    json_path, md_path = Path(f"{stem}.docling.json"), Path(f"{stem}.md")
     doc.save_as_json(json_path)
     md_path.write_text(markdown(doc), encoding="utf-8")
     return [json_path, md_path]
@@ -191,15 +191,21 @@ def write_kern(out_dir: str | Path, name: str, pages: Sequence[PageResult]) -> t
     Humdrum segment per piece; nothing without music regions. Returns the paths and the joining's problems."""
     from docvlm.converters import kern_join
 
+    stem = _stem(out_dir, name)
     systems = [kern_join.System(region.value if isinstance(region.value, str) else None, page.page or number,
                                 f"page {page.page or number}, region {index}")
                for number, page in enumerate(pages, 1)
                for index, region in enumerate(page.regions, 1) if region.task == "music"]
-    if not systems:
-        return [], []
     pieces, problems = kern_join.join(systems)
     if not pieces:
         return [], problems
-    path = Path(out_dir) / f"{name}.krn"
+    path = Path(f"{stem}.krn")
     path.write_text(kern_join.to_file(pieces), encoding="utf-8")
     return [path], problems
+
+
+def _stem(out_dir: str | Path, name: str) -> Path:
+    """`out_dir / name`, `name` a plain file name: a document's files stay in `out_dir`."""
+    if not name or name in (".", "..") or any(c in name for c in "/\\\0"):
+        raise ValueError(f"document name {name!r} is not a plain file name")
+    return Path(out_dir) / name
