@@ -191,3 +191,14 @@ def test_a_document_name_that_is_not_a_plain_file_name_is_refused(name, tmp_path
     with pytest.raises(ValueError, match="is not a plain file name"):
         write_document(tmp_path / "out", name, [page])
     assert not (tmp_path / "out").exists() and list(tmp_path.iterdir()) == []
+
+
+def test_molecule_smiles_keep_their_bracket_labels_and_only_valid_confidences():
+    smiles = ["c1ccccc1[Ph]", "[R1]CC(=O)[R2]", "OCC"]
+    regions = [RegionResult("molecule", (0.1, 0.2 * n, 0.5, 0.2 * n + 0.1), score, "molecules", s,
+                            docvlm.tasks.get("molecules").parse(s).value)
+               for n, (s, score) in enumerate(zip(smiles, (0.25, None, 97.0)))]
+    doc = build_document("m", [PageResult("a.png", None, 100, 100, regions=regions)])
+    assert [(p.meta.molecule.smi, p.meta.molecule.confidence) for p in doc.pictures] == [
+        ("[Ph]c1ccccc1", 0.25), ("[R1]CC([R2])=O", None), ("CCO", None)]
+    assert [p.meta.molecule.smi for p in doc.pictures] == [canonical_smiles(s) for s in smiles]
