@@ -4,6 +4,7 @@ task's metrics, whole set and per sample, and write report.json / report.md / re
     docvlm evaluate --model DIR_OR_ID --data SOURCE [--split S] [--limit N] --out DIR
     docvlm evaluate --model DIR_OR_ID --synthetic N --out DIR
     docvlm evaluate --task T --predictions FILE.jsonl --out DIR
+    docvlm evaluate --pipeline P.yaml (--data TRUTH.json | --synthetic-pages N) --out DIR   (pages: --pipeline --help)
 
 While decoding, every prediction is appended to `<out>/predictions.jsonl` at once, so work finished
 before an error (a corrupt image stops the run, named) is kept and can be evaluated with `--predictions`.
@@ -75,6 +76,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def main(argv: list[str]) -> int:
+    from docvlm.pipeline import evaluate as pages
+
+    if pages.wants_pipeline(argv):  # a page pipeline on page truth
+        return pages.main(argv)
     try:
         args = parse_args(argv)
     except ModelLoadError as err:  # a mistyped path: one line, before --out exists
