@@ -103,6 +103,7 @@ def write_reports(out: Path, options: dict[str, Any], scored: tuple[dict[str, fl
                   truth: list[tuple[Path, PageResult]], predicted: list[PageResult], tasks: dict[str, Any],
                   n_worst: int = 10) -> list[Path]:
     """Write the three reports into `out`; `tasks` are the routed classes' tasks (label -> Task). Returns the paths."""
+    out.mkdir(parents=True, exist_ok=True)
     metrics, rows = scored
     entries = [(page, row, pairs(true, page, tasks)) for (_, true), page, row in zip(truth, predicted, rows)]
     cases = worst(entries, n_worst)

@@ -99,6 +99,8 @@ def read_coco_truth(path: str | Path) -> list[tuple[Path, PageResult]]:
     path = Path(path)
     if path.suffix.lower() != ".json":
         raise TruthError(f"{path}: page ground truth is a COCO JSON file (images, annotations, categories)")
+    if not path.exists():
+        raise TruthError(f"{path}: no such page truth file")
     try:
         given = read_regions(path)
     except RegionsFileError as e:
