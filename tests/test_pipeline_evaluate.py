@@ -212,3 +212,54 @@ def test_bad_truth_is_one_line_naming_the_file(tmp_path, kind, pipeline_file, ca
                  str(tmp_path / "out"), "--device", "cpu"])
     err = capsys.readouterr().err
     assert code == 1 and len(err.strip().splitlines()) == 1 and str(path) in err and "Traceback" not in err
+
+
+def test_regions_from_a_file_and_a_page_it_does_not_give(composed, pipeline_file, tmp_path):
+    path, pages, _ = composed
+    regions = tmp_path / "regions.jsonl"  # another detector's regions for the first page only
+    row = {"input": str(path.parent / "page0.png"), "page": None,
+           "regions": [{"label": r.label, "bbox": list(r.box), "score": 0.9} for r in pages[0][1].regions]}
+    regions.write_text(json.dumps(row) + "\n", encoding="utf-8")
+    out = tmp_path / "out"
+    assert main(["--pipeline", str(pipeline_file), "--data", str(path), "--regions", str(regions), "--margin", "0",
+                 "--max-new-tokens", TOKENS, "--out", str(out), "--device", "cpu"]) == 0
+    rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [len(row["regions"]) for row in rows] == [3, 0]
+    assert rows[0]["error"] is None and {r["score"] for r in rows[0]["regions"]} == {0.9}
+    assert str(regions) in rows[1]["error"] and "page1.png" in rows[1]["error"]  # that page fails, named
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    assert report["metrics"]["f1"] == pytest.approx(2 / 3)  # three regions found of six, none spurious
+    page = lxml_html.fromstring((out / "report.html").read_bytes())
+    first = page.xpath("//section[@class='page']")[0]  # the failed page first, its regions listed as missed
+    assert "page1.png" in first.xpath(".//h3")[0].text_content()
+    assert len(first.xpath(".//tr[@class='missed']")) == 3
+
+
+def test_composed_pages_are_written_and_read_by_the_layout_model(tmp_path):
+    pipeline = tmp_path / "pipeline.yaml"
+    pipeline.write_text("layout: tiny\n" + ROUTES, encoding="utf-8")
+    out = tmp_path / "out"
+    assert main(["--pipeline", str(pipeline), "--synthetic-pages", "2", "--synthetic-width", "224",
+                 "--max-new-tokens", TOKENS, "--out", str(out), "--device", "cpu"]) == 0
+    written = read_coco_truth(out / "pages" / "truth.json")  # to evaluate again, or to convert with --regions
+    assert [page for _, page in written] == [page for _, page in synthetic_pages(2, seed=1, width=224)]
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    assert report["n"] == 2 and "f1" in report["metrics"]
+    assert "composed pages (seed 1" in report["options"]["about"]["data"]
+
+
+@pytest.mark.parametrize("extra, message", [
+    ([], "names no layout model: give --truth-regions or --regions"),
+    (["--truth-regions", "--model", "tiny"], "leave out --model"),
+    (["--truth-regions", "--regions", "r.jsonl"], "pick one"),
+    (["--truth-regions", "--synthetic-kinds", "table,poem"], "poem not among"),
+    (["--truth-regions", "--pipeline", "missing.yaml"], "missing.yaml: no such pipeline file"),
+])
+def test_usage_errors_exit_2_in_one_line_before_any_output(extra, message, pipeline_file, tmp_path, capsys):
+    try:
+        code = main(["--pipeline", str(pipeline_file), "--synthetic-pages", "1", "--out", str(tmp_path / "out"),
+                     *extra])
+    except SystemExit as stop:  # argparse's usage errors
+        code = stop.code
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err and not (tmp_path / "out").exists()
