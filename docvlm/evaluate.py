@@ -4,7 +4,7 @@ task's metrics, whole set and per sample, and write report.json / report.md / re
     docvlm evaluate --model DIR_OR_ID --data SOURCE [--split S] [--limit N] --out DIR
     docvlm evaluate --model DIR_OR_ID --synthetic N --out DIR
     docvlm evaluate --task T --predictions FILE.jsonl --out DIR
-    docvlm evaluate --pipeline P.yaml (--data TRUTH.json | --synthetic-pages N) --out DIR   (pages: --pipeline --help)
+    docvlm evaluate --pipeline P.yaml (--data TRUTH.json | --synthetic-pages N) --out DIR   (docvlm.pipeline.evaluate)
 
 While decoding, every prediction is appended to `<out>/predictions.jsonl` at once, so work finished
 before an error (a corrupt image stops the run, named) is kept and can be evaluated with `--predictions`.
@@ -44,7 +44,8 @@ class PredictionsError(ValueError):
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="docvlm evaluate", description=__doc__.split("\n\n")[0],
                                      epilog="exit status: 0 reports written, 1 the data could not be read, "
-                                            "2 bad arguments or a model that cannot be loaded")
+                                            "2 bad arguments or a model that cannot be loaded; a page pipeline on "
+                                            "page truth: docvlm evaluate --pipeline P.yaml --help")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--data", help="dataset folder or file, read by the task's reader")
     source.add_argument("--synthetic", type=int, metavar="N", help="decode N synthetic samples of the task")
