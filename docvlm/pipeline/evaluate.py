@@ -64,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
+    from docvlm.converters.page_synth import KINDS
+
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.pipeline is None:
@@ -72,8 +74,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         parser.error("--pipeline names its models and their tasks: leave out --model, --task and --task-option")
     if args.truth_regions and args.regions is not None:
         parser.error("--truth-regions and --regions both give the regions: pick one")
-    from docvlm.converters.page_synth import KINDS
-
     unknown = sorted(set(args.synthetic_kinds) - set(KINDS))
     if unknown:
         parser.error(f"--synthetic-kinds: {', '.join(unknown)} not among {', '.join(KINDS)}")
