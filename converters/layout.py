@@ -46,10 +46,10 @@ def parse(text: str, classes: Sequence[str], pieces: Sequence[str] | None = None
     token `pieces` (joined: `text`) and their `probabilities` (`docvlm.decode.Generation`), each region's
     `score` is its confidence (`label_confidence`)."""
     problems: list[str] = []
+    spans = _token_spans(pieces, probabilities, text)
     if _SEG.search(text):
         problems.append(f"{len(_SEG.findall(text))} segmentation tokens (<segNNN>) ignored: layout has boxes only")
         text = _SEG.sub(lambda m: " " * len(m.group()), text)  # spaces: what follows keeps its offsets
-    spans = _token_spans(pieces, probabilities, text)
     regions, known, end = [], set(classes), 0
     for match in _GROUP.finditer(text):
         _stray(text[end: match.start()], problems)
