@@ -73,7 +73,8 @@ def model(task, page):
 def _prompts(model, page):
     """The learnt page and a blank one (another output length: left padding in the batch)."""
     blank = Image.new("RGB", page[0].size, "white")
-    return Collator(model.processor, with_targets=False)([_item(model.task, page[0]), _item(model.task, blank, index=1)])
+    items = [_item(model.task, page[0]), _item(model.task, blank, index=1)]
+    return Collator(model.processor, with_targets=False)(items)
 
 
 def _forward_probabilities(model, batch, row: int, ids: list[int]) -> np.ndarray:
@@ -121,9 +122,8 @@ def test_greedy_confidences_are_the_label_token_probabilities_of_a_plain_forward
         assert "".join(generation.pieces) == generation.text
     parsed = model.task.parse_generation(generations[0])
     regions = parsed.value
-    hand = _label_products(tokenizer.convert_ids_to_tokens(tokenizer(page[1], add_special_tokens=False)["input_ids"]),
-                           _forward_probabilities(model, batch, 0, tokenizer(page[1], add_special_tokens=False)[
-                               "input_ids"]))
+    ids = tokenizer(page[1], add_special_tokens=False)["input_ids"]
+    hand = _label_products(tokenizer.convert_ids_to_tokens(ids), _forward_probabilities(model, batch, 0, ids))
     assert regions and parsed.ok and len(hand) == len(regions)
     assert [r.score for r in regions] == pytest.approx(hand, rel=1e-4)
     assert all(0 < r.score <= 1 for r in regions)
