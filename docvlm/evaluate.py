@@ -26,7 +26,6 @@ from docvlm.inference import (
     TaskMismatchError,
     add_model_arguments,
     check_task_early,
-    confidences_of,
     load_from_args,
     resolve_task,
 )
@@ -214,10 +213,12 @@ def decode(model, args: argparse.Namespace) -> tuple[list[dict], list[Any]]:
                     error = item.get("error") or f"{samples[item['index']].id}: decoding failed ({generation})"
                     raise BadImageError(f"{error}; the {len(rows)} predictions decoded before it are in {partial}")
                 image = samples[item["index"]].image
+                confidences = task.confidences(generation)
                 rows.append({"id": item["id"],
                              "image": str(Path(image).resolve()) if isinstance(image, (str, Path)) else None,
                              "target": item["target"], "prediction": generation.text,
-                             **confidences_of(task, generation), "decoding_problems": generation.problems})
+                             **({"confidences": confidences} if confidences is not None else {}),
+                             "decoding_problems": generation.problems})
                 f.write(json.dumps(rows[-1], ensure_ascii=False) + "\n")
             f.flush()
             bar.update(len(group))

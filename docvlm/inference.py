@@ -259,13 +259,6 @@ def _free_accelerator_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def confidences_of(task: Task, generation: Generation) -> dict[str, list]:
-    """`{"confidences": [...]}`, what `task.parse_generation` gave the parts of a decoded output (layout: each
-    region's), for its predictions row; empty where it gave none."""
-    confidences = task.confidences(task.parse_generation(generation)) if task.wants_token_scores else None
-    return {} if confidences is None else {"confidences": confidences}
-
-
 def with_decoding_problems(parsed: Parsed, generation: Generation) -> Parsed:
     parsed.problems = [*generation.problems, *parsed.problems]
     return parsed

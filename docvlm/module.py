@@ -19,7 +19,6 @@ from lightning.pytorch.utilities import rank_zero_info
 from docvlm import describe, mixture
 from docvlm.decode import Decoding, Generation, generate
 from docvlm.errors import DataError
-from docvlm.inference import confidences_of
 from docvlm.items import FILLER
 from docvlm.model import TINY, ModelSpec, load, model_spec, save_pretrained, unwrap
 from docvlm.tasks.base import Task
@@ -194,9 +193,11 @@ class DocVLM(L.LightningModule):
         name, task = mixture.tasks_of(self.task)[part]
         decoded = zip(batch["index"].tolist(), batch["id"], batch["target"], self.generations(batch, task))
         for index, id_, target, generation in decoded:
+            confidences = task.confidences(generation)
             self._outputs.append({"index": index, "id": id_, "image": self._image_path(split, index, part),
                                   "target": target, "prediction": generation.text,
-                                  **confidences_of(task, generation), **({"task": name} if name else {})})
+                                  **({"confidences": confidences} if confidences is not None else {}),
+                                  **({"task": name} if name else {})})
 
     def _image_path(self, split: str, index: int, part: int = 0) -> str | None:
         """The sample's image file, so that a report made from the predictions file can show it."""

@@ -16,8 +16,6 @@ from docvlm.tasks.sample import Sample
 if TYPE_CHECKING:
     from PIL import Image
 
-    from docvlm.decode import Generation
-
 ImageMode = Literal["pad", "stretch"]
 MAX_NEW_TOKENS = 1 << 16  # longest output: as many positions as docvlm's attention window (tables ask 4096)
 
@@ -151,16 +149,17 @@ class Task:
         """Model output -> domain object. Never raises: problems are listed in the result."""
         return Parsed(text=text, value=text, problems=[] if text.strip() else ["empty prediction"])
 
-    def parse_generation(self, generation: Generation) -> Parsed:
-        """`parse` of a decoded output (`docvlm.decode.Generation`), where the model's scores are at hand:
+    def parse_generation(self, generation: Any) -> Parsed:
+        """`parse` of a decoded output (a `docvlm.decode.Generation`), where the model's scores are at hand:
         validation, `evaluate`, `convert` and `docvlm.load(...)` parse through this. A task that
         `wants_token_scores` gets each token's piece and probability and may attach confidences (layout:
         each region's `score`); the others parse the text alone. Never raises."""
         return self.parse(generation.text)
 
-    def confidences(self, parsed: Parsed) -> list[float | None] | None:
-        """The confidences `parse_generation` gave the parts of `parsed` (layout: one per region, in parse order),
-        kept beside the prediction in predictions files and given back to `score_with`; None where it gave none."""
+    def confidences(self, generation: Any) -> list[float | None] | None:
+        """The confidences `parse_generation` gives the parts of a decoded output (layout: one per region, in
+        parse order), kept beside the prediction in predictions files and given back to `score_with`; None
+        where it gives none."""
         return None
 
     def score(self, predictions: Sequence[str], references: Sequence[str]) -> dict[str, float]:

@@ -292,8 +292,8 @@ class LayoutTask(Task):
         regions, problems = parse(generation.text, self.classes, generation.pieces, generation.probabilities)
         return Parsed(text=generation.text, value=regions, problems=problems)
 
-    def confidences(self, parsed: Parsed) -> list[float | None] | None:
-        regions = parsed.value or []
+    def confidences(self, generation) -> list[float | None] | None:
+        regions = self.parse_generation(generation).value
         return [r.score for r in regions] if any(r.score is not None for r in regions) else None
 
     def score(self, predictions: Sequence[str], references: Sequence[str]) -> dict[str, float]:

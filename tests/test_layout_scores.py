@@ -198,9 +198,9 @@ def test_parse_generation_never_raises(tokens, aligned):
     task = docvlm.tasks.get("layout", classes=CLASSES)
     pieces, probabilities = [p for p, _ in tokens], [q for _, q in tokens]
     text = "".join(pieces) + ("" if aligned else "<loc0001>")
-    parsed = task.parse_generation(Generation(text, pieces=pieces, probabilities=probabilities))
-    assert all(r.score is None or 0 <= r.score <= 1 for r in parsed.value)
-    scores = task.score_with([text], [text], [task.confidences(parsed)])
+    generation = Generation(text, pieces=pieces, probabilities=probabilities)
+    assert all(r.score is None or 0 <= r.score <= 1 for r in task.parse_generation(generation).value)
+    scores = task.score_with([text], [text], [task.confidences(generation)])
     assert all(0.0 <= v <= 1.0 for v in scores.values())
 
 
