@@ -357,3 +357,19 @@ def test_a_predictions_file_with_bad_confidences_is_refused_by_line(tmp_path):
     path.write_text(json.dumps({"id": "a", "prediction": "", "target": "", "confidences": [0.5, 2]}) + "\n")
     with pytest.raises(PredictionsError, match=r"p.jsonl:1: 'confidences' must be a list of numbers in \[0, 1\]"):
         read_predictions(path, None)
+
+
+def test_validation_keeps_each_region_confidence_beside_its_prediction(model, page, monkeypatch):
+    from docvlm.model import ModelSpec
+    from docvlm.module import DocVLM
+
+    module = DocVLM(ModelSpec(name_or_path="tiny", image_size=SIZE, patch_size=28), task=model.task)
+    module.net, module.processor = model.net, model.processor
+    monkeypatch.setattr(DocVLM, "_image_path", lambda self, split, index, part=0: None)  # no trainer here
+    module._collect(_prompts(model, page), "val")
+    learnt = module._outputs[0]
+    assert learnt["prediction"] == page[1]
+    assert learnt["confidences"] == pytest.approx([r.score for r in model([page[0]])[0].value])
+    rows = module._outputs
+    scores = model.task.score_with([r["prediction"] for r in rows], [page[1]] * 2, [r.get("confidences") for r in rows])
+    assert scores["scored_boxes"] == 1.0
