@@ -193,11 +193,12 @@ def generate(model, processor, batch: dict, decoding: Decoding, max_new_tokens: 
             logits_processor=LogitsProcessorList([recorder] if recorder else []),
             return_dict_in_generate=beams,
         )
-    sequences = output.sequences if beams else output
+    sequences, beam_indices = (output.sequences, output.beam_indices) if beams else (output, None)
+    del output  # a dict output holds the whole KV cache too
     new = sequences[:, prompt_length:].cpu()
     texts = tokenizer.batch_decode(new, skip_special_tokens=True, clean_up_tokenization_spaces=False)
     if recorder is not None:
-        rows = (output.beam_indices.cpu().clamp(min=0) if beams
+        rows = (beam_indices.cpu().clamp(min=0) if beams  # -1 after a beam's end: those tokens are not read
                 else torch.arange(len(new))[:, None].expand(-1, new.shape[1]))
         probabilities = recorder.probabilities(new, rows)
     results = []
