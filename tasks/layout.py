@@ -38,10 +38,11 @@ log = logging.getLogger(__name__)
 DOCLAYNET = ("caption", "footnote", "formula", "list-item", "page-footer", "page-header", "picture",
              "section-header", "table", "text", "title")
 CLASSES = (*DOCLAYNET, "molecule", "music")
-MAP_NOTE = ("COCOeval (pycocotools), 100 boxes per page; boxes decoded here (validation, evaluate with a model) "
-            "are ranked by their confidence, the product of their label tokens' probabilities (scored_boxes: the "
-            "share that had one); boxes read from text alone have no confidence: each counts 1.0, and COCOeval "
-            "ranks the ties by page, then in the order the model wrote them")
+MAP_NOTE = ("COCOeval (pycocotools), 100 boxes per page; boxes decoded with the model's token scores (validation, "
+            "evaluate with a model, predictions files that kept their confidences) are ranked by their confidence, "
+            "the product of their label tokens' probabilities (scored_boxes: the share that had one, listed only "
+            "then); boxes read from text alone have no confidence: each counts 1.0, and COCOeval ranks the ties "
+            "by page, then in the order the model wrote them")
 SCORED_NOTE = "share of the predicted boxes (of known classes) ranked by the model's confidence in mAP"
 TRUE_COLOUR, PREDICTED_COLOUR = (0, 150, 60), (220, 0, 110)
 
@@ -297,7 +298,7 @@ class LayoutTask(Task):
         return [r.score for r in regions] if any(r.score is not None for r in regions) else None
 
     def score(self, predictions: Sequence[str], references: Sequence[str]) -> dict[str, float]:
-        """F1/precision/recall at IoU 0.5 and COCO mAP (every box from text has confidence 1.0, in written
+        """F1/precision/recall at IoU 0.5 and COCO mAP (every box from text alone has confidence 1.0, in written
         order), per class too: `docvlm.metrics.layout`."""
         return self.score_with(predictions, references, [None] * len(predictions))
 
@@ -315,12 +316,12 @@ class LayoutTask(Task):
         if len(confidences) != len(predictions):
             raise ValueError(f"{len(confidences)} confidence lists for {len(predictions)} predictions")
         predicted = []
-        for n, (text, scores) in enumerate(zip(predictions, confidences)):
+        for n, (text, given) in enumerate(zip(predictions, confidences)):
             regions = parse(text, self.classes)[0]
-            if scores is not None:
-                if len(scores) != len(regions):
-                    raise ValueError(f"prediction {n + 1}: {len(scores)} confidences for its {len(regions)} regions")
-                regions = [dataclasses.replace(r, score=s) for r, s in zip(regions, scores)]
+            if given is not None:
+                if len(given) != len(regions):
+                    raise ValueError(f"prediction {n + 1}: {len(given)} confidences for its {len(regions)} regions")
+                regions = [dataclasses.replace(r, score=c) for r, c in zip(regions, given)]
             predicted.append(regions)
         true = [parse(r, self.classes)[0] for r in references]
         scores = {**detection_f1(predicted, true, self.classes), **detection_map(predicted, true, self.classes)}

@@ -373,3 +373,14 @@ def test_validation_keeps_each_region_confidence_beside_its_prediction(model, pa
     rows = module._outputs
     scores = model.task.score_with([r["prediction"] for r in rows], [page[1]] * 2, [r.get("confidences") for r in rows])
     assert scores["scored_boxes"] == 1.0
+
+
+def test_docvlm_evaluate_runs_on_a_layout_model(tmp_path):
+    from docvlm.evaluate import main
+
+    out = tmp_path / "report"
+    assert main(["--model", "tiny", "--task", "layout", "--task-option", "synthetic_width=224", "--synthetic", "2",
+                 "--max-new-tokens", "12", "--num-workers", "0", "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert {"f1", "map"} <= set(report["metrics"]) and len(report["rows"]) == 2
+    assert "token scores" in (out / "report.md").read_text()  # how mAP ranked the boxes is said
