@@ -45,7 +45,7 @@ class PipelineSpec:
     Attributes:
         layout: the layout model, or None when the regions come from elsewhere.
         routes: region label -> the model (and task) that reads regions of that label.
-        path: the file it was read from (messages), None when built in Python.
+        path: the file it was read from, or what its dict is called (messages); None: `the pipeline`.
     """
 
     layout: ModelRef | None = None
@@ -92,7 +92,7 @@ def spec_from_dict(data: Any, where: str, base: Path | None = None, path: Path |
         if not isinstance(label, str) or not label.strip() or ";" in label or "<" in label:
             raise PipelineSpecError(f"{where}: routes: {label!r} is not a region label")
         checked[label] = _model_ref(entry, f"{where}: routes: {label}", base)
-    return PipelineSpec(layout, checked, path)
+    return PipelineSpec(layout, checked, path if path is not None else Path(where))
 
 
 def _model_ref(entry: Any, where: str, base: Path | None, default_task: str | None = None) -> ModelRef:
