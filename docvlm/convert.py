@@ -52,6 +52,7 @@ from docvlm.inference import (
     source_name,
 )
 from docvlm.pages import Page, PageRange, PageRangeError, expand, parse_page_range
+from docvlm.pipeline.arguments import add_arguments as add_pipeline_arguments
 from docvlm.tasks.base import Sample, Task
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
@@ -115,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="skip pages the manifest records as done (no error, all outputs present); "
                              "failed and missing pages are converted")
     add_model_arguments(parser)
+    add_pipeline_arguments(parser)
     parser.add_argument("--length-buckets", action=argparse.BooleanOptionalAction, default=True,
                         help="decode pages of similar expected output length together (sorted by the amount of "
                              "detail in each page within a few batches): fewer wasted decoding steps; manifest rows "
@@ -319,8 +321,12 @@ def _row(task: Task, job: Job, *, outputs=(), problems=(), error=None, text=None
 def main(argv: list[str]) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.pipeline is not None:
+        from docvlm.pipeline.convert import main as convert_pages
+
+        return convert_pages(args, parser)
     if args.model is None:
-        parser.error("--model is required")
+        parser.error("--model (or --pipeline) is required")
     if args.device is not None and args.devices * args.num_nodes > 1:
         parser.error("--device picks one device: use --accelerator with --devices")
     try:
