@@ -244,7 +244,7 @@ def _convert(args, load_pipeline, given, out: Path, mine: list[Page], todo: list
         try:
             for start in range(0, len(todo), pipeline.window):
                 window = todo[start: start + pipeline.window]
-                inputs = [_load(page, args.dpi, given) for page in window]
+                inputs = [_load(page, args.dpi, given, pipeline) for page in window]
                 results = pipeline.run(inputs)  # turns each input's image upright
                 for page, item, result in zip(window, inputs, results):
                     key = str(page.input)
@@ -262,7 +262,7 @@ def _convert(args, load_pipeline, given, out: Path, mine: list[Page], todo: list
     return EXIT_OK
 
 
-def _load(page: Page, dpi: float, given):
+def _load(page: Page, dpi: float, given, pipeline):
     """The page for the pipeline: its pixels, its PDF, its given regions (or why it cannot be converted)."""
     from docvlm.pipeline.run import PageInput
 
@@ -273,8 +273,10 @@ def _load(page: Page, dpi: float, given):
             item.error = entry.error
             return item
         item.regions = entry.regions
-    elif given is not None:
-        item.regions = None  # not in the regions file: the layout model's, if the pipeline has one
+    elif given is not None and pipeline.spec.layout is None:
+        item.error = (f"{page.where}: {given.path} gives no regions for this page, and {pipeline.spec.where} names "
+                      f"no layout model to find them")
+        return item
     try:
         item.image = page.load(dpi)
     except Exception as e:  # noqa: BLE001  BadImageError names it; anything else must not stop the run

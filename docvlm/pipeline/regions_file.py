@@ -50,10 +50,16 @@ class GivenRegions:
     path: Path
     pages: dict[tuple[str, int | None], GivenPage] = field(default_factory=dict)
     names: dict[tuple[str, ...], GivenPage] = field(default_factory=dict)
+    real: dict[tuple[str, int | None], GivenPage] | None = field(default=None, repr=False)  # by resolved path
 
     def lookup(self, input_: str | Path, page: int | None) -> GivenPage | None:
-        """The page's regions, or None when the file does not give them."""
+        """The page's regions, or None when the file does not give them; a path through a link matches the
+        file the link leads to."""
         found = self.pages.get((os.path.abspath(input_), page))
+        if found is None:
+            if self.real is None:
+                self.real = {(os.path.realpath(path), number): entry for (path, number), entry in self.pages.items()}
+            found = self.real.get((os.path.realpath(input_), page))
         if found is not None or page is not None:
             return found
         parts = Path(os.path.abspath(input_)).parts
