@@ -143,3 +143,14 @@ def test_text_regions_of_a_pdf_with_a_text_layer_take_its_text_without_a_model(t
         ("title", "text-layer", "Results"), ("text", "text-layer", "All tables agree."), ("caption", None, None)]
     assert result.regions[1].task == "text" and result.regions[1].value == "All tables agree."
     assert loads == []  # no crop needed a model
+
+
+def test_models_whose_weights_exceed_the_free_memory_are_loaded_one_at_a_time(tmp_path, loads):
+    big = tmp_path / "big"
+    big.mkdir()
+    (big / "config.json").write_text("{}", encoding="utf-8")
+    with open(big / "model.safetensors", "wb") as f:
+        f.truncate(1 << 50)  # a petabyte of weights, sparse
+    assert pipeline({**ROUTES, "table": {"model": str(big), "task": "tables"}}).one_model_at_a_time
+    assert not pipeline().one_model_at_a_time  # tiny models: together
+    assert loads == []  # decided from the files, no weights read
