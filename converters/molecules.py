@@ -145,6 +145,19 @@ def canonical_smiles(smiles: str) -> str | None:
     return re.sub(r"\[(\d+)\*\]", lambda m: f"[{labels[int(m[1])]}]" if int(m[1]) in labels else m[0], canonical)
 
 
+def mol_smiles(mol: Chem.Mol) -> str:
+    """RDKit's canonical isomeric SMILES of a molecule `parse_smiles` read, its labelled dummy atoms written back
+    as their bracket labels (`[Ph]`, `[R1]`), as `canonical_smiles` writes them."""
+    mol, labels = Chem.Mol(mol), {}
+    for atom in mol.GetAtoms():
+        if atom.GetAtomicNum() == 0 and atom.HasProp("dummyLabel"):
+            labels[1000 + len(labels)] = atom.GetProp("dummyLabel")
+            atom.SetIsotope(999 + len(labels))
+    with _Messages():
+        smiles = Chem.MolToSmiles(mol)
+    return re.sub(r"\[(\d+)\*\]", lambda m: f"[{labels[int(m[1])]}]" if int(m[1]) in labels else m[0], smiles)
+
+
 def molfile_smiles(path: str | Path) -> tuple[str, list[str]]:
     """Gold SMILES of a MOL/SDF file (first record) as MolScribe's preprocessing derives it.
 
