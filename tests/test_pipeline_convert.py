@@ -15,11 +15,9 @@ import pytest
 from docvlm.convert import main
 from pipeline_helpers import composed_page, image_pdf
 
-pytest.importorskip("docvlm.pipeline.document")  # docling documents: until that part is merged
-
 DOCVLM = str(Path(sys.executable).parent / "docvlm")
 FAST = ["--max-new-tokens", "3", "--num-workers", "0", "--export-workers", "1"]
-BOOKKEEPING = {"manifest.jsonl", ".convert.lock", ".convert.run"}
+BOOKKEEPING = {"manifest.jsonl", ".convert.lock", ".convert.run", "review.html"}
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +82,8 @@ def test_each_page_gets_a_row_listing_its_regions_and_each_input_a_document(corp
     assert sorted(paper.pages) == [1, 2] and (tmp_path / "paper.md").is_file()
     documents = [o for r in rows(tmp_path) for o in r["outputs"] if o.startswith("paper.")]
     assert sorted(documents) == ["paper.docling.json", "paper.md"]  # listed once, with the page that completed it
+    review = (tmp_path / "review.html").read_text(encoding="utf-8")
+    assert all(name in review for name in ("scan0.png", "scan1.png", "paper.pdf"))  # every page, to check
 
 
 def test_a_resume_rebuilds_a_document_from_its_pages_saved_results(corpus, tmp_path):

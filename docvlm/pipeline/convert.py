@@ -10,7 +10,8 @@ Per page `<out>/<doc>/`: each region's content exported with its task's `export`
 convert does: a renderer crashing on odd output costs only that region) as `p<N>-r<K>-<label>.*`, the page
 drawn with its boxes (`p<N>.png`), and the page's result (`p<N>.page.json`), from which a resumed run rebuilds
 the document without decoding the page again. When every page of a document has its row: `<out>/<doc>.docling.json`,
-`<out>/<doc>.md` and, with music, `<out>/<doc>.krn`, listed with the row of the page that completed it.
+`<out>/<doc>.md` and, with music, `<out>/<doc>.krn`, listed with the row of the page that completed it. At the
+end, `<out>/review.html` lists the pages to check first (failed, with problems, least confident regions).
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from docvlm.pipeline.results import PageResult, RegionResult
 
 TASK = "pipeline"  # the manifest's `task` of a page row
 PAGE_JSON = ".page.json"
+REVIEW = "review.html"  # the run's, beside the manifest: no page's output
 
 
 def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -403,13 +405,35 @@ class _Writer:
 
 
 def _review(out: Path, manifest: RunManifest, say) -> None:
-    """`<out>/review.html`: the pages whose regions have the lowest confidences, first (docvlm.pipeline.review)."""
-    try:
-        from docvlm.pipeline.review import write_review
-    except ImportError:
+    """`<out>/review.html`: the run's pages, the ones to check first first (`docvlm.pipeline.review`), from the
+    manifest's rows (all processes' pages, also those of earlier runs)."""
+    from docvlm.pipeline.review import write_review
+
+    entries = []
+    for row in manifest.read().values():
+        page = _from_row(row)
+        if page is not None:
+            drawn = f"{row.get('id')}.png"
+            entries.append((page, out / drawn if drawn in row.get("outputs", []) else None))
+    if not entries:
         return
-    rows = [r for r in manifest.read().values() if r.get("task") == TASK and r.get("error") is None]
     try:
-        write_review(out / "review.html", rows)
+        if (out / REVIEW).is_symlink():  # planted: the link goes, what it leads to stays untouched
+            (out / REVIEW).unlink()
+        write_review(out / REVIEW, entries)
     except OSError as e:
-        say.warning(f"{out / 'review.html'}: cannot write the review list ({e})")
+        say.warning(f"{out / REVIEW}: cannot write the review list ({e})")
+
+
+def _from_row(row: dict) -> PageResult | None:
+    """A page row as the review reads it (no parsed values); None for another command's row or a crafted one."""
+    if row.get("task") != TASK:
+        return None
+    try:
+        regions = [RegionResult(**{**r, "box": tuple(float(v) for v in r["box"])}) for r in row.get("regions", [])]
+        return PageResult(str(row["input"]), row.get("page"), float(row.get("width") or 0),
+                          float(row.get("height") or 0), str(row.get("unit", "px")), int(row.get("rotation") or 0),
+                          float(row.get("skew") or 0), regions, [str(p) for p in row.get("problems", [])],
+                          row.get("error"))
+    except (KeyError, TypeError, ValueError):
+        return None
