@@ -62,7 +62,7 @@ def assert_every_page_once_with_its_files(out: Path, expected: list[dict]) -> No
 
 
 def test_each_page_gets_a_row_listing_its_regions_and_each_input_a_document(corpus, tmp_path):
-    from docling_core.types.doc import DoclingDocument
+    from docling_core.types.doc import ContentLayer, DoclingDocument
 
     root, expected = corpus
     assert main(args(root, tmp_path)) == 0
@@ -80,6 +80,9 @@ def test_each_page_gets_a_row_listing_its_regions_and_each_input_a_document(corp
     assert sorted(r["document"] for r in rows(tmp_path)) == ["paper", "paper", "scan0", "scan1"]
     paper = DoclingDocument.load_from_json(tmp_path / "paper.docling.json")
     assert sorted(paper.pages) == [1, 2] and (tmp_path / "paper.md").is_file()
+    items = [item for item, _ in paper.iterate_items(with_groups=False, included_content_layers=set(ContentLayer))]
+    assert [item.prov[0].page_no for item in items] == [
+        row["page"] for row in expected[2:] for _ in row["regions"]]  # one item per region, in the pages' order
     documents = [o for r in rows(tmp_path) for o in r["outputs"] if o.startswith("paper.")]
     assert sorted(documents) == ["paper.docling.json", "paper.md"]  # listed once, with the page that completed it
     review = (tmp_path / "review.html").read_text(encoding="utf-8")
