@@ -74,6 +74,7 @@ examples:
   docvlm convert --model runs/grandstaff/hf scores/ --out out/ --devices 8 --skip-existing
   srun docvlm convert --model hf/ corpus/ --out out/ --devices 4 --num-nodes 2   # SLURM, 2 x 4 GPUs
   docvlm convert --model hf/ corpus/ --out out/ --shard $((SLURM_ARRAY_TASK_ID + 1))/16
+  docvlm convert --pipeline pipeline.yaml papers/ --out docs/     # regions routed to models, one document each
 """
 
 

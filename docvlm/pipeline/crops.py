@@ -74,6 +74,16 @@ class PdfPages:
         crop = (x0 * width, (1 - y1) * height, (1 - x1) * width, y0 * height)  # after rotation, in points
         return pdf_page.render(scale=scale, crop=crop).to_pil().convert("RGB")
 
+    def _textpage(self, path: Path, page: int):
+        key = (str(path), page)
+        if key not in self._text:
+            self._text[key] = self._page(path, page).get_textpage()
+        return self._text[key]
+
+    def has_text(self, path: Path, page: int) -> bool:
+        """Whether the page has a text layer (born digital: upright as pdfium displays it)."""
+        return self._textpage(path, page).count_chars() > 0
+
     def text(self, path: Path, page: int, box: Box) -> str | None:
         """The text layer's text inside `box`, lines joined by newlines; None when there is none there (a
         scanned page, an image in a born-digital one)."""
@@ -81,11 +91,7 @@ class PdfPages:
 
         import pypdfium2.raw as raw
 
-        key = (str(path), page)
-        pdf_page = self._page(path, page)
-        if key not in self._text:
-            self._text[key] = pdf_page.get_textpage()
-        textpage = self._text[key]
+        pdf_page, textpage = self._page(path, page), self._textpage(path, page)
         if textpage.count_chars() == 0:
             return None
         width, height = pdf_page.get_size()

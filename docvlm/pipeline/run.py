@@ -4,10 +4,11 @@
     results = pipeline(["scan1.png", "scan2.png"])             # PageResults: regions in reading order
 
 Per window of pages: each page turned upright (when `docvlm.pipeline.orientation` is there; not with given
-regions, whose boxes are of the page as it is), its regions found by the layout model (all pages in batches) or
-taken as given, put in reading order (`docvlm.converters.reading_order`), then every routed region of every page
-of the window cropped (`docvlm.pipeline.crops`) and decoded with its route's model: crops of one model and task
-from many pages in the same batches. Text regions of a PDF page with a text layer take its text, no model.
+regions, whose boxes are of the page as it is, nor a PDF page with a text layer, born upright), its regions
+found by the layout model (all pages in batches) or taken as given, put in reading order
+(`docvlm.converters.reading_order`), then every routed region of every page of the window cropped
+(`docvlm.pipeline.crops`) and decoded with its route's model: crops of one model and task from many pages in
+the same batches. Text regions of a PDF page with a text layer take its text, no model.
 
 Each distinct model is loaded once, also when several routes (or a mixture model's several tasks) share it:
 its routes are `Model`s sharing one net. When the models do not fit in memory together (`one_model_at_a_time`,
@@ -186,10 +187,10 @@ class Pipeline:
             return PageResult(page.input, page.page, 0, 0, error=f"{page.input}{_page_of(page)}: no regions given for "
                               f"this page, and {self.spec.where} names no layout model to find them")
         rotation, skew = 0, 0.0
-        if page.regions is None:
-            page.image, rotation, skew = _upright(page.image)
         if page.pdf is not None:
             try:
+                if page.regions is None and not pdfs.has_text(page.pdf, page.page):  # a scan in a PDF
+                    page.image, rotation, skew = _upright(page.image)
                 width, height = pdfs.size(page.pdf, page.page)
             except Exception as e:  # noqa: BLE001  pdfium's error: the page alone fails
                 page.error = f"{page.input}{_page_of(page)}: cannot read the PDF page ({type(e).__name__}: {e})"
@@ -197,6 +198,8 @@ class Pipeline:
             if rotation in (90, 270):
                 width, height = height, width
             return PageResult(page.input, page.page, width, height, "pt", rotation, skew)
+        if page.regions is None:
+            page.image, rotation, skew = _upright(page.image)
         return PageResult(page.input, page.page, *page.image.size, "px", rotation, skew)
 
     def _find_regions(self, pages: list[PageInput], results: list[PageResult]) -> None:
