@@ -33,12 +33,17 @@ def corpus(tmp_path_factory):
         rows.append({"input": str(inputs / f"scan{i}.png"), "page": None, "regions": regions})
     image_pdf(inputs / "paper.pdf", [pages[2][0], pages[3][0]])
     rows += [{"input": str(inputs / "paper.pdf"), "page": n, "regions": pages[n + 1][1]} for n in (1, 2)]
-    lines = [json.dumps({**row, "regions": [{"label": r.label, "bbox": list(r.box)} for r in row["regions"]]})
-             for row in rows]
+    lines = [json.dumps({**row, "regions": [{"label": r.label, "bbox": list(r.box), "score": score(r)}
+                                            for r in row["regions"]]}) for row in rows]
     (root / "regions.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
     (root / "p.yaml").write_text("routes:\n  table: {model: tiny, task: tables}\n  text: {model: tiny, task: text}\n"
                                  "  molecule: {model: tiny, task: molecules}\n", encoding="utf-8")
     return root, rows
+
+
+def score(region) -> float:
+    """A confidence the regions file gives each region (its top edge)."""
+    return round(region.box[1], 4)
 
 
 def args(root: Path, out: Path, *more) -> list[str]:
@@ -70,7 +75,8 @@ def test_each_page_gets_a_row_listing_its_regions_and_each_input_a_document(corp
     by_page = {(Path(r["input"]).name, r["page"]): r for r in rows(tmp_path)}
     for truth in expected:
         row = by_page[(Path(truth["input"]).name, truth["page"])]
-        assert [(r["label"], tuple(r["box"])) for r in row["regions"]] == [(r.label, r.box) for r in truth["regions"]]
+        assert [(r["label"], tuple(r["box"]), r["score"]) for r in row["regions"]] == [
+            (r.label, r.box, score(r)) for r in truth["regions"]]
         for k, region in enumerate(row["regions"], 1):
             routed = region["label"] in ("table", "text", "molecule")
             assert (region["source"] == "model") == routed and bool(region["outputs"]) == routed

@@ -154,3 +154,22 @@ def test_models_whose_weights_exceed_the_free_memory_are_loaded_one_at_a_time(tm
     assert pipeline({**ROUTES, "table": {"model": str(big), "task": "tables"}}).one_model_at_a_time
     assert not pipeline().one_model_at_a_time  # tiny models: together
     assert loads == []  # decided from the files, no weights read
+
+
+def test_a_mixture_model_serves_its_tasks_from_one_net(pages, loads, tmp_path):
+    import json
+
+    from docvlm.model import build_tiny
+
+    net, processor = build_tiny()
+    folder = tmp_path / "mix"
+    net.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    (folder / "docvlm.json").write_text(json.dumps({"tasks": [{"task": "tables", "options": {}},
+                                                              {"task": "text", "options": {}}]}), encoding="utf-8")
+    routes = {"table": {"model": str(folder), "task": "tables"}, "text": {"model": str(folder), "task": "text"}}
+    result = pipeline(routes)([pages[2][0]], regions=[pages[2][1]])[0]
+    assert loads == [str(folder)]
+    assert {(r.label, r.task) for r in result.regions} == {("table", "tables"), ("text", "text")}
+    with pytest.raises(PipelineSpecError, match=r"routes: table: a mixture model of tasks tables, text"):
+        pipeline({"table": {"model": str(folder)}})
