@@ -231,7 +231,7 @@ def _convert(args, load_pipeline, given, out: Path, mine: list[Page], todo: list
         pipeline = load_pipeline()
     except (PipelineSpecError, ValueError) as e:
         return say.error(str(e), EXIT_USAGE)
-    writer = _Writer(args, pipeline, out, manifest, names, stats)
+    writer = _Writer(args, pipeline, out, manifest, names)
     remaining: dict[str, set] = {}  # input -> its pages this run has still to finish
     for page in todo:
         remaining.setdefault(str(page.input), set()).add(page.page)
@@ -266,6 +266,7 @@ def _convert(args, load_pipeline, given, out: Path, mine: list[Page], todo: list
 
 def _load(page: Page, dpi: float, given, pipeline):
     """The page for the pipeline: its pixels, its PDF, its given regions (or why it cannot be converted)."""
+    from docvlm.images import BadImageError
     from docvlm.pipeline.run import PageInput
 
     entry = given.lookup(page.input, page.page) if given is not None else None
@@ -281,8 +282,10 @@ def _load(page: Page, dpi: float, given, pipeline):
         return item
     try:
         item.image = page.load(dpi)
-    except Exception as e:  # noqa: BLE001  BadImageError names it; anything else must not stop the run
-        item.error = str(e) if type(e).__name__ == "BadImageError" else f"{page.where}: cannot load ({e})"
+    except BadImageError as e:
+        item.error = str(e)
+    except Exception as e:  # noqa: BLE001  one odd file must not stop the run
+        item.error = f"{page.where}: cannot load ({type(e).__name__}: {e})"
     return item
 
 
@@ -297,7 +300,7 @@ def _count(row: dict, stats: dict) -> None:
 class _Writer:
     """A page's files staged and placed, its row made; a document's files when its pages are all done."""
 
-    def __init__(self, args, pipeline, out: Path, manifest: RunManifest, names: dict[str, str], stats: dict):
+    def __init__(self, args, pipeline, out: Path, manifest: RunManifest, names: dict[str, str]):
         self.args, self.pipeline, self.out, self.names = args, pipeline, out, names
         self.staging = manifest.staging
         self.pools: dict = {}  # task -> ExportPool, started on first use
