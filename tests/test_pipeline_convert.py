@@ -200,3 +200,10 @@ def test_a_killed_two_process_run_resumes_with_every_page_once(tmp_path):
     assert_every_page_once_with_its_files(out, expected)
     assert not list(out.glob("manifest.part-*"))
     assert len(list(out.glob("*.docling.json"))) == 16
+
+
+def test_a_label_from_a_regions_file_cannot_lead_a_file_name_elsewhere():
+    from docvlm.pipeline.convert import _label
+
+    assert _label("../../etc/passwd") == "_etc_passwd" and _label("section-header") == "section-header"
+    assert _label("..") == "_" and len(_label("x" * 500)) == 40
