@@ -52,7 +52,7 @@ from docvlm.inference import (
     source_name,
 )
 from docvlm.pages import Page, PageRange, PageRangeError, expand, parse_page_range
-from docvlm.pipeline.arguments import add_arguments as add_pipeline_arguments
+from docvlm.pipeline.arguments import add_pipeline_arguments, refuse_without_pipeline
 from docvlm.tasks.base import Sample, Task
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
@@ -326,6 +326,7 @@ def main(argv: list[str]) -> int:
         from docvlm.pipeline.convert import main as convert_pages
 
         return convert_pages(args, parser)
+    refuse_without_pipeline(args, parser)
     if args.model is None:
         parser.error("--model (or --pipeline) is required")
     if args.device is not None and args.devices * args.num_nodes > 1:

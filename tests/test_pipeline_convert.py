@@ -142,6 +142,9 @@ def test_a_broken_regions_file_or_pipeline_stops_before_anything_is_written(corp
     with pytest.raises(SystemExit):
         main(["--pipeline", str(root / "p.yaml"), "--model", "tiny", str(root / "in"), "--out", str(tmp_path / "o")])
     assert "leave out --model" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--model", "tiny", "--task", "text", "--regions", "r.jsonl", str(root / "in"), "--out", str(tmp_path)])
+    assert "--regions: only with --pipeline" in capsys.readouterr().err
 
 
 def convert(*arguments, check=True) -> subprocess.CompletedProcess:

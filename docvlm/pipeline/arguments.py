@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
     """`--pipeline` and its options, in convert's parser."""
     from docvlm.inference import positive
 
@@ -27,3 +27,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--window", type=positive(int), metavar="PAGES",
                        help="pages decoded together: crops of one route from all of them share batches "
                             "(default 4 x --batch-size, 16 at least)")
+
+
+def refuse_without_pipeline(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """The pipeline's options given to a plain `--model` run would do nothing: a usage error naming them."""
+    given = [flag for flag, value in (("--regions", args.regions), ("--margin", args.margin),
+                                      ("--one-model-at-a-time", args.one_model_at_a_time), ("--window", args.window))
+             if value is not None]
+    if given:
+        parser.error(f"{', '.join(given)}: only with --pipeline")
