@@ -173,3 +173,24 @@ def test_a_mixture_model_serves_its_tasks_from_one_net(pages, loads, tmp_path):
     assert {(r.label, r.task) for r in result.regions} == {("table", "tables"), ("text", "text")}
     with pytest.raises(PipelineSpecError, match=r"routes: table: a mixture model of tasks tables, text"):
         pipeline({"table": {"model": str(folder)}})
+
+
+def test_a_crop_that_fails_to_decode_costs_only_its_region(pages, monkeypatch, tmp_path):
+    from docvlm.inference import Model
+
+    real = Model.__call__
+    image, regions = pages[0]
+    table = next(r for r in regions if r.label == "table")
+
+    def failing(self, images, **options):  # the table's crop fails, in a batch or alone
+        if self.task.name == "tables":
+            raise RuntimeError("out of memory")
+        return real(self, images, **options)
+
+    monkeypatch.setattr(Model, "__call__", failing)
+    image.save(tmp_path / "page.png")
+    result = pipeline()([tmp_path / "page.png"], regions=[regions])[0]  # a path, loaded as an image
+    assert result.error is None and result.input == str(tmp_path / "page.png")
+    failed = [r for r in result.regions if r.problems == ["decoding failed (RuntimeError: out of memory)"]]
+    assert [r.box for r in failed] == [table.box] and failed[0].text is None
+    assert all(r.text is not None for r in result.regions if r.label == "text")
