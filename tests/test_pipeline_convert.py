@@ -210,3 +210,16 @@ def test_a_label_from_a_regions_file_cannot_lead_a_file_name_elsewhere():
 
     assert _label("../../etc/passwd") == "_etc_passwd" and _label("section-header") == "section-header"
     assert _label("..") == "_" and len(_label("x" * 500)) == 40
+
+
+def test_weights_that_do_not_load_stop_the_run_naming_the_model(corpus, tmp_path, capsys):
+    root, _ = corpus
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text("{}", encoding="utf-8")
+    (broken / "model.safetensors").write_bytes(b"not weights")
+    (tmp_path / "p.yaml").write_text(f"routes: {{table: {{model: {broken}, task: tables}}}}\n", encoding="utf-8")
+    code = main(["--pipeline", str(tmp_path / "p.yaml"), "--regions", str(root / "regions.jsonl"), str(root / "in"),
+                 "--out", str(tmp_path / "out"), *FAST])
+    assert code == 2 and f"{tmp_path / 'p.yaml'}: {broken}: cannot load" in capsys.readouterr().err
+    assert not list((tmp_path / "out").rglob("*.png"))  # no page written

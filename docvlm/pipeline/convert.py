@@ -225,6 +225,7 @@ def _convert(args, load_pipeline, given, out: Path, mine: list[Page], todo: list
              known: dict, manifest: RunManifest, stats: dict, say) -> int:
     from tqdm import tqdm
 
+    from docvlm.inference import ModelLoadError
     from docvlm.pipeline.spec import PipelineSpecError
 
     try:
@@ -247,7 +248,10 @@ def _convert(args, load_pipeline, given, out: Path, mine: list[Page], todo: list
             for start in range(0, len(todo), pipeline.window):
                 window = todo[start: start + pipeline.window]
                 inputs = [_load(page, args.dpi, given, pipeline) for page in window]
-                results = pipeline.run(inputs)  # turns each input's image upright
+                try:
+                    results = pipeline.run(inputs)  # turns each input's image upright
+                except ModelLoadError as e:  # weights that checked out but do not load: no page can be converted
+                    return say.error(f"{args.pipeline}: {e}", EXIT_USAGE)
                 for page, item, result in zip(window, inputs, results):
                     key = str(page.input)
                     remaining[key].discard(page.page)

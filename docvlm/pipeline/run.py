@@ -238,15 +238,19 @@ class Pipeline:
                 if ref is not None:
                     groups.setdefault(ref, []).append((page, result, region))
         for ref in sorted(groups, key=lambda r: r.model):  # one model's tasks one after another
-            model = self.model(ref)
-            members = groups[ref]
-            crops = [self._crop(page, result, region.box, model.image_size, pdfs) for page, result, region in members]
-            for (_, _, region), parsed in zip(members, self._decode(model, crops)):
-                region.source = "model"
-                if isinstance(parsed, Exception):
-                    region.problems.append(f"decoding failed ({parsed})")
-                    continue
-                region.text, region.value, region.problems = parsed.text, parsed.value, list(parsed.problems)
+            self._read_route(ref, groups[ref], pdfs)
+
+    def _read_route(self, ref: ModelRef, members: list[tuple[PageInput, PageResult, RegionResult]],
+                    pdfs: PdfPages) -> None:
+        """The regions of one route decoded together (the model held only here, so that it can be released)."""
+        model = self.model(ref)
+        crops = [self._crop(page, result, region.box, model.image_size, pdfs) for page, result, region in members]
+        for (_, _, region), parsed in zip(members, self._decode(model, crops)):
+            region.source = "model"
+            if isinstance(parsed, Exception):
+                region.problems.append(f"decoding failed ({parsed})")
+                continue
+            region.text, region.value, region.problems = parsed.text, parsed.value, list(parsed.problems)
 
     def _text_layer(self, page: PageInput, result: PageResult, region: RegionResult, task, pdfs: PdfPages) -> bool:
         """Whether the region took its text from the PDF's text layer (a text route's, or an unrouted text class's)."""
