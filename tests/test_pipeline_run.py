@@ -194,3 +194,28 @@ def test_a_crop_that_fails_to_decode_costs_only_its_region(pages, monkeypatch, t
     failed = [r for r in result.regions if r.problems == ["decoding failed (RuntimeError: out of memory)"]]
     assert [r.box for r in failed] == [table.box] and failed[0].text is None
     assert all(r.text is not None for r in result.regions if r.label == "text")
+
+
+def test_a_sideways_page_gives_the_result_of_the_upright_one(pages, monkeypatch):
+    import dataclasses
+
+    import numpy as np
+
+    from docvlm.inference import Model
+    from docvlm.tasks.base import Parsed
+
+    image, regions = pages[1]
+    real, seen = Model.__call__, []
+
+    def layout(self, images, **options):  # the true regions, for the pixels of the upright page only
+        if self.task.name != "layout":
+            return real(self, images, **options)
+        seen.extend(np.array_equal(np.asarray(i), np.asarray(image)) for i in images)
+        return [Parsed("", list(regions) if seen[-1] else []) for _ in images]
+
+    monkeypatch.setattr(Model, "__call__", layout)
+    upright, sideways, upside_down = pipeline(layout="tiny")([image, image.rotate(90, expand=True), image.rotate(180)])
+    assert seen == [True, True, True]  # the layout model saw each page turned upright, pixel for pixel
+    assert (sideways.rotation, upside_down.rotation) == (90, 180) and upright.regions
+    assert dataclasses.replace(sideways, input=upright.input, rotation=0) == upright
+    assert dataclasses.replace(upside_down, input=upright.input, rotation=0) == upright

@@ -3,7 +3,7 @@
     pipeline = docvlm.load_pipeline("pipeline.yaml")          # the models' tasks checked; weights load on use
     results = pipeline(["scan1.png", "scan2.png"])             # PageResults: regions in reading order
 
-Per window of pages: each page turned upright (when `docvlm.pipeline.orientation` is there; not with given
+Per window of pages: each page turned upright (`docvlm.pipeline.orientation`; not with given
 regions, whose boxes are of the page as it is, nor a PDF page with a text layer, born upright), its regions
 found by the layout model (all pages in batches) or taken as given, put in reading order
 (`docvlm.converters.reading_order`), then every routed region of every page of the window cropped
@@ -298,14 +298,11 @@ def _page_of(page: PageInput) -> str:
 
 
 def _upright(image):
-    """(the image upright, rotation undone in degrees clockwise, skew undone in degrees) by
-    `docvlm.pipeline.orientation` where it is installed; the image as it is otherwise."""
-    try:
-        from docvlm.pipeline import orientation
-    except ImportError:
-        return image, 0, 0.0
-    found = orientation.detect(image)
-    return orientation.upright(image, found), int(getattr(found, "rotation", 0)), float(getattr(found, "skew", 0.0))
+    """(the image upright, rotation undone in degrees clockwise, skew undone in degrees)."""
+    from docvlm.pipeline.orientation import detect, upright
+
+    found = detect(image)
+    return upright(image, found), found.rotation, found.skew
 
 
 def _weights_bytes(source: str) -> int:
