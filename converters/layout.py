@@ -10,6 +10,7 @@ bins are dropped.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -39,12 +40,16 @@ def to_text(regions: Iterable[Region]) -> str:
     return " ; ".join(f"{locations.encode(r.box)} {r.label}" for r in regions)
 
 
-def parse(text: str, classes: Sequence[str]) -> tuple[list[Region], list[str]]:
-    """The regions written in `text` and what was wrong with it (see the module docstring)."""
+def parse(text: str, classes: Sequence[str], pieces: Sequence[str] | None = None,
+          probabilities: Sequence[float] | None = None) -> tuple[list[Region], list[str]]:
+    """The regions written in `text` and what was wrong with it (see the module docstring). With the output's
+    token `pieces` (joined: `text`) and their `probabilities` (`docvlm.decode.Generation`), each region's
+    `score` is its confidence (`label_confidence`)."""
     problems: list[str] = []
+    spans = _token_spans(pieces, probabilities, text)
     if _SEG.search(text):
         problems.append(f"{len(_SEG.findall(text))} segmentation tokens (<segNNN>) ignored: layout has boxes only")
-        text = _SEG.sub("", text)
+        text = _SEG.sub(lambda m: " " * len(m.group()), text)  # spaces: what follows keeps its offsets
     regions, known, end = [], set(classes), 0
     for match in _GROUP.finditer(text):
         _stray(text[end: match.start()], problems)
@@ -64,9 +69,39 @@ def parse(text: str, classes: Sequence[str]) -> tuple[list[Region], list[str]]:
             ymin, ymax, xmin, xmax = min(ymin, ymax), max(ymin, ymax), min(xmin, xmax), max(xmin, xmax)
         if label not in known:
             problems.append(f"{where}: label {quote(label)} is not one of the classes")
-        regions.append(Region(label, locations.decode((ymin, xmin, ymax, xmax))))
+        written = match.group(2)
+        start = match.start(2) + len(written) - len(written.lstrip())
+        score = label_confidence(spans, start, start + len(written.strip()))
+        regions.append(Region(label, locations.decode((ymin, xmin, ymax, xmax)), score=score))
     _stray(text[end:], problems)
     return regions, capped(problems)
+
+
+def _token_spans(pieces, probabilities, text: str) -> list[tuple[int, int, float]]:
+    """(start, end, probability) of each token's piece of `text`; none when the pieces are not `text`'s."""
+    if pieces is None or probabilities is None or len(pieces) != len(probabilities) or "".join(pieces) != text:
+        return []
+    spans, start = [], 0
+    for piece, probability in zip(pieces, probabilities):
+        if piece:
+            spans.append((start, start + len(piece), float(probability)))
+        start += len(piece)
+    return spans
+
+
+def label_confidence(spans: Sequence[tuple[int, int, float]], start: int, end: int) -> float | None:
+    """A region's confidence: the product of the probabilities of the tokens that write its label
+    (`text[start:end]`, the tokens after its four `<locNNNN>`s); None without scores or without a label.
+
+    The label alone, not the location tokens: an edge is one of 1024 bins, and a model sure where a box is
+    still spreads an edge's probability over the neighbouring bins (412, 411, 413 for one line of pixels), so
+    the four location probabilities are low for well-placed boxes and say little about them. The label's
+    tokens say whether the model takes the region to be there and of that class, as the class score of a
+    detector does; a label of several tokens is as likely as all of them (their product)."""
+    if end <= start:
+        return None
+    inside = [p for a, b, p in spans if a < end and b > start]
+    return float(math.prod(inside)) if inside else None
 
 
 def _stray(between: str, problems: list[str]) -> None:

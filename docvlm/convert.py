@@ -24,12 +24,15 @@ Pages are spread over processes by a stable hash of (input, page): `--devices N 
 Lightning Fabric (under `torchrun` or SLURM the world comes from the environment, as in Lightning), or
 `--shard I/N` for one shard of a job array. Parsing and export run in `--export-workers` child processes
 while the model decodes: the renderers behind some exports are native code that can crash on odd model
-output, and such a crash (or a hang past `--export-timeout`) costs only that page.
+output, and such a crash (or a hang past `--export-timeout`) costs only that page. They get the decoded
+output whole (a layout model's regions then carry their confidences) and, for a task whose export draws on
+the page (layout: boxes in the page's pixels, the page with its boxes), the page, loaded again there.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import os
@@ -530,7 +533,8 @@ def _convert(args, load_model, out: Path, todo: list[Job], manifest: RunManifest
 
     with tqdm(total=len(todo), unit="page", desc="converting", dynamic_ncols=True, disable=None) as bar:
         try:
-            for group in decode_items(model.net, model.processor, groups, decoding, max_new_tokens):
+            for group in decode_items(model.net, model.processor, groups, decoding, max_new_tokens,
+                                      model.task.wants_token_scores):
                 failed = []
                 for item, generation in group:
                     job = todo[item["index"]]
@@ -540,7 +544,9 @@ def _convert(args, load_model, out: Path, todo: list[Job], manifest: RunManifest
                         failed.append(_row(model.task, job, error=reason))
                     else:
                         stem = staging / f"{item['index']}" / Path(job.id).name
-                        pending[pool.submit(generation.text, stem)] = (job, generation)
+                        # the page itself only for an export that draws on it: reloaded in the export process
+                        page = functools.partial(job.page.load, args.dpi) if model.task.export_wants_image else None
+                        pending[pool.submit(generation, stem, page)] = (job, generation)
                 manifest.append(failed)
                 for row in failed:
                     _count(row, stats)

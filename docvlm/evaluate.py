@@ -48,7 +48,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     source.add_argument("--data", help="dataset folder or file, read by the task's reader")
     source.add_argument("--synthetic", type=int, metavar="N", help="decode N synthetic samples of the task")
     source.add_argument("--predictions", type=Path, metavar="FILE",
-                        help="JSONL of {id, prediction, target[, image]} rows (e.g. predictions/val-stepN.jsonl)")
+                        help="JSONL of {id, prediction, target[, image, confidences]} rows (e.g. "
+                             "predictions/val-stepN.jsonl)")
     parser.add_argument("--images", type=Path, metavar="DIR",
                         help="with --predictions: the folder its rows' `image` paths are inside (default: the "
                              "file's folder); images elsewhere are shown as unavailable")
@@ -147,13 +148,27 @@ def read_predictions(path: Path, limit: int | None, images_dir: Path | None = No
             if image is not None and not isinstance(image, str):
                 raise PredictionsError(f"{where}: 'image' must be a path string")
             rows.append({"id": str(row.get("id", line_no)), "image": image, "target": row["target"],
-                         "prediction": row["prediction"]})
+                         "prediction": row["prediction"], **_confidences(row, where)})
             images.append(_inside(base, image) if image else None)
             if limit is not None and len(rows) >= limit:
                 break
     except ManifestError as e:
         raise PredictionsError(str(e)) from None
     return rows, images
+
+
+def _confidences(row: dict, where: str) -> dict[str, list]:
+    """A row's optional `confidences` (written by validation and `evaluate` for tasks that keep them): a list
+    of numbers in [0, 1] or nulls."""
+    confidences = row.get("confidences")
+    if confidences is None:
+        return {}
+    def valid(c) -> bool:
+        return c is None or (isinstance(c, (int, float)) and not isinstance(c, bool) and 0 <= c <= 1)
+
+    if not isinstance(confidences, list) or not all(map(valid, confidences)):
+        raise PredictionsError(f"{where}: 'confidences' must be a list of numbers in [0, 1] (or nulls)")
+    return {"confidences": confidences}
 
 
 def _inside(base: str, image: str) -> Path | None:
@@ -191,15 +206,18 @@ def decode(model, args: argparse.Namespace) -> tuple[list[dict], list[Any]]:
     rows: list[dict] = []
     with partial.open("w", encoding="utf-8") as f, tqdm(total=len(dataset), unit="sample", desc="decoding",
                                                          disable=None) as bar:
-        for group in decode_items(model.net, model.processor, loader, decoding, max_new_tokens):
+        scored = task.wants_token_scores
+        for group in decode_items(model.net, model.processor, loader, decoding, max_new_tokens, scored):
             for item, generation in group:
                 if isinstance(generation, Exception):
                     error = item.get("error") or f"{samples[item['index']].id}: decoding failed ({generation})"
                     raise BadImageError(f"{error}; the {len(rows)} predictions decoded before it are in {partial}")
                 image = samples[item["index"]].image
+                confidences = task.confidences(generation)
                 rows.append({"id": item["id"],
                              "image": str(Path(image).resolve()) if isinstance(image, (str, Path)) else None,
                              "target": item["target"], "prediction": generation.text,
+                             **({"confidences": confidences} if confidences is not None else {}),
                              "decoding_problems": generation.problems})
                 f.write(json.dumps(rows[-1], ensure_ascii=False) + "\n")
             f.flush()
@@ -209,15 +227,18 @@ def decode(model, args: argparse.Namespace) -> tuple[list[dict], list[Any]]:
 
 def score_rows(task: Task, rows: list[dict]) -> dict[str, float]:
     """The task's metrics over the whole set; each row gets its own `score` and the `problems` of its
-    prediction. A sample whose scoring fails is reported with its error instead of stopping the report."""
+    prediction. Rows' `confidences` (decoded with the model's scores) go to `task.score_with`. A sample whose
+    scoring fails is reported with its error instead of stopping the report."""
     from tqdm import tqdm
 
-    metrics = task.score([r["prediction"] for r in rows], [r["target"] for r in rows])
+    metrics = task.score_with([r["prediction"] for r in rows], [r["target"] for r in rows],
+                              [r.get("confidences") for r in rows])
     for row in tqdm(rows, unit="sample", desc="scoring samples", delay=2):  # shown only when scoring is slow
         row["problems"] = [*row.pop("decoding_problems", []), *task.parse(row["prediction"]).problems,
                            *task.scoring_problems(row["prediction"], row["target"])]
         try:
-            row["score"] = {k: float(v) for k, v in task.score([row["prediction"]], [row["target"]]).items()}
+            row["score"] = {k: float(v) for k, v in task.score_with([row["prediction"]], [row["target"]],
+                                                                    [row.get("confidences")]).items()}
         except Exception as err:  # noqa: BLE001  one odd sample must not take the report down
             row["score"] = None
             row["problems"].append(f"per-sample scoring failed: {type(err).__name__}: {err}")

@@ -9,8 +9,10 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+from docvlm.decode import Generation
 from docvlm.tasks.base import Task
 
 STARTUP_TIMEOUT = 300.0  # seconds a new export process may take to import before it counts as hung
@@ -20,18 +22,21 @@ class ExportError(RuntimeError):
     """The export process crashed, timed out or could not start; the page's row carries the message."""
 
 
-def _parse_and_export(task: Task, text: str, stem: str) -> tuple:
-    """("ok", paths, problems) or ("error", message): what the child answers for one page."""
+def _parse_and_export(task: Task, output: str | Generation, stem: str, image: Callable | None = None) -> tuple:
+    """("ok", paths, problems) or ("error", message): what the child answers for one page. `output` is the
+    decoded text, or the whole `Generation` (with its tokens' probabilities, for `task.parse_generation`);
+    `image`, for a task that `export_wants_image`, loads the page (here: a page that crashes its decoder
+    costs only this process)."""
     try:
-        parsed = task.parse(text)
-        paths = task.export(parsed, stem)
+        parsed = task.parse_generation(output if isinstance(output, Generation) else Generation(output))
+        paths = task.export(parsed, stem, image=image()) if image is not None else task.export(parsed, stem)
         return "ok", [str(p) for p in paths], [str(p) for p in parsed.problems]
     except Exception as e:  # noqa: BLE001  reported in the page's row
         return "error", f"{type(e).__name__}: {e}"
 
 
 def _export_child(fd: int) -> None:
-    """The child's loop: a pickled task first, then (text, stem) jobs until None or end of input."""
+    """The child's loop: a pickled task first, then (output, stem, image) jobs until None or end of input."""
     from multiprocessing.connection import Connection
 
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # as Ctrl-C (another session): the parent stops this process
@@ -115,10 +120,12 @@ class ExportWorker:
         self._conn.send(self.task)
         self._ready = False
 
-    def export(self, text: str, stem: Path) -> tuple[list[str], list[str]]:
-        """(written paths, parse problems); raises `ExportError` when export failed, crashed or timed out."""
+    def export(self, output: str | Generation, stem: Path, image: Callable | None = None
+               ) -> tuple[list[str], list[str]]:
+        """(written paths, parse problems) of a decoded text or `Generation` (`_parse_and_export`, with `image`, a
+        picklable callable that loads the page); raises `ExportError` when export failed, crashed or timed out."""
         if not self.isolated:
-            reply = _parse_and_export(self.task, text, str(stem))
+            reply = _parse_and_export(self.task, output, str(stem), image)
         else:
             self.start()
             if not self._ready:
@@ -127,10 +134,10 @@ class ExportWorker:
                 if reply[0] != "ready":  # the child cannot rebuild the task
                     self._stop(kill=True)
                     self._unprotected(reply[1])
-                    return self.export(text, stem)
+                    return self.export(output, stem, image)
                 self._ready = True
             try:
-                self._conn.send((text, str(stem)))
+                self._conn.send((output, str(stem), image))
             except OSError:
                 pass  # the child died: reported by _receive
             reply = self._receive(self.timeout, "parse/export")
@@ -194,7 +201,7 @@ def _describe_exit(code: int | None) -> str:
 class ExportPool:
     """`workers` `ExportWorker`s driven from threads, so that parsing and export overlap decoding.
 
-    `submit(text, stem)` returns a future of (written paths, parse problems) that raises `ExportError` as
+    `submit(output, stem, image)` returns a future of (written paths, parse problems) that raises `ExportError` as
     `ExportWorker.export` does: a crash or a hang costs only that page, whatever the number of workers.
     """
 
@@ -209,16 +216,16 @@ class ExportPool:
             self._idle.put(worker)
         self._threads = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="docvlm-export")
 
-    def _run(self, text: str, stem: Path) -> tuple[list[str], list[str]]:
+    def _run(self, output: str | Generation, stem: Path, image: Callable | None) -> tuple[list[str], list[str]]:
         worker = self._idle.get()
         try:
             stem.parent.mkdir(parents=True, exist_ok=True)
-            return worker.export(text, stem)
+            return worker.export(output, stem, image)
         finally:
             self._idle.put(worker)
 
-    def submit(self, text: str, stem: Path):
-        return self._threads.submit(self._run, text, stem)
+    def submit(self, output: str | Generation, stem: Path, image: Callable | None = None):
+        return self._threads.submit(self._run, output, stem, image)
 
     def close(self, cancel: bool = False) -> None:
         """Wait for the exports under way (dropping queued ones with `cancel`), then stop the workers."""

@@ -190,9 +190,10 @@ def pick(description: dict, name: str | None) -> dict:
 
 
 # ---- decoding a set of items -----------------------------------------------------------------------
-def decode_items(model, processor, items: Iterable[list[dict]], decoding: Decoding, max_new_tokens: int
-                 ) -> Iterator[list[tuple[dict, Generation | Exception]]]:
-    """For each group of `TaskDataset`-style items, [(item, its Generation or the error)] in order.
+def decode_items(model, processor, items: Iterable[list[dict]], decoding: Decoding, max_new_tokens: int,
+                 token_scores: bool = False) -> Iterator[list[tuple[dict, Generation | Exception]]]:
+    """For each group of `TaskDataset`-style items, [(item, its Generation or the error)] in order; with
+    `token_scores` (a task that `wants_token_scores`), generations carry their tokens' probabilities.
 
     An item whose image failed to load carries the error message; if a whole batch fails to decode, each
     item is decoded alone, so that one bad page fails alone. The next group's pixel values are made in a
@@ -206,7 +207,7 @@ def decode_items(model, processor, items: Iterable[list[dict]], decoding: Decodi
     collate = Collator(processor, with_targets=False)
 
     def run(group: list[dict], pixel_values=None) -> list[Generation]:
-        return generate(model, processor, collate(group, pixel_values), decoding, max_new_tokens)
+        return generate(model, processor, collate(group, pixel_values), decoding, max_new_tokens, token_scores)
 
     with ThreadPoolExecutor(1, thread_name_prefix="docvlm-pixels") as pool:
         def ahead(group: list[dict]):
@@ -293,7 +294,8 @@ class Model:
 
         `prompts` are per-image prompt parts appended to the task's prompt (e.g. a radiology INDICATION),
         exactly as training builds prompts from a sample's `prefix`. Each result has `.text`, `.value`
-        (the domain object) and `.problems` (decoding and parsing problems)."""
+        (the domain object; a layout model's regions each with their confidence as `.score`) and `.problems`
+        (decoding and parsing problems)."""
         from docvlm.items import TaskDataset, check_prompts
 
         if prompts is not None and len(prompts) != len(images):
@@ -306,11 +308,11 @@ class Model:
         groups = ([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
                   for start in range(0, len(dataset), batch_size))
         results: list[Parsed] = []
-        for group in decode_items(self.net, self.processor, groups, decoding, max_new):
+        for group in decode_items(self.net, self.processor, groups, decoding, max_new, self.task.wants_token_scores):
             for item, generation in group:
                 if isinstance(generation, Exception):
                     raise generation
-                results.append(with_decoding_problems(self.task.parse(generation.text), generation))
+                results.append(with_decoding_problems(self.task.parse_generation(generation), generation))
         return results
 
     def decoding_for(self, num_beams=None, max_new_tokens=None, repetition_guard=None) -> tuple[Decoding, int]:

@@ -17,7 +17,7 @@ from lightning.pytorch.strategies import FSDPStrategy
 from lightning.pytorch.utilities import rank_zero_info
 
 from docvlm import describe, mixture
-from docvlm.decode import Decoding, generate
+from docvlm.decode import Decoding, Generation, generate
 from docvlm.errors import DataError
 from docvlm.items import FILLER
 from docvlm.model import TINY, ModelSpec, load, model_spec, save_pretrained, unwrap
@@ -178,18 +178,26 @@ class DocVLM(L.LightningModule):
     # ------------------------------------------------------------------------------------ decoding
     def decode(self, batch: dict[str, Any], task: Task | None = None) -> list[str]:
         """Texts for a batch, by `docvlm.decode.generate`: what `convert`, `evaluate` and `docvlm.load` run."""
-        max_new = self.decoding.max_new_tokens or (task or self.task).max_target_tokens
-        return [g.text for g in generate(self.net, self.processor, batch, self.decoding, max_new)]
+        return [g.text for g in self.generations(batch, task)]
+
+    def generations(self, batch: dict[str, Any], task: Task | None = None) -> list[Generation]:
+        """`decode`'s outputs whole: with the tokens' probabilities for a task that `wants_token_scores`."""
+        task = task or self.task
+        max_new = self.decoding.max_new_tokens or task.max_target_tokens
+        return generate(self.net, self.processor, batch, self.decoding, max_new, task.wants_token_scores)
 
     def _collect(self, batch: dict[str, Any], split: str, part: int = 0) -> None:
         """Decode a batch of task `part` (a mixture's validation loader of that task; 0 for one task)."""
         if "input_ids" not in batch:
             return
         name, task = mixture.tasks_of(self.task)[part]
-        decoded = zip(batch["index"].tolist(), batch["id"], batch["target"], self.decode(batch, task))
-        for index, id_, target, prediction in decoded:
+        decoded = zip(batch["index"].tolist(), batch["id"], batch["target"], self.generations(batch, task))
+        for index, id_, target, generation in decoded:
+            confidences = task.confidences(generation)
             self._outputs.append({"index": index, "id": id_, "image": self._image_path(split, index, part),
-                                  "target": target, "prediction": prediction, **({"task": name} if name else {})})
+                                  "target": target, "prediction": generation.text,
+                                  **({"confidences": confidences} if confidences is not None else {}),
+                                  **({"task": name} if name else {})})
 
     def _image_path(self, split: str, index: int, part: int = 0) -> str | None:
         """The sample's image file, so that a report made from the predictions file can show it."""
@@ -228,7 +236,8 @@ class DocVLM(L.LightningModule):
             if not mine:
                 continue
             prefix = f"{stage}/{name}/" if name else f"{stage}/"
-            scores[name] = task.score([r["prediction"] for r in mine], [r["target"] for r in mine])
+            scores[name] = task.score_with([r["prediction"] for r in mine], [r["target"] for r in mine],
+                                           [r.get("confidences") for r in mine])
             metrics.update({f"{prefix}{metric}": float(value) for metric, value in scores[name].items()})
             metrics[f"{prefix}samples"] = float(len(mine))
             rows += mine

@@ -78,6 +78,8 @@ class Task:
     metrics: ClassVar[tuple[Metric, ...]] = ()
     main_metric: ClassVar[str] = ""
     augments_targets: ClassVar[bool] = False  # `augment_pair` moves the target's coordinates with the pixels
+    wants_token_scores: ClassVar[bool] = False  # `parse_generation` reads the tokens' probabilities (decoded then)
+    export_wants_image: ClassVar[bool] = False  # `export` draws on the page: `convert` hands it the page as `image`
     prefix: str = ""
     max_target_tokens: int = 128
     image_mode: ImageMode = "stretch"
@@ -147,16 +149,36 @@ class Task:
         """Model output -> domain object. Never raises: problems are listed in the result."""
         return Parsed(text=text, value=text, problems=[] if text.strip() else ["empty prediction"])
 
+    def parse_generation(self, generation: Any) -> Parsed:
+        """`parse` of a decoded output (a `docvlm.decode.Generation`), where the model's scores are at hand:
+        validation, `evaluate`, `convert` and `docvlm.load(...)` parse through this. A task that
+        `wants_token_scores` gets each token's piece and probability and may attach confidences (layout:
+        each region's `score`); the others parse the text alone. Never raises."""
+        return self.parse(generation.text)
+
+    def confidences(self, generation: Any) -> list[float | None] | None:
+        """The confidences `parse_generation` gives the parts of a decoded output (layout: one per region, in
+        parse order), kept beside the prediction in predictions files and given back to `score_with`; None
+        where it gives none."""
+        return None
+
     def score(self, predictions: Sequence[str], references: Sequence[str]) -> dict[str, float]:
         """The task's metrics over a whole set (corpus level where the domain's reference says so)."""
         raise NotImplementedError
+
+    def score_with(self, predictions: Sequence[str], references: Sequence[str],
+                   confidences: Sequence[list[float | None] | None]) -> dict[str, float]:
+        """`score`, given each prediction's `confidences` (None for one decoded without scores): a task whose
+        metrics rank by confidence (layout's mAP) uses them; the others score the texts alone."""
+        return self.score(predictions, references)
 
     def scoring_problems(self, prediction: str, reference: str) -> list[str]:
         """Why a pair's scores are not its metrics' own (a limit on untrusted output, say); listed in reports."""
         return []
 
     def export(self, parsed: Parsed, stem: str | Path) -> list[Path]:
-        """Write the files `docvlm convert` produces for one prediction; returns their paths."""
+        """Write the files `docvlm convert` produces for one prediction; returns their paths. A task that sets
+        `export_wants_image` is called with `image=`, the page as it was read (PIL), by `convert`."""
         path = Path(f"{stem}.txt")
         path.write_text(parsed.text, encoding="utf-8")
         return [path]

@@ -38,8 +38,12 @@ log = logging.getLogger(__name__)
 DOCLAYNET = ("caption", "footnote", "formula", "list-item", "page-footer", "page-header", "picture",
              "section-header", "table", "text", "title")
 CLASSES = (*DOCLAYNET, "molecule", "music")
-MAP_NOTE = ("COCOeval (pycocotools), 100 boxes per page; boxes read from text have no confidence: each counts 1.0, "
-            "and COCOeval ranks the ties by page, then in the order the model wrote them")
+MAP_NOTE = ("COCOeval (pycocotools), 100 boxes per page; boxes decoded with the model's token scores (validation, "
+            "evaluate with a model, predictions files that kept their confidences) are ranked by their confidence, "
+            "the product of their label tokens' probabilities (scored_boxes: the share that had one, listed only "
+            "then); boxes read from text alone have no confidence: each counts 1.0, and COCOeval ranks the ties "
+            "by page, then in the order the model wrote them")
+SCORED_NOTE = "share of the predicted boxes (of known classes) ranked by the model's confidence in mAP"
 TRUE_COLOUR, PREDICTED_COLOUR = (0, 150, 60), (220, 0, 110)
 
 
@@ -66,9 +70,12 @@ class LayoutTask(Task):
 
     name = "layout"
     metrics = (Metric("f1", corpus=True), Metric("precision", corpus=True), Metric("recall", corpus=True),
-               *(Metric(name, corpus=True, note=MAP_NOTE) for name in ("map", "map50", "map75")))
+               *(Metric(name, corpus=True, note=MAP_NOTE) for name in ("map", "map50", "map75")),
+               Metric("scored_boxes", corpus=True, perfect=None, optional=True, note=SCORED_NOTE))
     main_metric = "f1"
     augments_targets = True
+    wants_token_scores = True
+    export_wants_image = True
     prefix: str = ""
     max_target_tokens: int = 1024
     image_mode: ImageMode = "stretch"
@@ -278,17 +285,50 @@ class LayoutTask(Task):
         regions, problems = parse(text, self.classes)
         return Parsed(text=text, value=regions, problems=problems)
 
+    def parse_generation(self, generation) -> Parsed:
+        """The regions, each with its confidence as `score` where the tokens' probabilities are at hand
+        (`docvlm.converters.layout.label_confidence`)."""
+        from docvlm.converters.layout import parse
+
+        regions, problems = parse(generation.text, self.classes, generation.pieces, generation.probabilities)
+        return Parsed(text=generation.text, value=regions, problems=problems)
+
+    def confidences(self, generation) -> list[float | None] | None:
+        regions = self.parse_generation(generation).value
+        return [r.score for r in regions] if any(r.score is not None for r in regions) else None
+
     def score(self, predictions: Sequence[str], references: Sequence[str]) -> dict[str, float]:
-        """F1/precision/recall at IoU 0.5 and COCO mAP (every box from text has confidence 1.0, in written
+        """F1/precision/recall at IoU 0.5 and COCO mAP (every box from text alone has confidence 1.0, in written
         order), per class too: `docvlm.metrics.layout`."""
+        return self.score_with(predictions, references, [None] * len(predictions))
+
+    def score_with(self, predictions: Sequence[str], references: Sequence[str],
+                   confidences: Sequence[list[float | None] | None]) -> dict[str, float]:
+        """`score`, each predicted box ranked in mAP by its confidence where given (one per parsed region, as
+        `confidences` lists them), with `scored_boxes`, the share of boxes that had one, when any had one."""
+        import dataclasses
+
         from docvlm.converters.layout import parse
         from docvlm.metrics.common import same_length
         from docvlm.metrics.layout import detection_f1, detection_map
 
         same_length(predictions, references)
-        predicted = [parse(p, self.classes)[0] for p in predictions]
+        if len(confidences) != len(predictions):
+            raise ValueError(f"{len(confidences)} confidence lists for {len(predictions)} predictions")
+        predicted = []
+        for n, (text, given) in enumerate(zip(predictions, confidences)):
+            regions = parse(text, self.classes)[0]
+            if given is not None:
+                if len(given) != len(regions):
+                    raise ValueError(f"prediction {n + 1}: {len(given)} confidences for its {len(regions)} regions")
+                regions = [dataclasses.replace(r, score=c) for r, c in zip(regions, given)]
+            predicted.append(regions)
         true = [parse(r, self.classes)[0] for r in references]
-        return {**detection_f1(predicted, true, self.classes), **detection_map(predicted, true, self.classes)}
+        scores = {**detection_f1(predicted, true, self.classes), **detection_map(predicted, true, self.classes)}
+        known = [r for regions in predicted for r in regions if r.label in self.classes]
+        if known and any(c is not None for c in confidences):
+            scores["scored_boxes"] = sum(r.score is not None for r in known) / len(known)
+        return scores
 
     def illustrate(self, image, target: str | None, prediction: str):
         """The page with the true boxes (green) and the predicted ones (magenta, numbered in written order)."""

@@ -274,19 +274,21 @@ def test_a_tiny_mixture_validates_each_task_and_exports_one_model_for_all(tmp_pa
     for name, prompt in PROMPTS.items():
         model = docvlm.load(hf, task=name)
         assert model.task.name == name and model.task.prefix == prompt
-        text = model([image], max_new_tokens=8, repetition_guard=False)[0].text
+        parsed = model([image], max_new_tokens=8, repetition_guard=False)[0]
+        text = parsed.text
         # plain transformers with the task's prompt gives the same text
         inputs = processor(text="<image>" + prompt, images=fit(load_image(image), 224, model.task.image_mode),
                            return_tensors="pt")
         output = plain.generate(**inputs, max_new_tokens=8, do_sample=False)
         assert text == processor.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
-        # `docvlm convert --task` writes what the task exports of that text
+        # `docvlm convert --task` writes what the task exports of that output (and the page, where it wants it)
         out = tmp_path / f"converted-{name}"
         assert convert(["--model", str(hf), "--task", name, str(image), "--out", str(out), "--max-new-tokens", "8",
                         "--no-repetition-guard", "--num-workers", "0"]) == 0
         row = json.loads((out / "manifest.jsonl").read_text().splitlines()[0]) \
             if (out / "manifest.jsonl").exists() else None
-        expected = model.task.export(model.task.parse(text), tmp_path / f"expected-{name}")
+        page = {"image": load_image(image)} if model.task.export_wants_image else {}
+        expected = model.task.export(parsed, tmp_path / f"expected-{name}", **page)
         written = [p for p in out.iterdir() if p.suffix == expected[0].suffix]
         assert [p.read_bytes() for p in written] == [expected[0].read_bytes()], row
     from docvlm.evaluate import main as evaluate
