@@ -1,6 +1,6 @@
 """Pages per second of the page pipeline against converting the same crops one route at a time, page by page.
 
-    python bench/bench_pipeline.py [--pages 32] [--max-new-tokens 16] [--batches 4 16] [--rounds 1]
+    python bench/bench_pipeline.py [--pages 48] [--max-new-tokens 16] [--batches 4 16] [--rounds 1]
                                    [--threads N] [--smoke]
 
 Composed pages (`docvlm.converters.page_synth.random_page`: tables, molecules, piano systems and paragraphs,
@@ -98,7 +98,7 @@ class Batches:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--pages", type=int, default=32)
+    parser.add_argument("--pages", type=int, default=48)
     parser.add_argument("--max-new-tokens", type=int, default=16)
     parser.add_argument("--batches", type=int, nargs="+", default=[4, 16], help="batch sizes (default 4 16)")
     parser.add_argument("--rounds", type=int, default=1, help="repeat both sides (default 1)")
