@@ -138,17 +138,29 @@ def export(regions: list[Region], text: str, stem: str | Path, image=None) -> li
 
 
 def draw_regions(page, regions: Sequence[Region], colour=None, numbered: bool = True, width: int = 0):
-    """A copy of `page` with each region's box and `n label` drawn, a colour per label unless `colour` is given."""
-    from PIL import ImageDraw
+    """A copy of `page` with each region's box and `n label` drawn, a colour per label unless `colour` is given.
+
+    The label is a tag in the box's colour, white text on it, above the box's top-left corner (inside the box where
+    the page has no room above), its font scaled with the page: readable at any resolution and never over the
+    content it names."""
+    from PIL import ImageDraw, ImageFont
 
     page = page.convert("RGB").copy()
     draw = ImageDraw.Draw(page)
     line = width or max(1, round(max(page.size) / 400))
+    text_font = ImageFont.load_default(size=max(10, round(page.width / 60)))
     labels = sorted({r.label for r in regions})
+    tags = []
     for n, region in enumerate(regions, 1):
         ink = colour or _COLOURS[labels.index(region.label) % len(_COLOURS)]
         x0, y0, x1, y1 = to_pixels(region, *page.size)
         draw.rectangle([x0, y0, max(x0, x1 - 1), max(y0, y1 - 1)], outline=ink, width=line)
-        caption = f"{n} {region.label}" if numbered else region.label
-        draw.text((x0 + line + 1, y0 + line), caption[:40], fill=ink)
+        tags.append((f"{n} {region.label}" if numbered else region.label, ink, x0, y0))
+    for caption, ink, x0, y0 in tags:  # after every box: a tag is never crossed by a neighbour's edge
+        left, top, right, bottom = draw.textbbox((0, 0), caption[:40], font=text_font)
+        pad = max(1, (bottom - top) // 5)
+        height = bottom - top + 2 * pad
+        y = y0 - height if y0 >= height else y0
+        draw.rectangle([x0, y, x0 + right - left + 2 * pad, y + height], fill=ink)
+        draw.text((x0 + pad - left, y + pad - top), caption[:40], fill="white", font=text_font)
     return page

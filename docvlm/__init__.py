@@ -3,6 +3,7 @@
     import docvlm
     model = docvlm.load("runs/pubtabnet/lightning_logs/version_0/hf")   # the task comes from the folder
     results = model(["scan.png"])                                       # .text, .value, .problems
+    pipeline = docvlm.load_pipeline("pipeline.yaml")                   # pages -> regions -> each region's model
 """
 
 
@@ -12,3 +13,11 @@ def load(model, device=None, dtype=None, task=None, **task_options):
     from docvlm.inference import load as load_model
 
     return load_model(model, device=device, dtype=dtype, task=task, **task_options)
+
+
+def load_pipeline(pipeline, device=None, dtype=None, **options):
+    """A page pipeline ready to convert pages (`docvlm.pipeline.run.Pipeline`) from its YAML file: see
+    `docvlm.pipeline.run.load_pipeline`. Imported on use, as `load` is."""
+    from docvlm.pipeline.run import load_pipeline as load_page_pipeline
+
+    return load_page_pipeline(pipeline, device=device, dtype=dtype, **options)

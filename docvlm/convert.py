@@ -55,6 +55,7 @@ from docvlm.inference import (
     source_name,
 )
 from docvlm.pages import Page, PageRange, PageRangeError, expand, parse_page_range
+from docvlm.pipeline.arguments import add_pipeline_arguments, refuse_without_pipeline
 from docvlm.tasks.base import Sample, Task
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
@@ -76,6 +77,7 @@ examples:
   docvlm convert --model runs/grandstaff/hf scores/ --out out/ --devices 8 --skip-existing
   srun docvlm convert --model hf/ corpus/ --out out/ --devices 4 --num-nodes 2   # SLURM, 2 x 4 GPUs
   docvlm convert --model hf/ corpus/ --out out/ --shard $((SLURM_ARRAY_TASK_ID + 1))/16
+  docvlm convert --pipeline pipeline.yaml papers/ --out docs/     # regions routed to models, one document each
 """
 
 
@@ -118,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="skip pages the manifest records as done (no error, all outputs present); "
                              "failed and missing pages are converted")
     add_model_arguments(parser)
+    add_pipeline_arguments(parser)
     parser.add_argument("--length-buckets", action=argparse.BooleanOptionalAction, default=True,
                         help="decode pages of similar expected output length together (sorted by the amount of "
                              "detail in each page within a few batches): fewer wasted decoding steps; manifest rows "
@@ -322,8 +325,13 @@ def _row(task: Task, job: Job, *, outputs=(), problems=(), error=None, text=None
 def main(argv: list[str]) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.pipeline is not None:
+        from docvlm.pipeline.convert import main as convert_pages
+
+        return convert_pages(args, parser)
+    refuse_without_pipeline(args, parser)
     if args.model is None:
-        parser.error("--model is required")
+        parser.error("--model (or --pipeline) is required")
     if args.device is not None and args.devices * args.num_nodes > 1:
         parser.error("--device picks one device: use --accelerator with --devices")
     try:
