@@ -38,7 +38,7 @@ def wants_pipeline(argv: list[str]) -> bool:
 
 def build_parser() -> argparse.ArgumentParser:
     from docvlm.inference import add_model_arguments, positive
-    from docvlm.pipeline.arguments import add_arguments
+    from docvlm.pipeline.arguments import add_pipeline_arguments
 
     parser = argparse.ArgumentParser(prog="docvlm evaluate --pipeline", description=__doc__.split("\n\n")[0],
                                      epilog="exit status: 0 reports written, 1 the data could not be read, "
@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, required=True, help="folder for the reports")
     parser.add_argument("--worst", type=int, default=10, metavar="N", help="worst pages shown in the reports")
     add_model_arguments(parser)
-    add_arguments(parser)
+    add_pipeline_arguments(parser)
     return parser
 
 

@@ -147,7 +147,9 @@ def _coco(path: Path, data: Any) -> GivenRegions:
         else:
             rows = [{"label": categories.get(a.get("category_id")) if isinstance(a, dict) else None,
                      "bbox": a.get("bbox") if isinstance(a, dict) else None,
-                     **({"score": a["score"]} if isinstance(a, dict) and "score" in a else {})}
+                     **({"score": a["score"]} if isinstance(a, dict) and "score" in a else {}),
+                     **({"content": a["attributes"]["content"]} if isinstance(a, dict) and isinstance(
+                         a.get("attributes"), dict) and "content" in a["attributes"] else {})}
                     for a in annotations.get(image.get("id"), [])]
             given.pages[key] = _page(where, rows, lambda r: _fractions(r.get("bbox"), width, height))
         given.names[PurePosixPath(name.replace("\\", "/")).parts] = given.pages[key]
@@ -171,15 +173,16 @@ def _page(where: str, rows: list, box_of) -> GivenPage:
             problem = f"expected {{label, bbox, score?}}, not {_kind(row)}"
         else:
             label, box, score = row.get("label"), box_of(row), row.get("score")
-            problem = _problem(label, box, score)
+            problem = _problem(label, box, score, row.get("content"))
         if problem is not None:
             return GivenPage(where, error=f"{where}: region {k}: {problem}")
         x0, y0, x1, y1 = (min(max(float(v), 0.0), 1.0) for v in box)
-        regions.append(Region(label.strip(), (x0, y0, x1, y1), None if score is None else float(score)))
+        regions.append(Region(label.strip(), (x0, y0, x1, y1), None if score is None else float(score),
+                              row.get("content")))
     return GivenPage(where, regions)
 
 
-def _problem(label: Any, box: Any, score: Any) -> str | None:
+def _problem(label: Any, box: Any, score: Any, content: Any = None) -> str | None:
     if not isinstance(label, str) or not label.strip():
         return f"`label` must name the region's class, not {_kind(label)}"
     if not isinstance(box, list) or len(box) != 4 or not all(_number(v) for v in box):
@@ -192,6 +195,8 @@ def _problem(label: Any, box: Any, score: Any) -> str | None:
         return f"`bbox` {box} is empty or reversed (x0 < x1 and y0 < y1)"
     if score is not None and (not _number(score) or not math.isfinite(score)):
         return f"`score` must be a number, not {_kind(score)}"
+    if content is not None and not isinstance(content, str):
+        return f"`content` must be the region's text, not {_kind(content)}"
     return None
 
 
