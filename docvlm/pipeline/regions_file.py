@@ -7,7 +7,8 @@ Two forms:
   `bbox` in fractions of the page's width and height (top-left origin), `score` optional.
 - A COCO dataset file (`.json` with `images`, `annotations`, `categories`): images by `file_name` (relative to
   the file's folder, or matched by the end of an input's path), `bbox` in pixels (x, y, width, height) of the
-  image's `width` and `height`, category names as labels, an annotation's `score` where a detector wrote one.
+  image's `width` and `height`, category names as labels, an annotation's `score` where a detector wrote one
+  and its `attributes.content` where page truth gives the region's content (`docvlm.pipeline.truth`).
 
 A file that cannot be read as either (not JSON, a row without `input`, a page given twice) is a
 `RegionsFileError` naming the file and line, before any work. A region that cannot be used (a box outside the
