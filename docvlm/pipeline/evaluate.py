@@ -20,7 +20,6 @@ import argparse
 import json
 import shlex
 import sys
-from dataclasses import fields
 from pathlib import Path
 
 from docvlm.pipeline.results import PageResult
@@ -140,6 +139,8 @@ def predict(pipeline, truth: list[tuple[Path, PageResult]], out: Path, given=Non
     """The pipeline's result of every page, a window of pages at a time (crops of one route from all of them
     decoded together), each appended to `<out>/predictions.jsonl` as its window is done. A page that cannot be
     read, or that the regions file does not give, is a result with its error (all its regions missed)."""
+    from docvlm.pipeline.convert import to_json
+
     out.mkdir(parents=True, exist_ok=True)
     predicted: list[PageResult] = []
     with (out / PREDICTIONS).open("w", encoding="utf-8") as f:
@@ -147,7 +148,7 @@ def predict(pipeline, truth: list[tuple[Path, PageResult]], out: Path, given=Non
             window = truth[start: start + pipeline.window]
             for result in pipeline.run([_page_input(path, page, given, truth_regions) for path, page in window]):
                 predicted.append(result)
-                f.write(json.dumps(page_row(result), ensure_ascii=False) + "\n")
+                f.write(json.dumps(to_json(result), ensure_ascii=False) + "\n")
             f.flush()
     return predicted
 
@@ -172,13 +173,6 @@ def _page_input(path: Path, page: PageResult, given, truth_regions: bool):
             return PageInput(page.input, error=error)
         regions = found.regions
     return PageInput(page.input, image=image, regions=regions)
-
-
-def page_row(page: PageResult) -> dict:
-    """A page's result as predictions.jsonl holds it: the manifest's region rows (no parsed values)."""
-    row = {f.name: getattr(page, f.name) for f in fields(page)}
-    row["regions"] = [region.row() for region in page.regions]
-    return row
 
 
 def scored_tasks(pipeline, truth: list[tuple[Path, PageResult]]) -> dict:
