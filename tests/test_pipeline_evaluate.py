@@ -17,6 +17,7 @@ import docvlm.inference
 from docvlm.evaluate import main
 from docvlm.pipeline.page_report import write_reports
 from docvlm.pipeline.results import PageResult, RegionResult
+from docvlm.pipeline.scoring import score_page
 from docvlm.pipeline.truth import TruthError, content_task, read_coco_truth, synthetic_pages, write_coco
 from docvlm.tasks.tables import TablesTask
 from docvlm.tasks.text import TextTask
@@ -117,7 +118,8 @@ def test_truth_regions_give_each_class_the_metrics_of_its_crops_scored_alone(com
     _, _, by_label = composed
     out, seen = truth_run
     metrics = json.loads((out / "report.json").read_text(encoding="utf-8"))["metrics"]
-    assert metrics["f1"] == 1.0  # the truth's own regions: the layout is perfect
+    # the truth's own regions: the layout and its reading order are perfect
+    assert (metrics["layout/f1"], metrics["layout/map"], metrics["reading_order/ned"]) == (1.0, 1.0, 0.0)
     # the route models read exactly the composed crops, pixel for pixel
     crops = {task: images for task, images in seen}
     for label, task in (("table", "tables"), ("text", "text")):
@@ -143,7 +145,7 @@ def test_the_command_writes_reports_and_every_page_s_predictions(composed, truth
         assert all(r["source"] == "model" and isinstance(r["text"], str) for r in row["regions"])
     report = json.loads((out / "report.json").read_text(encoding="utf-8"))
     assert report["n"] == 2 and [p["input"] for p in report["pages"]] == ["page0.png", "page1.png"]
-    assert "| f1 | 1.0000 |" in (out / "report.md").read_text(encoding="utf-8")
+    assert "| layout/f1 | 1.0000 |" in (out / "report.md").read_text(encoding="utf-8")
     page = lxml_html.fromstring((out / "report.html").read_bytes())
     assert len(page.xpath("//section[@class='page']")) == 2
     assert all(src.startswith("data:image/png;base64,") for src in page.xpath("//img/@src"))
@@ -172,13 +174,15 @@ def test_hostile_output_labels_and_names_stay_inert(tmp_path):
     image = tmp_path / "page.png"
     Image.new("RGB", (40, 40), "white").save(image)
     options = {"command": "docvlm evaluate --pipeline <script>x</script>", "about": {"model": HOSTILE[1]}}
-    paths = write_reports(tmp_path / "out", options, ({"f1": 0.5}, [{"f1": 0.5}]), [(image, truth)], [predicted],
+    scored = ({"layout/f1": 0.5}, [score_page(predicted.regions, truth.regions)])
+    paths = write_reports(tmp_path / "out", options, scored, [(image, truth)], [predicted],
                           {"text": TextTask(), "table": TablesTask()})
     page = lxml_html.fromstring(paths[2].read_bytes())
     elements = [e for e in page.iter() if isinstance(e.tag, str)]
     assert not [e for e in elements if e.tag in ("script", "iframe", "object", "embed", "base", "form", "link")]
     assert not [(e.tag, a) for e in elements for a in e.attrib if a.lower().startswith("on")]
     assert all(src.startswith("data:") for src in page.xpath("//@src"))
+    assert [len(page.xpath(f"//tr[@class='{kind}']")) for kind in ("matched", "missed", "spurious")] == [1, 1, 1]
     assert {pre.text_content() for pre in page.xpath("//pre")} == {HOSTILE[0], HOSTILE[3], HOSTILE[1], HOSTILE[2]}
     text = page.text_content()
     assert "<img src=x onerror=alert(3)>" in text and "<script>alert(1)</script>.png" in text
@@ -228,7 +232,9 @@ def test_regions_from_a_file_and_a_page_it_does_not_give(composed, pipeline_file
     assert rows[0]["error"] is None and {r["score"] for r in rows[0]["regions"]} == {0.9}
     assert str(regions) in rows[1]["error"] and "page1.png" in rows[1]["error"]  # that page fails, named
     report = json.loads((out / "report.json").read_text(encoding="utf-8"))
-    assert report["metrics"]["f1"] == pytest.approx(2 / 3)  # three regions found of six, none spurious
+    assert [(p["f1"], p["missed"], p["error"] is None) for p in report["pages"]] == [(1.0, [], True),
+                                                                                    (0.0, [0, 1, 2], False)]
+    assert report["metrics"]["layout/f1"] == pytest.approx(2 / 3)  # three regions found of six, none spurious
     page = lxml_html.fromstring((out / "report.html").read_bytes())
     first = page.xpath("//section[@class='page']")[0]  # the failed page first, its regions listed as missed
     assert "page1.png" in first.xpath(".//h3")[0].text_content()
@@ -244,7 +250,7 @@ def test_composed_pages_are_written_and_read_by_the_layout_model(tmp_path):
     written = read_coco_truth(out / "pages" / "truth.json")  # to evaluate again, or to convert with --regions
     assert [page for _, page in written] == [page for _, page in synthetic_pages(2, seed=1, width=224)]
     report = json.loads((out / "report.json").read_text(encoding="utf-8"))
-    assert report["n"] == 2 and "f1" in report["metrics"]
+    assert report["n"] == 2 and {"layout/f1", "layout/map", "reading_order/ned"} <= set(report["metrics"])
     assert "composed pages (seed 1" in report["options"]["about"]["data"]
 
 

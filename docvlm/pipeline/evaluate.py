@@ -110,7 +110,7 @@ def main(argv: list[str]) -> int:
         truth = truth_pages(args)
         predicted = predict(pipeline, truth, args.out, given, args.truth_regions)
         tasks = scored_tasks(pipeline, truth)
-        scored = score_pages([page for _, page in truth], predicted, tasks)
+        scored = score_pages([page.regions for page in predicted], [page.regions for _, page in truth], tasks)
         options = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
         options["command"] = shlex.join(["docvlm", "evaluate", *argv])
         options["about"] = about(args, pipeline, len(truth))

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import html
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -61,19 +61,25 @@ class _Routes:
         return self.routes
 
 
-def pairs(truth: PageResult, predicted: PageResult, tasks: dict[str, Any]) -> list[Pair]:
-    """The page's regions side by side, in the truth's reading order, the spurious ones last (see the module)."""
-    from docvlm.pipeline.scoring import match
-
-    matched = {i: (j, iou) for i, j, iou in match(truth.regions, predicted.regions)}
+def pairs(truth: PageResult, predicted: PageResult, score, tasks: dict[str, Any]) -> list[Pair]:
+    """The page's regions side by side as `score` (`scoring.PageScore`) matched them: in the truth's reading order,
+    the spurious ones last."""
+    by_true = {j: (i, iou) for i, j, iou in score.matched}
     lines = []
-    for i, region in enumerate(truth.regions):
-        j, iou = matched.get(i, (None, None))
-        found = predicted.regions[j] if j is not None else None
+    for j, region in enumerate(truth.regions):
+        i, iou = by_true.get(j, (None, None))
+        found = predicted.regions[i] if i is not None else None
         lines.append(Pair(region, found, iou, _quality(tasks.get(region.label), region, found)))
-    used = {j for j, _ in matched.values()}
-    lines += [Pair(None, region) for j, region in enumerate(predicted.regions) if j not in used]
-    return lines
+    return lines + [Pair(None, predicted.regions[i]) for i in score.spurious]
+
+
+def page_row(page: PageResult, score) -> dict[str, Any]:
+    """A page's row of report.json: its error, its own layout F1 (regions matched at IoU 0.5, as the set's F1
+    counts them; 1.0 for a page with no regions, true or predicted), and `score`'s matches, misses, spurious
+    regions and reading-order distance."""
+    found, missed, spurious = len(score.matched), len(score.missed), len(score.spurious)
+    f1 = 2 * found / (2 * found + missed + spurious) if found + missed + spurious else 1.0
+    return {"input": page.input, "error": page.error, "f1": f1, **asdict(score)}
 
 
 def _quality(task, true: RegionResult, predicted: RegionResult | None) -> float | None:
@@ -92,30 +98,37 @@ def worst(entries: list[tuple[PageResult, dict, list[Pair]]], n: int) -> list[in
     def key(i: int) -> tuple:
         predicted, row, lines = entries[i]
         qualities = [line.quality for line in lines if line.quality is not None]
-        f1 = row.get("f1")
-        return (predicted.error is None, f1 if isinstance(f1, (int, float)) else 1.0,
-                sum(qualities) / len(qualities) if qualities else 1.0)
+        return predicted.error is None, row["f1"], sum(qualities) / len(qualities) if qualities else 1.0
 
     return sorted(range(len(entries)), key=key)[:n]
 
 
-def write_reports(out: Path, options: dict[str, Any], scored: tuple[dict[str, float], list[dict]],
+def write_reports(out: Path, options: dict[str, Any], scored: tuple[dict[str, float], list],
                   truth: list[tuple[Path, PageResult]], predicted: list[PageResult], tasks: dict[str, Any],
                   n_worst: int = 10) -> list[Path]:
-    """Write the three reports into `out`; `tasks` are the routed classes' tasks (label -> Task). Returns the paths."""
+    """Write the three reports into `out`: `scored` is `scoring.score_pages`' (metrics, a `PageScore` per page),
+    `tasks` the routed labels' tasks whose contents were scored. Returns the paths written."""
     out.mkdir(parents=True, exist_ok=True)
-    metrics, rows = scored
-    entries = [(page, row, pairs(true, page, tasks)) for (_, true), page, row in zip(truth, predicted, rows)]
+    metrics, scores = scored
+    entries = [(page, page_row(page, score), pairs(true, page, score, tasks))
+               for (_, true), page, score in zip(truth, predicted, scores)]
     cases = worst(entries, n_worst)
-    routes = {label: f"{task.name}" for label, task in tasks.items()}
-    report = {"task": "pipeline", "options": options, "routes": routes, "metrics": metrics, "n": len(rows),
-              "pages": [{"input": page.input, "error": page.error, **row} for page, row, _ in entries]}
+    routes = {label: task.name for label, task in tasks.items()}
+    report = {"task": "pipeline", "options": options, "routes": routes, "metrics": metrics, "n": len(entries),
+              "pages": [row for _, row, _ in entries]}
     paths = [out / "report.json", out / "report.md", out / "report.html"]
     paths[0].write_text(json.dumps(report, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
     paths[1].write_text(markdown(metrics, [entries[i] for i in cases]), encoding="utf-8")
     shown = [(truth[i][0], truth[i][1], *entries[i]) for i in cases]
-    paths[2].write_text(html_page(options, routes, metrics, len(rows), shown), encoding="utf-8")
+    paths[2].write_text(html_page(options, routes, metrics, len(entries), shown), encoding="utf-8")
     return paths
+
+
+def summary(row: dict[str, Any]) -> str:
+    """A page's numbers in words (plain text)."""
+    ned = row["reading_order_ned"]
+    return (f"layout F1 {row['f1']:.4f}, {len(row['matched'])} matched, {len(row['missed'])} missed, "
+            f"{len(row['spurious'])} spurious, reading-order distance {'n/a' if ned is None else f'{ned:.4f}'}")
 
 
 # ---- Markdown ------------------------------------------------------------------------------------
@@ -129,7 +142,7 @@ def markdown(metrics: dict[str, float], cases: list[tuple[PageResult, dict, list
         lines += [f"### {_md_text(page.input)}", ""]
         if page.error:
             lines += [f"Error: {_md_text(page.error)}", ""]
-        lines += [f"{_md_text(k)}: {v:.4f}" for k, v in row.items() if isinstance(v, float)] + [""]
+        lines += [_md_text(summary(row)), ""]
         for n, line in enumerate(pairs_, 1):
             label = (line.true or line.predicted).label
             kind = "spurious" if line.true is None else "missed" if line.predicted is None else f"IoU {line.iou:.2f}"
@@ -169,7 +182,6 @@ True boxes green, predicted ones magenta, numbered in reading order.</p>
 
 def _page(rank: int, image_path: Path, truth: PageResult, predicted: PageResult, row: dict, lines: list[Pair]) -> str:
     e = html.escape
-    numbers = ", ".join(f"{e(k)} {v:.4f}" for k, v in row.items() if isinstance(v, float))
     error = f'<p class="error">{e(predicted.error)}</p>' if predicted.error else ""
     problems = "".join(f"<li>{e(p)}</li>" for p in predicted.problems)
     order = {id(region): n for n, region in enumerate(predicted.regions, 1)}
@@ -177,7 +189,7 @@ def _page(rank: int, image_path: Path, truth: PageResult, predicted: PageResult,
     table = ("<table class=\"regions\"><tr><th>true</th><th>true content</th><th>predicted</th>"
              f"<th>predicted content</th><th>IoU</th><th>quality</th></tr>{body}</table>") if lines else \
         '<p class="unavailable">no regions, true or predicted</p>'
-    return (f'<section class="page"><div><h3>{rank}. {e(truth.input)}</h3><p>{numbers}</p>{error}'
+    return (f'<section class="page"><div><h3>{rank}. {e(truth.input)}</h3><p>{e(summary(row))}</p>{error}'
             f'{f"<ul class=problems>{problems}</ul>" if problems else ""}{_drawing(image_path, truth, predicted)}'
             f"</div><div>{table}</div></section>")
 
