@@ -25,26 +25,26 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from docvlm.convert import (
+from docvlm.convert_manifest import BookkeepingError, RunManifest, check_bookkeeping, safe_relative
+from docvlm.convert_run import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_TERMINATED,
     EXIT_USAGE,
+    Printer,
     Terminated,
     World,
-    _place,
-    _Printer,
-    _take_folder,
-    _terminate,
     gather_pages,
     inputs_inside,
     is_done,
     launch,
     manifests_given,
+    place,
     run_identity,
+    take_folder,
+    terminate,
 )
-from docvlm.convert_manifest import BookkeepingError, RunManifest, check_bookkeeping, safe_relative
 from docvlm.pages import Page
 from docvlm.pipeline.results import PageResult, RegionResult
 
@@ -79,7 +79,7 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         world, device = launch(args)
     except (ValueError, RuntimeError) as e:
         parser.error(str(e))
-    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGTERM, terminate)
     return world.worst(run(args, world, lambda: _pipeline(args, str(device)), given))
 
 
@@ -153,7 +153,7 @@ def _label(label: str) -> str:
 def run(args: argparse.Namespace, world: World, load_pipeline, given=None) -> int:
     """Convert this process's documents; `load_pipeline()` is called only when there is work."""
     out = Path(os.path.abspath(args.out))
-    say = _Printer(world)
+    say = Printer(world)
     try:
         found, input_errors, warnings = gather_pages(args.inputs, args.pages, out)
     except ValueError as e:
@@ -176,7 +176,7 @@ def run(args: argparse.Namespace, world: World, load_pipeline, given=None) -> in
     world.barrier()
     for warning in warnings:
         say.warning(warning)
-    refused = _take_folder(manifest, run_identity(args, world), world, out)
+    refused = take_folder(manifest, run_identity(args, world), world, out)
     if not world.everywhere(refused is None):
         manifest.close()
         return EXIT_USAGE if refused is None else say.error(refused, EXIT_USAGE)
@@ -356,7 +356,7 @@ class _Writer:
         for region, future in futures:
             try:
                 written, _ = future.result()  # the parse problems are the region's already
-                region.outputs = [_place(Path(p), self.staging, self.out, id_) for p in written]
+                region.outputs = [place(Path(p), self.staging, self.out, id_) for p in written]
             except ExportError as e:
                 region.problems.append(str(e))
         draw_page(image, result).save(stage / f"p{n}.png")
@@ -365,7 +365,7 @@ class _Writer:
         json_path.write_text(json.dumps(to_json(result), ensure_ascii=False) + "\n", encoding="utf-8")
         files.append(json_path)
         outputs = [o for region in result.regions for o in region.outputs]
-        outputs += [_place(path, self.staging, self.out, id_) for path in files]
+        outputs += [place(path, self.staging, self.out, id_) for path in files]
         problems = [f"layout: {p}" if not p.startswith("layout: ") else p for p in result.problems]
         problems += [f"region {k} ({region.label}): {p}" for k, region in enumerate(result.regions, 1)
                      for p in region.problems]
@@ -396,7 +396,7 @@ class _Writer:
         try:
             written = write_document(stage, leaf, pages)
             kern, kern_problems = write_kern(stage, leaf, pages)
-            placed = [_place(Path(p), self.staging, self.out, document) for p in [*written, *kern]]
+            placed = [place(Path(p), self.staging, self.out, document) for p in [*written, *kern]]
         except Exception as e:  # noqa: BLE001  the document of good pages failed: its last page's row says so
             message = f"{page.where}: the document {document} could not be written ({type(e).__name__}: {e})"
             return {**row, "error": row["error"] or message}
