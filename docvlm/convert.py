@@ -33,32 +33,24 @@ from __future__ import annotations
 
 import argparse
 import functools
-import os
 import signal
 import sys
 from pathlib import Path
 from typing import Any
 
-from docvlm.convert_manifest import BookkeepingError, RunManifest, check_bookkeeping
+from docvlm.convert_manifest import RunManifest
 from docvlm.convert_run import (
-    EXIT_FAILED,
-    EXIT_INTERRUPTED,
     EXIT_OK,
-    EXIT_TERMINATED,
     EXIT_USAGE,
     Job,
     Printer,
-    Terminated,
     World,
-    gather_pages,
-    inputs_inside,
+    count_row,
+    execute,
     is_done,
     launch,
-    manifests_given,
     place,
     plan,
-    run_identity,
-    take_folder,
     terminate,
 )
 from docvlm.export_worker import ExportError, ExportPool
@@ -216,65 +208,19 @@ def convert_with(model: Model, inputs: list[str | Path], out: str | Path, **opti
 
 def run(args: argparse.Namespace, world: World, load_model, task: Task | None = None,
         model_name: str | None = None) -> int:
-    """Convert this process's share of the pages; `load_model()` is called only when there is work. Rows
-    record `model_name`, the model that converted them."""
-    out = Path(os.path.abspath(args.out))
-    say = Printer(world)
-    try:
-        pages, input_errors, warnings = gather_pages(args.inputs, args.pages, out)
-    except ValueError as e:
-        return say.error(str(e), EXIT_USAGE)
-    inside = inputs_inside(pages, manifests_given(args.inputs), out)
-    if inside:  # before anything is written
-        return say.error(f"--out {out} contains the input {inside[0]}: outputs could overwrite inputs; "
-                         f"write to a folder outside the inputs", EXIT_USAGE)
-    try:
-        check_bookkeeping(out)
-    except BookkeepingError as e:
-        return say.error(f"--out {out}: {e}", EXIT_USAGE)
-    out.mkdir(parents=True, exist_ok=True)
-    manifest = RunManifest(out, world.rank, world.size, warn=say.warning, stamp={"model": model_name})
-    if world.leads:
-        manifest.merge()
-    world.barrier()
-    for warning in warnings:
-        say.warning(warning)
-    refused = take_folder(manifest, run_identity(args, world), world, out)
-    if not world.everywhere(refused is None):  # every process stops, or none: the others would wait for it
-        manifest.close()
-        return EXIT_USAGE if refused is None else say.error(refused, EXIT_USAGE)
-    known = manifest.read()  # once this run holds the folder: no other run adds names meanwhile
+    """Convert this process's share of the pages (`convert_run.execute`); `load_model()` is called only when
+    there is work. Rows record `model_name`, the model that converted them."""
     task_name = task.name if task is not None else _task_name(args)
-    jobs = [j for j in plan(pages, known) if world.owns(j.key)]
-    done = {j.key for j in jobs if args.skip_existing and is_done(known.get(j.key), task_name, out)}
-    todo = [j for j in jobs if j.key not in done]
-    _warn_other_models([known[key] for key in done], model_name, say)
-    stats = {"converted": 0, "problems": 0, "failed": [], "skipped": len(jobs) - len(todo)}
-    code = EXIT_OK
-    try:
-        mine = [e for e in input_errors if world.owns((str(e.input), None))]
-        if mine:
-            manifest.append([{"input": str(e.input), "page": None, "prefix": "", "id": None, "task": task_name,
-                              "outputs": [], "problems": [], "error": e.error, "text": None} for e in mine])
-            stats["failed"] += [e.error for e in mine]
-        if todo:
-            code = _convert(args, load_model, out, todo, manifest, stats, say)
-    except KeyboardInterrupt as e:
-        what = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
-        say.error(f"{what}; the pages finished so far are recorded in {out} (run again with --skip-existing "
-                  f"to convert the rest)", 0)
-        code = EXIT_TERMINATED if isinstance(e, Terminated) else EXIT_INTERRUPTED
-    finally:
-        manifest.close()
-        manifest.remove_staging()  # the last process to finish removes the emptied `.staging` too
-    if code not in (EXIT_INTERRUPTED, EXIT_TERMINATED):
-        world.barrier()
-    if world.leads:
-        manifest.merge()
-    say.summary(stats, manifest.path)
-    if code != EXIT_OK:
-        return code
-    return EXIT_FAILED if stats["failed"] else EXIT_OK
+
+    def convert(found, known: dict, manifest: RunManifest, stats: dict, say: Printer) -> int:
+        jobs = [j for j in plan(found, known) if world.owns(j.key)]
+        done = {j.key for j in jobs if args.skip_existing and is_done(known.get(j.key), task_name, manifest.out)}
+        todo = [j for j in jobs if j.key not in done]
+        _warn_other_models([known[key] for key in done], model_name, say)
+        stats["skipped"] = len(jobs) - len(todo)
+        return _convert(args, load_model, manifest.out, todo, manifest, stats, say) if todo else EXIT_OK
+
+    return execute(args, world, {"model": model_name}, task_name, convert)
 
 
 def _warn_other_models(skipped: list[dict], model_name: str | None, say: "Printer") -> None:
@@ -339,7 +285,7 @@ def _convert(args, load_model, out: Path, todo: list[Job], manifest: RunManifest
         finally:  # the rows of the pages placed, durable (one sync for them all) before decoding goes on
             manifest.append(rows)
             for row in rows:
-                _count(row, stats)
+                count_row(row, stats)
             bar.update(len(rows))
         bar.set_postfix(failed=len(stats["failed"]), refresh=False)
 
@@ -361,7 +307,7 @@ def _convert(args, load_model, out: Path, todo: list[Job], manifest: RunManifest
                         pending[pool.submit(generation, stem, page)] = (job, generation)
                 manifest.append(failed)
                 for row in failed:
-                    _count(row, stats)
+                    count_row(row, stats)
                 bar.update(len(failed))
                 while len(pending) > 4 * args.export_workers:  # decoding may run ahead, within bounds
                     finish(wait(list(pending), return_when=FIRST_COMPLETED).done)
@@ -373,14 +319,6 @@ def _convert(args, load_model, out: Path, todo: list[Job], manifest: RunManifest
                 finish(done)
             pool.close()
     return EXIT_OK
-
-
-def _count(row: dict, stats: dict) -> None:
-    if row["error"] is not None:
-        stats["failed"].append(row["error"])
-    else:
-        stats["converted"] += 1
-        stats["problems"] += bool(row["problems"])
 
 
 def _finish(future, job: Job, generation, task: Task, out: Path, staging: Path) -> dict:

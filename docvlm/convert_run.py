@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from docvlm.convert_manifest import RunManifest, safe_relative
+from docvlm.convert_manifest import BookkeepingError, RunManifest, check_bookkeeping, safe_relative
 from docvlm.pages import Page, PageRange, expand
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
@@ -247,3 +247,76 @@ def place(path: Path, staging: Path, out: Path, id_: str) -> str:
         raise ValueError(f"{target} is a folder, not a file: rename the input or write to another --out")
     os.replace(path, target)
     return target.relative_to(out).as_posix()
+
+
+def count_row(row: dict, stats: dict) -> None:
+    """A finished row in the run's summary counts."""
+    if row["error"] is not None:
+        stats["failed"].append(row["error"])
+    else:
+        stats["converted"] += 1
+        stats["problems"] += bool(row["problems"])
+
+
+def execute(args: argparse.Namespace, world: World, stamp: dict, task_name: str | None, convert, after=None) -> int:
+    """One process's run of a convert command around its own conversion: the inputs gathered and checked, the
+    output folder held, unreadable inputs recorded, Ctrl-C and SIGTERM turned into a kept, resumable stop, the
+    manifest parts merged and the summary printed; the exit status.
+
+    `convert(found, known, manifest, stats, say)` plans this process's pages from the gathered (page, prefix)
+    pairs and the manifest's earlier rows (setting `stats["skipped"]`), converts them and returns an exit status;
+    `after(out, manifest, say)` runs in the leading process once the parts are merged, when the run ended well.
+    """
+    out = Path(os.path.abspath(args.out))
+    say = Printer(world)
+    try:
+        found, input_errors, warnings = gather_pages(args.inputs, args.pages, out)
+    except ValueError as e:
+        return say.error(str(e), EXIT_USAGE)
+    inside = inputs_inside(found, manifests_given(args.inputs), out)
+    if inside:  # before anything is written
+        return say.error(f"--out {out} contains the input {inside[0]}: outputs could overwrite inputs; "
+                         f"write to a folder outside the inputs", EXIT_USAGE)
+    try:
+        check_bookkeeping(out)
+    except BookkeepingError as e:
+        return say.error(f"--out {out}: {e}", EXIT_USAGE)
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = RunManifest(out, world.rank, world.size, warn=say.warning, stamp=stamp)
+    if world.leads:
+        manifest.merge()
+    world.barrier()
+    for warning in warnings:
+        say.warning(warning)
+    refused = take_folder(manifest, run_identity(args, world), world, out)
+    if not world.everywhere(refused is None):  # every process stops, or none: the others would wait for it
+        manifest.close()
+        return EXIT_USAGE if refused is None else say.error(refused, EXIT_USAGE)
+    known = manifest.read()  # once this run holds the folder: no other run adds names meanwhile
+    stats = {"converted": 0, "problems": 0, "failed": [], "skipped": 0}
+    code = EXIT_OK
+    try:
+        errors = [e for e in input_errors if world.owns((str(e.input), None))]
+        if errors:
+            manifest.append([{"input": str(e.input), "page": None, "prefix": "", "id": None, "task": task_name,
+                              "outputs": [], "problems": [], "error": e.error, "text": None} for e in errors])
+            stats["failed"] += [e.error for e in errors]
+        code = convert(found, known, manifest, stats, say)
+    except KeyboardInterrupt as e:
+        what = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
+        say.error(f"{what}; the pages finished so far are recorded in {out} (run again with --skip-existing "
+                  f"to convert the rest)", 0)
+        code = EXIT_TERMINATED if isinstance(e, Terminated) else EXIT_INTERRUPTED
+    finally:
+        manifest.close()
+        manifest.remove_staging()  # the last process to finish removes the emptied `.staging` too
+    if code not in (EXIT_INTERRUPTED, EXIT_TERMINATED):
+        world.barrier()
+    if world.leads:
+        manifest.merge()
+        if code == EXIT_OK and after is not None:
+            after(out, manifest, say)
+    say.summary(stats, manifest.path)
+    if code != EXIT_OK:
+        return code
+    return EXIT_FAILED if stats["failed"] else EXIT_OK
