@@ -12,8 +12,9 @@ import pytest
 
 import docvlm
 from docvlm.cli import main as cli_main
-from docvlm.convert import _PageDataset, convert_with, gather_pages, plan
+from docvlm.convert import _PageDataset, convert_with
 from docvlm.convert import main as convert_main
+from docvlm.convert_run import gather_pages, plan
 from docvlm.decode import Decoding, generate, guard_window, repeating_period
 from docvlm.evaluate import main as evaluate_main
 from docvlm.items import TaskDataset

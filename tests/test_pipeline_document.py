@@ -202,3 +202,13 @@ def test_molecule_smiles_keep_their_bracket_labels_and_only_valid_confidences():
     assert [(p.meta.molecule.smi, p.meta.molecule.confidence) for p in doc.pictures] == [
         ("[Ph]c1ccccc1", 0.25), ("[R1]CC([R2])=O", None), ("CCO", None)]
     assert [p.meta.molecule.smi for p in doc.pictures] == [canonical_smiles(s) for s in smiles]
+
+
+def test_a_text_regions_lines_are_one_paragraph_as_docling_makes_them():
+    lines = "Salicylic acid was acety-\nlated with\r\n acetic anhy-\ndride at 3-\n4 degrees."
+    page = PageResult("doc.pdf", 1, 595.0, 842.0, unit="pt",
+                      regions=[RegionResult("text", (0.1, 0.1, 0.9, 0.2), text=lines, source="text-layer")])
+    (item,) = items(build_document("doc", [page]))
+    assert item.text == "Salicylic acid was acetylated with acetic anhydride at 3- 4 degrees."
+    assert item.orig == lines  # the lines as read
+    assert "  \n" not in markdown(build_document("doc", [page]))  # no hard line breaks in the Markdown

@@ -25,26 +25,19 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from docvlm.convert import (
-    EXIT_FAILED,
-    EXIT_INTERRUPTED,
+from docvlm.convert_manifest import RunManifest, safe_relative
+from docvlm.convert_run import (
     EXIT_OK,
-    EXIT_TERMINATED,
     EXIT_USAGE,
-    Terminated,
+    Printer,
     World,
-    _place,
-    _Printer,
-    _take_folder,
-    _terminate,
-    gather_pages,
-    inputs_inside,
+    count_row,
+    execute,
     is_done,
     launch,
-    manifests_given,
-    run_identity,
+    place,
+    terminate,
 )
-from docvlm.convert_manifest import BookkeepingError, RunManifest, check_bookkeeping, safe_relative
 from docvlm.pages import Page
 from docvlm.pipeline.results import PageResult, RegionResult
 
@@ -79,7 +72,7 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         world, device = launch(args)
     except (ValueError, RuntimeError) as e:
         parser.error(str(e))
-    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGTERM, terminate)
     return world.worst(run(args, world, lambda: _pipeline(args, str(device)), given))
 
 
@@ -151,74 +144,29 @@ def _label(label: str) -> str:
 
 # ---- the run -----------------------------------------------------------------------------------------
 def run(args: argparse.Namespace, world: World, load_pipeline, given=None) -> int:
-    """Convert this process's documents; `load_pipeline()` is called only when there is work."""
-    out = Path(os.path.abspath(args.out))
-    say = _Printer(world)
-    try:
-        found, input_errors, warnings = gather_pages(args.inputs, args.pages, out)
-    except ValueError as e:
-        return say.error(str(e), EXIT_USAGE)
-    if any(prefix for _, prefix in found):
-        warnings.append("the pipeline reads no prompt parts: the manifests' prefixes are ignored")
-    inside = inputs_inside(found, manifests_given(args.inputs), out)
-    if inside:
-        return say.error(f"--out {out} contains the input {inside[0]}: outputs could overwrite inputs; "
-                         f"write to a folder outside the inputs", EXIT_USAGE)
-    try:
-        check_bookkeeping(out)
-    except BookkeepingError as e:
-        return say.error(f"--out {out}: {e}", EXIT_USAGE)
-    out.mkdir(parents=True, exist_ok=True)
-    manifest = RunManifest(out, world.rank, world.size, warn=say.warning,
-                           stamp={"pipeline": os.path.abspath(args.pipeline)})
-    if world.leads:
-        manifest.merge()
-    world.barrier()
-    for warning in warnings:
-        say.warning(warning)
-    refused = _take_folder(manifest, run_identity(args, world), world, out)
-    if not world.everywhere(refused is None):
-        manifest.close()
-        return EXIT_USAGE if refused is None else say.error(refused, EXIT_USAGE)
-    known = manifest.read()
-    pages, seen = [], set()
-    for page, _ in found:
-        if (str(page.input), page.page) not in seen:
-            seen.add((str(page.input), page.page))
-            pages.append(page)
-    names = document_names(pages, known)
-    mine = [p for p in pages if world.owns((str(p.input), None))]
-    done = {(str(p.input), p.page) for p in mine
-            if args.skip_existing and is_done(known.get((str(p.input), p.page, "")), TASK, out)}
-    todo = [p for p in mine if (str(p.input), p.page) not in done]
-    stats = {"converted": 0, "problems": 0, "failed": [], "skipped": len(mine) - len(todo)}
-    code = EXIT_OK
-    try:
-        errors = [e for e in input_errors if world.owns((str(e.input), None))]
-        if errors:
-            manifest.append([{"input": str(e.input), "page": None, "prefix": "", "id": None, "task": TASK,
-                              "outputs": [], "problems": [], "error": e.error, "text": None} for e in errors])
-            stats["failed"] += [e.error for e in errors]
-        if todo:
-            code = _convert(args, load_pipeline, given, out, mine, todo, names, known, manifest, stats, say)
-    except KeyboardInterrupt as e:
-        what = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
-        say.error(f"{what}; the pages finished so far are recorded in {out} (run again with --skip-existing "
-                  f"to convert the rest)", 0)
-        code = EXIT_TERMINATED if isinstance(e, Terminated) else EXIT_INTERRUPTED
-    finally:
-        manifest.close()
-        manifest.remove_staging()
-    if code not in (EXIT_INTERRUPTED, EXIT_TERMINATED):
-        world.barrier()
-    if world.leads:
-        manifest.merge()
-        if code == EXIT_OK:
-            _review(out, manifest, say)
-    say.summary(stats, manifest.path)
-    if code != EXIT_OK:
-        return code
-    return EXIT_FAILED if stats["failed"] else EXIT_OK
+    """Convert this process's documents (`convert_run.execute`); `load_pipeline()` is called only when there is
+    work."""
+
+    def convert(found, known: dict, manifest: RunManifest, stats: dict, say: Printer) -> int:
+        if any(prefix for _, prefix in found):
+            say.warning("the pipeline reads no prompt parts: the manifests' prefixes are ignored")
+        pages, seen = [], set()
+        for page, _ in found:
+            if (str(page.input), page.page) not in seen:
+                seen.add((str(page.input), page.page))
+                pages.append(page)
+        names = document_names(pages, known)
+        mine = [p for p in pages if world.owns((str(p.input), None))]
+        done = {(str(p.input), p.page) for p in mine
+                if args.skip_existing and is_done(known.get((str(p.input), p.page, "")), TASK, manifest.out)}
+        todo = [p for p in mine if (str(p.input), p.page) not in done]
+        stats["skipped"] = len(mine) - len(todo)
+        if not todo:
+            return EXIT_OK
+        return _convert(args, load_pipeline, given, manifest.out, mine, todo, names, known, manifest, stats, say)
+
+    stamp = {"pipeline": os.path.abspath(args.pipeline)}
+    return execute(args, world, stamp, TASK, convert, after=_review)
 
 
 def _convert(args, load_pipeline, given, out: Path, mine: list[Page], todo: list[Page], names: dict[str, str],
@@ -260,7 +208,7 @@ def _convert(args, load_pipeline, given, out: Path, mine: list[Page], todo: list
                     if not remaining[key]:
                         row = writer.document(page, row, finished.pop(key), mine)
                     manifest.append([row])
-                    _count(row, stats)
+                    count_row(row, stats)
                     bar.update(1)
                 bar.set_postfix(failed=len(stats["failed"]), refresh=False)
         finally:
@@ -291,14 +239,6 @@ def _load(page: Page, dpi: float, given, pipeline):
     except Exception as e:  # noqa: BLE001  one odd file must not stop the run
         item.error = f"{page.where}: cannot load ({type(e).__name__}: {e})"
     return item
-
-
-def _count(row: dict, stats: dict) -> None:
-    if row["error"] is not None:
-        stats["failed"].append(row["error"])
-    else:
-        stats["converted"] += 1
-        stats["problems"] += bool(row["problems"])
 
 
 class _Writer:
@@ -356,7 +296,7 @@ class _Writer:
         for region, future in futures:
             try:
                 written, _ = future.result()  # the parse problems are the region's already
-                region.outputs = [_place(Path(p), self.staging, self.out, id_) for p in written]
+                region.outputs = [place(Path(p), self.staging, self.out, id_) for p in written]
             except ExportError as e:
                 region.problems.append(str(e))
         draw_page(image, result).save(stage / f"p{n}.png")
@@ -365,7 +305,7 @@ class _Writer:
         json_path.write_text(json.dumps(to_json(result), ensure_ascii=False) + "\n", encoding="utf-8")
         files.append(json_path)
         outputs = [o for region in result.regions for o in region.outputs]
-        outputs += [_place(path, self.staging, self.out, id_) for path in files]
+        outputs += [place(path, self.staging, self.out, id_) for path in files]
         problems = [f"layout: {p}" if not p.startswith("layout: ") else p for p in result.problems]
         problems += [f"region {k} ({region.label}): {p}" for k, region in enumerate(result.regions, 1)
                      for p in region.problems]
@@ -396,7 +336,7 @@ class _Writer:
         try:
             written = write_document(stage, leaf, pages)
             kern, kern_problems = write_kern(stage, leaf, pages)
-            placed = [_place(Path(p), self.staging, self.out, document) for p in [*written, *kern]]
+            placed = [place(Path(p), self.staging, self.out, document) for p in [*written, *kern]]
         except Exception as e:  # noqa: BLE001  the document of good pages failed: its last page's row says so
             message = f"{page.where}: the document {document} could not be written ({type(e).__name__}: {e})"
             return {**row, "error": row["error"] or message}

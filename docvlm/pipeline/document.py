@@ -31,6 +31,7 @@ docling writes for PDF pages. The page sizes are the `PageResult`'s (points of t
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -137,10 +138,14 @@ def _text_item(doc: DoclingDocument, page: PageResult, page_no: int, region: Reg
 
 
 def _content(region: RegionResult) -> str:
-    """A text region's text: the route's parsed text, or the PDF text layer's; empty when nothing read it."""
+    """A text region's text: the route's parsed text, or the PDF text layer's; empty when nothing read it. Its
+    lines are one paragraph, as docling makes them (a line break is a space; a hyphen that ends a line between
+    letters joins the word); the item's `orig` keeps the lines."""
     if isinstance(region.value, str):
-        return region.value
-    return (region.text or "") if region.source == "text-layer" else ""
+        text = region.value
+    else:
+        text = (region.text or "") if region.source == "text-layer" else ""
+    return re.sub(r"\s*\n\s*", " ", re.sub(r"(?<=[^\W\d_])-\n(?=[^\W\d_])", "", text.strip()))
 
 
 def _table_cells(doc: DoclingDocument) -> int:
