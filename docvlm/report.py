@@ -111,17 +111,17 @@ def _reference_warning(task: Task, references: dict[str, Any], rows: list[dict])
 def markdown(task: Task, metrics: dict[str, float], metric: str, cases: list[dict], warning: str | None = None) -> str:
     lines = [f"# Evaluation: {task.name}", ""]
     if warning:
-        lines += [f"> **Warning:** {_md_text(warning)}", ""]
+        lines += [f"> **Warning:** {md_text(warning)}", ""]
     lines += ["| metric | value |", "| --- | ---: |"]
     lines += [f"| {name} | {value:.4f} |" for name, value in metrics.items()]
-    lines += [f"\n{_md_text(note)}" for note in notes(task, metrics)]
+    lines += [f"\n{md_text(note)}" for note in notes(task, metrics)]
     lines += ["", f"## Worst {len(cases)} by {metric}", ""]
     for row in cases:
         value = (row["score"] or {}).get(metric)
-        lines += [f"### {_md_text(row['id'])} ({metric} {'n/a' if value is None else f'{value:.4f}'})", ""]
+        lines += [f"### {md_text(row['id'])} ({metric} {'n/a' if value is None else f'{value:.4f}'})", ""]
         if row["problems"]:
-            lines += [f"Problems: {_md_text('; '.join(row['problems']))}", ""]
-        lines += ["Reference:", "", _fenced(row["target"]), "", "Prediction:", "", _fenced(row["prediction"]), ""]
+            lines += [f"Problems: {md_text('; '.join(row['problems']))}", ""]
+        lines += ["Reference:", "", fenced(row["target"]), "", "Prediction:", "", fenced(row["prediction"]), ""]
     return "\n".join(lines)
 
 
@@ -134,13 +134,13 @@ def notes(task: Task, metrics: dict[str, float]) -> list[str]:
     return [f"{', '.join(names)}: {note}" for note, names in by_note.items()]
 
 
-def _fenced(text: str) -> str:
+def fenced(text: str) -> str:
     """A code block that no backtick run inside `text` can close."""
     fence = "`" * max(3, 1 + max((len(m) for m in re.findall(r"`+", text)), default=0))
     return f"{fence}text\n{text}\n{fence}"
 
 
-def _md_text(text: str) -> str:
+def md_text(text: str) -> str:
     """One line of inert Markdown: HTML escaped, Markdown punctuation backslash-escaped."""
     return re.sub(r"([\\`*_\[\]#|!])", r"\\\1", html.escape(" ".join(str(text).split())))
 
@@ -168,7 +168,7 @@ def html_page(task: Task, options: dict[str, Any], metrics: dict[str, float], me
 <title>docvlm evaluation: {e(task.name)}</title><style>{STYLE}</style></head>
 <body>
 <h1>Evaluation: {e(task.name)}</h1>{warning_html}
-{_header(task, options, len(rows))}
+{header(task, options, len(rows))}
 <section id="metrics"><h2>Metrics</h2><table class="metrics"><tr><th>metric</th><th>value</th></tr>{metric_rows}</table>
 {metric_notes}</section>
 <section id="distribution"><h2>Per-sample {e(metric)}</h2>
@@ -179,7 +179,7 @@ def html_page(task: Task, options: dict[str, Any], metrics: dict[str, float], me
 """  # noqa: E501  (the page's sections one a line)
 
 
-def _header(task: Task, options: dict[str, Any], samples: int) -> str:
+def header(task: Task, options: dict[str, Any], samples: int) -> str:
     """What was evaluated, as a reader asks it (model, task and its options, data, samples, decoding), and the
     command line folded below; `options["about"]` holds the words `docvlm evaluate` found for them."""
     e = html.escape
@@ -248,7 +248,7 @@ def _image(source: Any, illustrate=None) -> str:
         return f'<p class="unavailable">image unavailable ({html.escape(str(err))})</p>'
     image = (illustrate(image) if illustrate else None) or image
     image.thumbnail((THUMBNAIL, THUMBNAIL))
-    return f'<img alt="input image" src="{_data_uri(image)}">'
+    return f'<img alt="input image" src="{data_uri(image)}">'
 
 
 def _rendered(worker: ExportWorker, text: str, stem: Path) -> str:
@@ -299,7 +299,7 @@ def _plot(values: list[float], metric: str) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def _data_uri(image) -> str:
+def data_uri(image) -> str:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")

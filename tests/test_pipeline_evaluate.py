@@ -232,7 +232,7 @@ def test_regions_from_a_file_and_a_page_it_does_not_give(composed, pipeline_file
     assert rows[0]["error"] is None and {r["score"] for r in rows[0]["regions"]} == {0.9}
     assert str(regions) in rows[1]["error"] and "page1.png" in rows[1]["error"]  # that page fails, named
     report = json.loads((out / "report.json").read_text(encoding="utf-8"))
-    assert [(p["f1"], p["missed"], p["error"] is None) for p in report["pages"]] == [(1.0, [], True),
+    assert [(p["layout_f1"], p["missed"], p["error"] is None) for p in report["pages"]] == [(1.0, [], True),
                                                                                     (0.0, [0, 1, 2], False)]
     assert report["metrics"]["layout/f1"] == pytest.approx(2 / 3)  # three regions found of six, none spurious
     page = lxml_html.fromstring((out / "report.html").read_bytes())

@@ -22,7 +22,7 @@ from typing import Any
 
 from docvlm.pipeline.results import PageResult, RegionResult
 from docvlm.pipeline.review import IMAGE_SIDE
-from docvlm.report import PAGE_CSP, _data_uri, _fenced, _header, _md_text
+from docvlm.report import PAGE_CSP, data_uri, fenced, header, md_text
 
 MAX_TEXT = 4000  # characters of a region's content shown
 STYLE = """
@@ -50,7 +50,7 @@ class Pair:
 
 
 class _Routes:
-    """The pipeline's routes where `docvlm.report._header` shows a task and its options."""
+    """The pipeline's routes where `docvlm.report.header` shows a task and its options."""
 
     name = "pipeline"
 
@@ -74,12 +74,12 @@ def pairs(truth: PageResult, predicted: PageResult, score, tasks: dict[str, Any]
 
 
 def page_row(page: PageResult, score) -> dict[str, Any]:
-    """A page's row of report.json: its error, its own layout F1 (regions matched at IoU 0.5, as the set's F1
-    counts them; 1.0 for a page with no regions, true or predicted), and `score`'s matches, misses, spurious
-    regions and reading-order distance."""
+    """A page's row of report.json: its error, its own layout F1 `layout_f1` (regions matched at IoU 0.5, as the
+    set's F1 counts them; 1.0 for a page with no regions, true or predicted), and `score`'s matches, misses,
+    spurious regions and reading-order distance."""
     found, missed, spurious = len(score.matched), len(score.missed), len(score.spurious)
     f1 = 2 * found / (2 * found + missed + spurious) if found + missed + spurious else 1.0
-    return {"input": page.input, "error": page.error, "f1": f1, **asdict(score)}
+    return {"input": page.input, "error": page.error, "layout_f1": f1, **asdict(score)}
 
 
 def _quality(task, true: RegionResult, predicted: RegionResult | None) -> float | None:
@@ -98,7 +98,7 @@ def worst(entries: list[tuple[PageResult, dict, list[Pair]]], n: int) -> list[in
     def key(i: int) -> tuple:
         predicted, row, lines = entries[i]
         qualities = [line.quality for line in lines if line.quality is not None]
-        return predicted.error is None, row["f1"], sum(qualities) / len(qualities) if qualities else 1.0
+        return predicted.error is None, row["layout_f1"], sum(qualities) / len(qualities) if qualities else 1.0
 
     return sorted(range(len(entries)), key=key)[:n]
 
@@ -127,7 +127,7 @@ def write_reports(out: Path, options: dict[str, Any], scored: tuple[dict[str, fl
 def summary(row: dict[str, Any]) -> str:
     """A page's numbers in words (plain text)."""
     ned = row["reading_order_ned"]
-    return (f"layout F1 {row['f1']:.4f}, {len(row['matched'])} matched, {len(row['missed'])} missed, "
+    return (f"layout F1 {row['layout_f1']:.4f}, {len(row['matched'])} matched, {len(row['missed'])} missed, "
             f"{len(row['spurious'])} spurious, reading-order distance {'n/a' if ned is None else f'{ned:.4f}'}")
 
 
@@ -136,22 +136,22 @@ def summary(row: dict[str, Any]) -> str:
 
 def markdown(metrics: dict[str, float], cases: list[tuple[PageResult, dict, list[Pair]]]) -> str:
     lines = ["# Evaluation: page pipeline", "", "| metric | value |", "| --- | ---: |"]
-    lines += [f"| {_md_text(name)} | {value:.4f} |" for name, value in metrics.items()]
+    lines += [f"| {md_text(name)} | {value:.4f} |" for name, value in metrics.items()]
     lines += ["", f"## Worst {len(cases)} pages", ""]
     for page, row, pairs_ in cases:
-        lines += [f"### {_md_text(page.input)}", ""]
+        lines += [f"### {md_text(page.input)}", ""]
         if page.error:
-            lines += [f"Error: {_md_text(page.error)}", ""]
-        lines += [_md_text(summary(row)), ""]
+            lines += [f"Error: {md_text(page.error)}", ""]
+        lines += [md_text(summary(row)), ""]
         for n, line in enumerate(pairs_, 1):
             label = (line.true or line.predicted).label
             kind = "spurious" if line.true is None else "missed" if line.predicted is None else f"IoU {line.iou:.2f}"
             quality = "" if line.quality is None else f", quality {line.quality:.3f}"
-            lines += [f"{n}. {_md_text(label)} ({kind}{quality})", ""]
+            lines += [f"{n}. {md_text(label)} ({kind}{quality})", ""]
             if line.true is not None and line.true.text is not None:
-                lines += ["True:", "", _fenced(line.true.text), ""]
+                lines += ["True:", "", fenced(line.true.text), ""]
             if line.predicted is not None and line.predicted.text is not None:
-                lines += ["Predicted:", "", _fenced(line.predicted.text), ""]
+                lines += ["Predicted:", "", fenced(line.predicted.text), ""]
     return "\n".join(lines)
 
 
@@ -169,7 +169,7 @@ def html_page(options: dict[str, Any], routes: dict[str, str], metrics: dict[str
 <title>docvlm evaluation: page pipeline</title><style>{STYLE}</style></head>
 <body>
 <h1>Evaluation: page pipeline</h1>
-{_header(_Routes(routes), options, n)}
+{header(_Routes(routes), options, n)}
 <section id="metrics"><h2>Metrics</h2><table class="metrics"><tr><th>metric</th><th>value</th></tr>{metric_rows}</table>
 </section>
 <section id="worst"><h2>Worst {len(cases)} pages</h2>
@@ -233,4 +233,4 @@ def _drawing(path: Path, truth: PageResult, predicted: PageResult) -> str:
     draw.text((4, drawn.height - 24), "true", fill=TRUE_COLOUR)
     draw.text((4, drawn.height - 12), "predicted", fill=PREDICTED_COLOUR)
     drawn.thumbnail((IMAGE_SIDE, IMAGE_SIDE))
-    return f'<img alt="the page with its true and predicted regions" src="{_data_uri(drawn)}">'
+    return f'<img alt="the page with its true and predicted regions" src="{data_uri(drawn)}">'
