@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from docvlm.converters.page_synth import random_page
-from docvlm.pipeline.orientation import MIN_CONFIDENCE, Orientation, detect, upright
+from docvlm.pipeline.orientation import MIN_CONFIDENCE, Orientation, detect, scan_box, upright
 
 TEXT_RICH = ("text", "title", "section-header", "caption", "table")
 TURN = {90: Image.Transpose.ROTATE_90, 180: Image.Transpose.ROTATE_180, 270: Image.Transpose.ROTATE_270}
@@ -97,3 +97,23 @@ def test_upright_fills_white_and_keeps_the_mode_of_pages_that_have_a_white(mode)
     assert turned.mode == ("RGB" if mode == "P" else mode) and turned.size == (40, 60)
     assert np.asarray(turned.convert("RGB")).min() >= 250  # the corners uncovered by the skew are white
     assert upright(image, Orientation(90)).mode == mode  # a quarter turn alone keeps even a palette
+
+
+def ink_box(image: Image.Image) -> tuple[float, float, float, float]:
+    """The box around an image's dark pixels, in fractions (x1 and y1 exclusive)."""
+    ys, xs = np.nonzero(np.asarray(image.convert("L")) < 128)
+    return xs.min() / image.width, ys.min() / image.height, (xs.max() + 1) / image.width, (ys.max() + 1) / image.height
+
+
+@pytest.mark.parametrize("rotation", [0, 90, 180, 270])
+def test_a_box_of_the_upright_page_maps_back_onto_the_scan(rotation):
+    page = Image.new("L", (300, 400), 255)
+    page.paste(0, (30, 50, 120, 90))
+    box = ink_box(page)
+    turned = scan(page, rotation)
+    assert scan_box(box, Orientation(rotation), turned.size) == pytest.approx(ink_box(turned))  # exact
+    skewed = scan(page, rotation, 2.0)
+    x0, y0, x1, y1 = scan_box(box, Orientation(rotation, 2.0), skewed.size)
+    ink = ink_box(skewed)  # the skewed rectangle's ink lies inside the mapped box, which is not much larger
+    assert x0 - 0.01 <= ink[0] and y0 - 0.01 <= ink[1] and ink[2] <= x1 + 0.01 and ink[3] <= y1 + 0.01
+    assert (x1 - x0) * (y1 - y0) < 1.2 * (ink[2] - ink[0]) * (ink[3] - ink[1])

@@ -99,6 +99,23 @@ def upright(image: Image.Image, orientation: Orientation) -> Image.Image:
     return image
 
 
+def scan_box(box: tuple[float, float, float, float], orientation: Orientation,
+             size: tuple[int, int]) -> tuple[float, float, float, float]:
+    """A box of the upright page (fractions, x0, y0, x1, y1) in fractions of the scan it was turned from, whose
+    size in pixels is `size`: exact for quarter turns; with a skew, the box around the skewed box's corners."""
+    width, height = size if orientation.rotation % 180 == 0 else size[::-1]  # the upright page's size
+    corners = [(x * width, y * height) for x in box[::2] for y in box[1::2]]
+    if orientation.skew:  # `upright` turned the scan clockwise by the skew about the centre: turn back
+        angle, cx, cy = np.deg2rad(orientation.skew), width / 2, height / 2
+        cos, sin = float(np.cos(angle)), float(np.sin(angle))
+        corners = [(cx + (x - cx) * cos + (y - cy) * sin, cy - (x - cx) * sin + (y - cy) * cos) for x, y in corners]
+    back = {0: lambda u, v: (u, v), 90: lambda u, v: (v, 1 - u), 180: lambda u, v: (1 - u, 1 - v),
+            270: lambda u, v: (1 - v, u)}[orientation.rotation % 360]
+    points = [back(x / width, y / height) for x, y in corners]
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    return min(xs), min(ys), max(xs), max(ys)
+
+
 def _gray(image: Image.Image) -> Image.Image:
     """The page in gray levels, its longer side at most `SIDE` pixels."""
     gray = image.convert("L")
