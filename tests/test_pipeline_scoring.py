@@ -158,3 +158,10 @@ def test_any_region_lists_score_without_raising(pairs):
     assert len(rows) == len(pairs)
     for row, (p, t) in zip(rows, pairs):
         assert len(row.matched) + len(row.missed) == len(t) and len(row.matched) + len(row.spurious) == len(p)
+
+
+def test_predictions_on_pages_without_true_regions_score_zero():
+    predicted = [[Region("picture", (0.1, 0.1, 0.5, 0.5))]]
+    metrics, (row,) = score_pages(predicted, [[]], {"picture": "text"})
+    assert metrics["layout/precision"] == metrics["layout/f1"] == metrics["layout/map"] == 0.0
+    assert row.spurious == [0] and "picture/cer" not in metrics

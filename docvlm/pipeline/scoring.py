@@ -83,12 +83,14 @@ def score_pages(predictions: Sequence[Sequence[Any]], references: Sequence[Seque
     """The metrics of predicted pages against true pages (see the module docstring) and one row per page.
 
     `routes` maps a label to the task that reads its regions (a `Task`, with the route's options, or a task
-    name). `classes` are the layout classes (the layout model's); by default the labels of the true regions.
+    name). `classes` are the layout classes (the layout model's); by default every label of the true and
+    predicted regions (a label found only among the predictions then has F1 0, and no AP: COCO averages
+    over the classes with true regions).
     """
     if len(predictions) != len(references):
         raise ValueError(f"{len(predictions)} predicted pages for {len(references)} true pages")
     if classes is None:
-        classes = sorted({r.label for page in references for r in page})
+        classes = sorted({r.label for pages in (predictions, references) for page in pages for r in page})
     rows = [score_page(p, t, threshold) for p, t in zip(predictions, references)]
     metrics = {f"layout/{k}": v for k, v in detection_f1(predictions, references, classes, threshold).items()}
     metrics.update({f"layout/{k}": v for k, v in detection_map(predictions, references, classes).items()})
