@@ -32,6 +32,7 @@ from PIL import Image
 
 SIDE = 1280  # pages are looked at with their longer side at most this many pixels
 MAX_SKEW = 5.0  # degrees searched either way
+MIN_SKEW = 0.1  # degrees: a smaller skew is within the measure's error and is not undone (no resampling)
 GUTTER = 0.02  # the narrowest gap between columns of text, as a share of the ink's width
 MIN_INK = 50  # ink pixels below which a page is blank
 MIN_PEAK = 1.3  # a page whose best projection is not this many times its median over the angles has no lines
@@ -59,6 +60,11 @@ class Orientation:
     skew: float = 0.0
     confidence: float = 0.0
 
+    @property
+    def known(self) -> bool:
+        """Whether `detect` found the orientation (else the page is left as it is: rotation 0, skew 0)."""
+        return self.confidence >= MIN_CONFIDENCE
+
 
 def detect(image: Image.Image) -> Orientation:
     """The orientation of a page image (any mode, any size; never raises on a blank or tiny one)."""
@@ -83,7 +89,8 @@ def detect(image: Image.Image) -> Orientation:
     confidence = round(min(axis, abs(up - down_votes) / (up + down_votes)), 3)
     if confidence < MIN_CONFIDENCE:
         return Orientation(0, 0.0, confidence)
-    return Orientation(guess.rotation + (180 if down_votes > up else 0), round(skew, 2), confidence)
+    skew = round(skew, 2) if abs(skew) >= MIN_SKEW else 0.0  # a level page keeps its pixels
+    return Orientation(guess.rotation + (180 if down_votes > up else 0), skew, confidence)
 
 
 def upright(image: Image.Image, orientation: Orientation) -> Image.Image:
