@@ -36,7 +36,8 @@ MIN_SKEW = 0.1  # degrees: a smaller skew is within the measure's error and is n
 GUTTER = 0.02  # the narrowest gap between columns of text, as a share of the ink's width
 MIN_INK = 50  # ink pixels below which a page is blank
 MIN_PEAK = 1.3  # a page whose best projection is not this many times its median over the angles has no lines
-MIN_LINES = 16  # pieces of text lines (counted in both cuts of `_lean`) needed to tell up from down
+MIN_LINES = 6  # lines of text (bands of 8 rows or more between empty rows) needed to tell up from down
+MIN_VOTES = 16  # and pieces of them (counted in both cuts of `_lean`)
 STRIP = 0.08  # the width of the strips whose row profiles find text lines, as a share of the page width
 CORE = 0.7  # a line's x-height band: its rows with at least this share of its densest row's ink
 MIN_CONFIDENCE = 0.1  # below it a page is left as it is
@@ -82,8 +83,8 @@ def detect(image: Image.Image) -> Orientation:
         xs, ys = -ys, xs
     skew, _, peak = _best_angle(xs, ys, _blocks(xs, ys, down if sideways else across))
     guess = Orientation(90 if sideways else 0, skew)
-    up, down_votes = _lean(_ink(upright(gray, guess)))
-    if peak < MIN_PEAK or abs(skew) >= MAX_SKEW or up + down_votes < MIN_LINES:  # no lines, or too little text
+    lines, up, down_votes = _lean(_ink(upright(gray, guess)))
+    if peak < MIN_PEAK or abs(skew) >= MAX_SKEW or lines < MIN_LINES or up + down_votes < MIN_VOTES:
         return Orientation()
     axis = 1.0 - min(across_energy, down_energy) / max(across_energy, down_energy)
     confidence = round(min(axis, abs(up - down_votes) / (up + down_votes)), 3)
@@ -194,13 +195,16 @@ def _blocks(xs: np.ndarray, ys: np.ndarray, degrees: float) -> np.ndarray:
     return np.unique(band * width + column_of[band, cols], return_inverse=True)[1].reshape(-1)
 
 
-def _lean(ink: np.ndarray) -> tuple[int, int]:
-    """Votes of the text lines of an upright ink mask: (pieces of lines with more ink above their x-height band
-    than below, pieces with more below). A piece is a run of inked rows in one of the narrow vertical strips the
-    page is cut into (so that the lines of columns side by side, at different heights, stay apart), cut twice,
-    the second time half a strip further; its x-height band holds its rows with at least `CORE` of its densest
+def _lean(ink: np.ndarray) -> tuple[int, int, int]:
+    """The lines of an upright ink mask (bands of at least 8 rows between empty rows: a drawing is one band, a
+    rule none) and the votes of pieces of them: (pieces with more ink above their x-height band than below,
+    pieces with more below). A piece is a run of inked rows in one of the narrow vertical strips the page is
+    cut into (so that the lines of columns side by side, at different heights, stay apart), cut twice, the
+    second time half a strip further; its x-height band holds its rows with at least `CORE` of its densest
     row's ink."""
     height, width = ink.shape
+    edges = np.flatnonzero(np.diff(np.concatenate(([0], ink.any(axis=1), [0])).astype(np.int8)))
+    lines = int(np.count_nonzero(edges[1::2] - edges[::2] >= 8))
     strip = max(8, round(width * STRIP))
     up = down = 0
     for offset in (0, strip // 2):
@@ -216,4 +220,4 @@ def _lean(ink: np.ndarray) -> tuple[int, int]:
                 above, below = line[: core[0]].sum(), line[core[-1] + 1:].sum()
                 up += int(above > below)
                 down += int(below > above)
-    return up, down
+    return lines, up, down
