@@ -6,6 +6,8 @@ import random
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from docvlm.converters.page_synth import random_page
@@ -117,3 +119,17 @@ def test_a_box_of_the_upright_page_maps_back_onto_the_scan(rotation):
     ink = ink_box(skewed)  # the skewed rectangle's ink lies inside the mapped box, which is not much larger
     assert x0 - 0.01 <= ink[0] and y0 - 0.01 <= ink[1] and ink[2] <= x1 + 0.01 and ink[3] <= y1 + 0.01
     assert (x1 - x0) * (y1 - y0) < 1.2 * (ink[2] - ink[0]) * (ink[3] - ink[1])
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(st.integers(1, 120), st.integers(1, 120), st.integers(0, 2**32 - 1), st.floats(0, 1), st.sampled_from([0, 1, 3]))
+def test_any_small_image_gives_an_orientation_without_raising(width, height, seed, ink, stride):
+    """Random pages of every shape: speckle, stripes every `stride` rows, solid; `upright` of the answer keeps
+    the page's size (turned a quarter, its sides swap)."""
+    pixels = np.where(np.random.default_rng(seed).random((height, width)) < ink, 0, 255).astype(np.uint8)
+    if stride:
+        pixels[::stride] = 0
+    image = Image.fromarray(pixels)
+    found = detect(image)
+    assert found.rotation in (0, 90, 180, 270) and abs(found.skew) <= 5 and 0 <= found.confidence <= 1
+    assert sorted(upright(image, found).size) == sorted(image.size)

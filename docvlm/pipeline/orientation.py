@@ -208,7 +208,7 @@ def _lean(ink: np.ndarray) -> tuple[int, int, int]:
     strip = max(8, round(width * STRIP))
     up = down = 0
     for offset in (0, strip // 2):
-        n = (width - offset) // strip
+        n = max(0, (width - offset) // strip)
         profiles = ink[:, offset: offset + n * strip].reshape(height, n, strip).sum(axis=2).T
         for profile in profiles:
             edges = np.flatnonzero(np.diff(np.concatenate(([0], profile > 0, [0])).astype(np.int8)))
