@@ -19,8 +19,9 @@ flat dict of metrics and one `PageScore` per page:
   sequences of indices / `len(s)`, 0 when the order is the true one, at most 1. The mean over the pages
   with at least two matched regions (a page with fewer has no order to get wrong; 0.0 when no page has
   two); `reading_order/pages` says how many pages that was. OmniDocBench (Ouyang et al., CVPR 2025,
-  arXiv 2412.07626) likewise scores reading order by the normalised edit distance over its matched
-  elements, averaged over pages; its matching is by content, ours by box (the boxes are what we predict).
+  arXiv 2412.07626) reports reading order as such a normalised edit distance over the elements it matched,
+  averaged over pages (it matches by content, we by box: boxes are what the layout model predicts);
+  docling-eval reports an average relative distance (ARD) of the order instead.
 """
 
 from __future__ import annotations
