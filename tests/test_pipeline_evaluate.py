@@ -269,3 +269,9 @@ def test_usage_errors_exit_2_in_one_line_before_any_output(extra, message, pipel
         code = stop.code
     err = capsys.readouterr().err
     assert code == 2 and message in err and "Traceback" not in err and not (tmp_path / "out").exists()
+
+
+def test_the_pipelines_help_without_a_file(capsys, tmp_path):
+    assert main(["--pipeline", "--help"]) == 0  # argparse alone would take --help for the pipeline file
+    assert "--synthetic-pages" in capsys.readouterr().out
+    assert not any(tmp_path.iterdir())

@@ -89,6 +89,9 @@ def main(argv: list[str]) -> int:
     from docvlm.pipeline.run import load_pipeline
     from docvlm.pipeline.scoring import score_pages
 
+    if {"-h", "--help"} & set(argv):  # also `--pipeline --help`, where argparse would take --help for the file
+        build_parser().print_help()
+        return 0
     args = parse_args(argv)
     try:
         pipeline = load_pipeline(args.pipeline, device=args.device, dtype=args.dtype, batch_size=args.batch_size,
