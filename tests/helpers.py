@@ -48,3 +48,33 @@ def config_parser(config: Path):
 
     return ParseOnly(DocVLM, DocDataModule, run=False, args=["--config", str(config)]).parser
 
+
+
+def kill_two_processes_once_both_wrote(slow_args: list[str], out: Path) -> None:
+    """Start `docvlm convert *slow_args --devices 2` on the CPU and SIGKILL every process of it at once, as soon as
+    both ranks have recorded a page in their manifest parts under `out` (a kill -9 in the middle of the work)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import pytest
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "NO_ALBUMENTATIONS_UPDATE": "1"}
+    run = subprocess.Popen([str(Path(sys.executable).parent / "docvlm"), "convert", *slow_args, "--devices", "2",
+                            "--accelerator", "cpu"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                           start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:  # until both ranks have finished a page
+            parts = list(out.glob("manifest.part-*.jsonl"))
+            if len(parts) == 2 and all(p.read_text().count("\n") >= 1 for p in parts):
+                break
+            assert run.poll() is None, "the run ended before it could be killed"
+            time.sleep(0.05)
+        else:
+            pytest.fail("no rows were written")
+    finally:
+        os.killpg(run.pid, signal.SIGKILL)  # every rank at once
+        run.wait()

@@ -4,7 +4,6 @@ crash or hang. Run through the console script, as a user runs it."""
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -15,7 +14,7 @@ import pytest
 import docvlm.tasks.base
 from docvlm.convert import main
 from docvlm.tasks.text import TextTask
-from helpers import text_image
+from helpers import kill_two_processes_once_both_wrote, text_image
 
 DOCVLM = str(Path(sys.executable).parent / "docvlm")
 FAST = ["--model", "tiny", "--task", "text", "--num-workers", "0"]
@@ -96,22 +95,7 @@ def test_a_killed_two_process_run_resumes_with_one_process(many_pages, tmp_path)
     pages = many_pages
     slow = [*FAST, "--max-new-tokens", "60", "--no-repetition-guard", "--batch-size", "1", str(pages),
             "--out", str(tmp_path)]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "NO_ALBUMENTATIONS_UPDATE": "1"}
-    run = subprocess.Popen([DOCVLM, "convert", *slow, "--devices", "2", "--accelerator", "cpu"], env=env,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:  # until both ranks have finished some pages
-            parts = list(tmp_path.glob("manifest.part-*.jsonl"))
-            if len(parts) == 2 and all(p.read_text().count("\n") >= 1 for p in parts):
-                break
-            assert run.poll() is None, "the run ended before it could be killed"
-            time.sleep(0.05)
-        else:
-            pytest.fail("no rows were written")
-    finally:
-        os.killpg(run.pid, signal.SIGKILL)  # every rank at once
-        run.wait()
+    kill_two_processes_once_both_wrote(slow, tmp_path)
     assert not (tmp_path / "manifest.jsonl").exists() or len(rows(tmp_path)) < 48
 
     done = convert(*slow, "--skip-existing", "--batch-size", "16")

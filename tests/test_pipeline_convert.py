@@ -4,15 +4,14 @@ input, resumes that rebuild documents from the pages' saved results, a bad page 
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from docvlm.convert import main
+from helpers import kill_two_processes_once_both_wrote
 from pipeline_helpers import composed_page, image_pdf
 
 DOCVLM = str(Path(sys.executable).parent / "docvlm")
@@ -180,22 +179,7 @@ def test_a_killed_two_process_run_resumes_with_every_page_once(tmp_path):
     (root / "p.yaml").write_text("routes:\n  text: {model: tiny, task: text}\n", encoding="utf-8")
     out = tmp_path / "out"
     slow = [*args(root, out), "--max-new-tokens", "40", "--no-repetition-guard", "--batch-size", "1", "--window", "1"]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "NO_ALBUMENTATIONS_UPDATE": "1"}
-    run = subprocess.Popen([DOCVLM, "convert", *slow, "--devices", "2", "--accelerator", "cpu"], env=env,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:  # until both ranks have finished a page
-            parts = list(out.glob("manifest.part-*.jsonl"))
-            if len(parts) == 2 and all(p.read_text().count("\n") >= 1 for p in parts):
-                break
-            assert run.poll() is None, "the run ended before it could be killed"
-            time.sleep(0.05)
-        else:
-            pytest.fail("no rows were written")
-    finally:
-        os.killpg(run.pid, signal.SIGKILL)
-        run.wait()
+    kill_two_processes_once_both_wrote(slow, out)
     done = convert(*slow, "--skip-existing", "--window", "8")
     skipped = int(done.stdout.split("failed, ")[1].split()[0])
     assert skipped >= 2
