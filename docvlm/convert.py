@@ -167,6 +167,10 @@ def _row(task: Task, job: Job, *, outputs=(), problems=(), error=None, text=None
 # ---- the command -------------------------------------------------------------------------------------
 def main(argv: list[str]) -> int:
     parser = build_parser()
+    options = argv[: argv.index("--")] if "--" in argv else argv
+    if {"-h", "--help"} & set(options):  # also `--pipeline --help`, where argparse would take --help for the file
+        parser.print_help()
+        return EXIT_OK
     args = parser.parse_args(argv)
     if args.pipeline is not None:
         from docvlm.pipeline.convert import main as convert_pages

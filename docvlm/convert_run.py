@@ -226,8 +226,10 @@ class Printer:
         if len(failed) > 20:
             print(f"docvlm convert{self.tag}: ... and {len(failed) - 20} more errors (see {manifest})", file=sys.stderr)
         where = f"; manifest {manifest}" if manifest.is_file() else ""
-        print(f"docvlm{self.tag}: {stats['converted']} pages converted ({stats['problems']} with problems in the "
-              f"output), {len(failed)} failed, {stats['skipped']} skipped as done{where}")
+        converted = stats["converted"]
+        pages = f"{converted} page{'' if converted == 1 else 's'}"
+        print(f"docvlm{self.tag}: {pages} converted ({stats['problems']} with problems in the output), "
+              f"{len(failed)} failed, {stats['skipped']} skipped as done{where}")
 
 
 def place(path: Path, staging: Path, out: Path, id_: str) -> str:
