@@ -28,9 +28,9 @@ from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from docvlm.tasks.base import ImageMode, Metric, Parsed, Sample, Task, register
+from docvlm.tasks.base import Metric, Parsed, Sample, Task, register
 from docvlm.tasks.manifest import ManifestError, read_manifest
 
 log = logging.getLogger(__name__)
@@ -78,7 +78,7 @@ class LayoutTask(Task):
     export_wants_image = True
     prefix: str = ""
     max_target_tokens: int = 1024
-    image_mode: ImageMode = "stretch"
+    image_mode: Literal["stretch"] = "stretch"  # boxes are fractions of the whole page
     classes: tuple[str, ...] = CLASSES
     class_map: dict[str, str] | None = None
     categories: tuple[str, ...] = ()
@@ -91,6 +91,9 @@ class LayoutTask(Task):
 
     def __post_init__(self) -> None:
         self.classes = tuple(self.classes)
+        if self.image_mode != "stretch":  # boxes are fractions of the page: padding would move every one of them
+            raise ValueError(f"layout image_mode must be 'stretch' (boxes are fractions of the whole page, as "
+                             f"PaliGemma's detection pretraining saw pages), got {self.image_mode!r}")
         if not self.classes or any(not c or ";" in c or "<" in c for c in self.classes):
             raise ValueError(f"layout classes must be non-empty names without ';' or '<', got {self.classes}")
         if not self.prefix:

@@ -238,3 +238,8 @@ def test_empty_boxes_of_a_data_set_are_dropped_and_counted(tmp_path):
 
 def task_regions(target):
     return docvlm.tasks.get("layout").parse(target).value
+
+
+def test_pages_are_stretched_never_padded():
+    with pytest.raises(ValueError, match="image_mode must be 'stretch'"):
+        docvlm.tasks.get("layout", image_mode="pad")  # padding would move every box off its region
