@@ -23,10 +23,16 @@ is unusable (its problems are in the manifest row, not in the document):
 A caption is linked (`captions`) to the nearest table, picture or code item of its page in reading order (the
 one before it on a tie) and stays in the body where it stands, so the items keep the regions' order.
 
-Provenance: `page_no` from 1, the box in the page's own coordinates, `charspan` (0, length of the text).
-Image pages: pixels, top-left origin (`coord_origin` TOPLEFT). PDF pages: points with a bottom-left origin
-(`BoundingBox.to_bottom_left_origin(page height)`, `coord_origin` BOTTOMLEFT, so `t` > `b`), which is what
-docling writes for PDF pages. The page sizes are the `PageResult`'s (points of the crop box, upright, or pixels).
+Provenance, as docling's standard pipeline writes it for PDFs and images alike: `page_no` from 1, `charspan`
+(0, length of the text), the box in the page's own units from its bottom-left corner
+(`BoundingBox.to_bottom_left_origin(page height)`: `coord_origin` BOTTOMLEFT, `t` > `b`; docling's
+`ReadingOrderModel` does the same to every layout box). Units and frame are the `PageResult`'s: a PDF page is
+its crop box (clipped to the media box) in points as pdfium displays it, `/Rotate` applied, origin at the crop
+box's corner, the size pypdfium2's `get_size()` (docling's `DoclingParsePageBackend.get_size`); an image is in
+pixels (docling divides by a dpi the file states, since docling#4012: the fractions agree). A page that the
+pipeline turned upright (a scan, `rotation` and `skew` in its manifest row) is the upright page: its size and
+boxes are those of the turned image, width and height swapped for 90 and 270 degrees, where docling, which
+turns no page, keeps the page as given. See tests/test_pipeline_provenance.py for docling's code, cited.
 """
 
 from __future__ import annotations
@@ -169,9 +175,7 @@ def _table_data(table) -> TableData:
 def _prov(page: PageResult, page_no: int, region: RegionResult, text: str) -> ProvenanceItem:
     """The region's provenance as docling writes it (see the module docstring)."""
     x0, y0, x1, y1 = page.to_units(region.box)
-    box = BoundingBox(l=x0, t=y0, r=x1, b=y1)
-    if page.unit == "pt":
-        box = box.to_bottom_left_origin(page.height)
+    box = BoundingBox(l=x0, t=y0, r=x1, b=y1).to_bottom_left_origin(page.height)
     return ProvenanceItem(page_no=page_no, bbox=box, charspan=(0, len(text)))
 
 
