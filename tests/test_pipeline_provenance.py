@@ -150,6 +150,25 @@ def test_the_layout_model_sees_the_displayed_page_so_its_fractions_are_of_doclin
     assert x0 / width <= inked[0] < inked[2] <= x1 / width and y0 / height <= inked[1] < inked[3] <= y1 / height
 
 
+@pytest.mark.parametrize("rotate", [0, 90, 180, 270])
+def test_a_region_of_a_turned_cropped_page_is_rendered_from_the_same_place(tmp_path, rotate):
+    """A routed region's own rendering (`PdfPages.render`) shows the text its docling box holds, whole."""
+    from docvlm.pipeline.crops import PdfPages
+
+    pdf = pdf_with_text(tmp_path / "doc.pdf", (50, 100, 450, 700), (100, 150, 400, 600), rotate, (140, 520))
+    text, visible, _ = geometry(pdf)
+    (x0, y0, x1, y1), (width, height) = displayed(text, visible, rotate)
+    pages = PdfPages()
+    try:
+        crop = pages.render(pdf, 1, (x0 / width, y0 / height, x1 / width, y1 / height), 448, 72)
+    finally:
+        pages.close()
+    ys, xs = np.nonzero(np.asarray(crop.convert("L")) < 128)
+    assert len(xs) > 20  # the text, not another part of the page
+    along = (xs.max() - xs.min()) / crop.width if rotate in (0, 180) else (ys.max() - ys.min()) / crop.height
+    assert along > 0.8  # the whole word, as long as the box (less the padding)
+    assert 0 < xs.min() and xs.max() < crop.width - 1 and 0 < ys.min() and ys.max() < crop.height - 1  # not cut
+
 def test_an_image_item_is_in_pixels_from_the_bottom_left_as_docling_writes_it(tmp_path):
     """docling reads an image through the same pipeline as a PDF page: pixels (no dpi stated), BOTTOMLEFT."""
     image, regions = composed_page(7, kinds=("text", "title"))

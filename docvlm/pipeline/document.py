@@ -24,15 +24,16 @@ A caption is linked (`captions`) to the nearest table, picture or code item of i
 one before it on a tie) and stays in the body where it stands, so the items keep the regions' order.
 
 Provenance, as docling's standard pipeline writes it for PDFs and images alike: `page_no` from 1, `charspan`
-(0, length of the text), the box in the page's own units from its bottom-left corner
-(`BoundingBox.to_bottom_left_origin(page height)`: `coord_origin` BOTTOMLEFT, `t` > `b`; docling's
-`ReadingOrderModel` does the same to every layout box). Units and frame are the `PageResult`'s: a PDF page is
-its crop box (clipped to the media box) in points as pdfium displays it, `/Rotate` applied, origin at the crop
-box's corner, the size pypdfium2's `get_size()` (docling's `DoclingParsePageBackend.get_size`); an image is in
-pixels (docling divides by a dpi the file states, since docling#4012: the fractions agree). A page that the
-pipeline turned upright (a scan, `rotation` and `skew` in its manifest row) is the upright page: its size and
-boxes are those of the turned image, width and height swapped for 90 and 270 degrees, where docling, which
-turns no page, keeps the page as given. See tests/test_pipeline_provenance.py for docling's code, cited.
+(0, length of the text), the box in the page's own units from its bottom-left corner (`coord_origin`
+BOTTOMLEFT, `t` > `b`: docling's `ReadingOrderModel` turns every layout box with `to_bottom_left_origin(page
+height)` too). Units and frame are the `PageResult`'s. A PDF page is its crop box (clipped to the media box)
+as pdfium displays it: points, `/Rotate` applied, origin at the crop box's corner, the size pypdfium2's
+`get_size()` (docling's `DoclingParsePageBackend.get_size`). An image is in pixels as viewers show it (EXIF
+orientation applied, where docling reads the stored pixels; docling divides by a dpi the file states, since
+docling#4012: the fractions agree). A scan the pipeline turned upright is the upright page, its size and boxes
+those of the turned image (width and height swapped by 90 and 270 degrees; its manifest row's `rotation` and
+`skew` say how it was turned), where docling, which turns no page, keeps the page as given.
+tests/test_pipeline_provenance.py cites docling's code and checks these against the PDFs' own geometry.
 """
 
 from __future__ import annotations
