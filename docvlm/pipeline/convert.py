@@ -377,10 +377,22 @@ def _from_row(row: dict) -> PageResult | None:
     if row.get("task") != TASK:
         return None
     try:
-        regions = [RegionResult(**{**r, "box": tuple(float(v) for v in r["box"])}) for r in row.get("regions", [])]
+        regions = [_region_from_row(r) for r in row.get("regions", [])]
         return PageResult(str(row["input"]), row.get("page"), float(row.get("width") or 0),
                           float(row.get("height") or 0), str(row.get("unit", "px")), int(row.get("rotation") or 0),
                           float(row.get("skew") or 0), regions, [str(p) for p in row.get("problems", [])],
-                          row.get("error"))
+                          None if row.get("error") is None else str(row["error"]))
     except (KeyError, TypeError, ValueError):
         return None
+
+
+def _region_from_row(row: dict) -> RegionResult:
+    """A row's region with the types the review shows; TypeError for a crafted one (a number as its text)."""
+    region = RegionResult(**{**row, "box": tuple(float(v) for v in row["box"])})
+    strings = isinstance(region.label, str) and all(isinstance(v, (str, type(None)))
+                                                    for v in (region.task, region.text, region.source))
+    lists = all(isinstance(v, list) and all(isinstance(s, str) for s in v) for v in (region.problems, region.outputs))
+    score = region.score is None or (isinstance(region.score, (int, float)) and not isinstance(region.score, bool))
+    if not (strings and lists and score):
+        raise TypeError(f"not a region of a page row: {row!r:.80}")
+    return region
