@@ -121,15 +121,24 @@ def to_json(page: PageResult) -> dict:
 
 
 def from_json(data: dict, pipeline) -> PageResult:
-    """A page's result read back, each region's value parsed again from its text with its route's task."""
+    """A page's result read back, each region's value parsed again from its text with its route's task.
+    TypeError or ValueError for one that is not as `to_json` writes it (cut, or crafted: a number as a text,
+    a lone surrogate no document can hold)."""
+    json.dumps(data, ensure_ascii=False).encode("utf-8")  # UnicodeEncodeError (a ValueError) for a surrogate
     regions = []
     for row in data["regions"]:
-        region = RegionResult(**{**row, "box": tuple(row["box"])})
+        region = _region_from_row(row)
         task = _task(pipeline, region)
         if region.text is not None:
             region.value = task.parse(region.text).value if task is not None else region.text
         regions.append(region)
-    return PageResult(**{**data, "regions": regions})
+    page = PageResult(**{**data, "regions": regions})
+    numbers = (page.width, page.height, page.skew)
+    if (not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in numbers)
+            or page.unit not in ("px", "pt") or page.rotation not in (0, 90, 180, 270)
+            or not all(isinstance(p, str) for p in page.problems) or page.error is not None):
+        raise TypeError("not a page's result")
+    return page
 
 
 def _task(pipeline, region: RegionResult):
