@@ -109,6 +109,39 @@ def test_labels_with_slashes_and_dots_name_no_file_outside_their_document(job):
     assert sorted(p.name for p in job.iterdir()) == ["in", "out", "p.yaml", "r.jsonl"]
 
 
+@pytest.fixture(scope="module")
+def text_model(tmp_path_factory) -> Path:
+    """A tiny model folder as `docvlm fit` exports one, trained (its docvlm.json says) for `text`."""
+    from docvlm import describe, tasks
+    from docvlm.decode import Decoding
+    from docvlm.model import build_tiny
+
+    folder = tmp_path_factory.mktemp("models") / "hf"
+    model, processor = build_tiny(image_size=56, patch_size=28)
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    describe.write(folder, describe.description(tasks.get("text"), 56, Decoding(max_new_tokens=4)))
+    return folder
+
+
+def test_a_route_whose_task_contradicts_its_model_is_refused_before_any_work(job, text_model, capsys):
+    (job / "p.yaml").write_text(f"routes:\n  table: {{model: {text_model}, task: tables}}\n", encoding="utf-8")
+    assert main(args(job)) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.endswith(f"{job / 'p.yaml'}: routes: table: the model was trained for task 'text', not 'tables'")
+    assert not (job / "out").exists()
+
+
+def test_a_route_to_a_model_asking_to_run_its_own_code_never_runs_it(job, capsys):
+    from test_adversarial_fit import code_asking_model
+
+    code_asking_model(job / "evil", job / "ran")
+    (job / "p.yaml").write_text(f"routes:\n  table: {{model: {job / 'evil'}, task: tables}}\n", encoding="utf-8")
+    assert main(args(job)) == 2
+    assert not (job / "ran").exists()  # the folder's Python was never imported
+    assert "docvlm never runs a model's own code" in capsys.readouterr().err
+
+
 # ---- regions files ---------------------------------------------------------------------------------------
 def big_page(n: int) -> list[dict]:
     return [{"label": "text", "bbox": [0.1, 0.1, 0.2, 0.2]}] * n
@@ -247,7 +280,7 @@ def test_odd_images_and_pdfs_each_get_their_row_and_nothing_outside_out_changes(
     image_pdf(corpus / "two.pdf", [composed_page(3, width=224)[0], Image.new("RGB", (3, 2000), "white")])
     (corpus / "broken.pdf").write_bytes(b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\n%%EOF\n")
     (tmp_path / "p.yaml").write_text("layout: {model: tiny, task: layout}\n" + ROUTES, encoding="utf-8")
-    before = checksums(corpus)
+    before, around = checksums(corpus), listing(tmp_path)
     out = tmp_path / "out"
     code = main(["--pipeline", str(tmp_path / "p.yaml"), str(corpus), str(corpus / "fifo.png"), "--out", str(out),
                  *FAST])
@@ -260,7 +293,11 @@ def test_odd_images_and_pdfs_each_get_their_row_and_nothing_outside_out_changes(
     for key in (("grey16.png", None), ("cmyk.tif", None), ("onebit.png", None), ("palette.gif", None),
                 ("la.png", None), ("one.png", None), ("two.pdf", 1), ("two.pdf", 2)):
         assert found[key]["error"] is None and any(o.endswith(".page.json") for o in found[key]["outputs"]), key
-    assert checksums(corpus) == before
+    assert checksums(corpus) == before and listing(tmp_path) - {"out"} - listing(out, tmp_path) == around
+
+
+def listing(folder: Path, root: Path | None = None) -> set[str]:
+    return {p.relative_to(root or folder).as_posix() for p in folder.rglob("*")}
 
 
 @pytest.mark.slow
