@@ -327,3 +327,15 @@ def test_sigterm_keeps_the_finished_pages_and_a_resume_converts_each_page_once(j
     assert sorted((Path(r["input"]).name, r["page"]) for r in found) == sorted(
         [(f"x{n}.png", None) for n in range(6)] + [("a.png", None), ("b.png", None), ("d.pdf", 1), ("d.pdf", 2)])
     assert all((job / "out" / f"{name}.docling.json").is_file() for name in ("a", "b", "d", "x0", "x5"))
+
+
+def test_a_document_is_never_named_as_the_region_files_of_another():
+    """`in/a/p1-r1-table.png` beside `in/a.png`: its Markdown `a/p1-r1-table.md` would replace the Markdown of
+    `a.png`'s first region's table."""
+    from docvlm.pages import Page
+    from docvlm.pipeline.convert import document_names
+
+    pages = [Page(Path("in/a.png"), None, "image", "a"), Page(Path("in/a/p1-r1-table.png"), None, "image",
+                                                             "a/p1-r1-table"),
+             Page(Path("in/P2-R3-x.pdf"), 1, "pdf", "P2-R3-x-p1"), Page(Path("in/p1.png"), None, "image", "p1")]
+    assert list(document_names(pages, {}).values()) == ["a", "a/_p1-r1-table", "_P2-R3-x", "p1"]

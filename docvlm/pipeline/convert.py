@@ -44,6 +44,7 @@ from docvlm.pipeline.results import PageResult, RegionResult
 TASK = "pipeline"  # the manifest's `task` of a page row
 PAGE_JSON = ".page.json"
 REVIEW = "review.html"  # the run's, beside the manifest: no page's output
+REGION_STEM = re.compile(r"p\d+-r\d+-.*", re.IGNORECASE)  # a region's files, `p<N>-r<K>-<label>.*`
 
 
 def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -89,8 +90,9 @@ def _pipeline(args: argparse.Namespace, device: str):
 
 # ---- documents and their pages ------------------------------------------------------------------------
 def document_names(pages: list[Page], known: dict) -> dict[str, str]:
-    """Input -> its document's output name, unique (case-insensitively) in the folder; an input the manifest
-    knows keeps its earlier name. Every process computes the same names."""
+    """Input -> its document's output name, unique (case-insensitively) in the folder, and never the name of
+    another document's region files (`_` before it); an input the manifest knows keeps its earlier name. Every
+    process computes the same names."""
     earlier = {str(r["input"]): str(r["document"]) for r in known.values()
                if isinstance(r.get("document"), str) and safe_relative(r["document"])}
     taken = {name.casefold() for name in earlier.values()}
@@ -103,6 +105,9 @@ def document_names(pages: list[Page], known: dict) -> dict[str, str]:
             names[key] = earlier[key]
             continue
         base = page.name if page.page is None else page.name[: -len(f"-p{page.page}")]
+        folder, _, leaf = base.rpartition("/")
+        if REGION_STEM.fullmatch(leaf):  # `a/p1-r1-table.md` is also the region file of document `a`'s table
+            base = f"{folder}/_{leaf}" if folder else f"_{leaf}"
         name, n = base, 2
         while name.casefold() in taken:
             name, n = f"{base}-{n}", n + 1
