@@ -339,3 +339,15 @@ def test_a_document_is_never_named_as_the_region_files_of_another():
                                                              "a/p1-r1-table"),
              Page(Path("in/P2-R3-x.pdf"), 1, "pdf", "P2-R3-x-p1"), Page(Path("in/p1.png"), None, "image", "p1")]
     assert list(document_names(pages, {}).values()) == ["a", "a/_p1-r1-table", "_P2-R3-x", "p1"]
+
+
+@pytest.mark.parametrize("which", ["p.yaml", "r.jsonl"])
+def test_a_pipeline_or_regions_file_inside_out_is_refused_before_any_work(job, which, capsys):
+    """`--regions out/a.md` would be replaced by the document of `a.png`."""
+    out = job / "out"
+    out.mkdir()
+    (job / which).rename(out / which)
+    given = [str(out / which) if part == str(job / which) else part for part in args(job)]
+    assert main(given) == 2
+    assert f"contains the input {out / which}: outputs could overwrite inputs" in capsys.readouterr().err
+    assert os.listdir(out) == [which]

@@ -61,6 +61,12 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         parser.error("--device picks one device: use --accelerator with --devices")
     if args.out.exists() and not args.out.is_dir():
         parser.error(f"--out {args.out}: exists and is not a folder")
+    root = os.path.realpath(args.out)
+    for path in (args.pipeline, args.regions):  # inputs as much as the pages: an output could replace them
+        if path is not None and os.path.commonpath([root, os.path.realpath(path)]) == root:
+            print(f"docvlm convert: error: --out {args.out} contains the input {path}: outputs could overwrite "
+                  f"inputs; write to a folder outside the inputs", file=sys.stderr)
+            return EXIT_USAGE
     try:
         pipeline = _pipeline(args, device="cpu")  # every model and task checked once, before processes start
         given = read_regions(args.regions) if args.regions is not None else None
