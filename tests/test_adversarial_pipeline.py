@@ -149,7 +149,7 @@ def big_page(n: int) -> list[dict]:
 
 @pytest.mark.parametrize("regions, message", [
     ([{"label": "table", "bbox": [0, 0, 10**400, 1]}], "is not finite"),  # an integer past a float: no traceback
-    ([{"label": "table", "bbox": [0, 0, 1, 1], "score": 10**400}], "`score` must be a number"),
+    ([{"label": "table", "bbox": [0, 0, 1, 1], "score": 10**400}], "must be a finite number, not an int (401 ch"),
     ([{"label": "t\ud800", "bbox": [0, 0, 1, 1]}], "`label` must name the region's class"),
     ([{"label": "ta\0ble", "bbox": [0, 0, 1, 1]}], "`label` must name the region's class"),
     ([{"label": "table", "bbox": [0, 0, 1, 1], "content": "\udfff"}], "`content` must be the region's text"),

@@ -202,7 +202,7 @@ def _problem(label: Any, box: Any, score: Any, content: Any = None) -> str | Non
     if box[2] <= box[0] or box[3] <= box[1]:
         return f"`bbox` {box} is empty or reversed (x0 < x1 and y0 < y1)"
     if score is not None and (not _number(score) or not _finite(score)):
-        return f"`score` must be a number, not {_kind(score)}"
+        return f"`score` must be a finite number, not {_kind(score)}"
     if content is not None and (not isinstance(content, str) or not _encodable(content)):
         return f"`content` must be the region's text, not {_kind(content)}"
     return None
@@ -232,5 +232,5 @@ def _number(value: Any) -> bool:
 def _kind(value: Any) -> str:
     if value is None:
         return "nothing"
-    text = repr(value)
-    return text if len(text) <= 80 else f"a {type(value).__name__}"
+    text, name = repr(value), type(value).__name__
+    return text if len(text) <= 80 else f"{'an' if name[0] in 'aeiou' else 'a'} {name} ({len(text)} characters)"
