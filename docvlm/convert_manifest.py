@@ -117,7 +117,17 @@ def _valid(row: object) -> bool:
         return False
     outputs = row.get("outputs", [])
     return (row.get("id") is None or safe_relative(row["id"])) and isinstance(outputs, list) and all(
-        safe_relative(p) for p in outputs)
+        safe_relative(p) for p in outputs) and _encodable(row)
+
+
+def _encodable(row: dict) -> bool:
+    """Whether the row can be written back: JSON's `\\ud800` escape reads as a lone surrogate, which UTF-8
+    cannot hold (the merge would fail on it)."""
+    try:
+        json.dumps(row, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def read_rows(path: Path, warn) -> list[dict]:

@@ -33,7 +33,7 @@ def test_rows_give_each_page_its_regions_by_absolute_path(tmp_path, monkeypatch)
     ({"label": "table", "bbox": [0.1, 0.2, float("nan"), 0.6]}, "not finite"),
     ({"label": "", "bbox": [0.1, 0.2, 0.5, 0.6]}, "`label` must name"),
     ({"label": "table", "bbox": [0.1, 0.2, 0.5]}, "`bbox` must be [x0, y0, x1, y1]"),
-    ({"label": "table", "bbox": [0.1, 0.2, 0.5, 0.6], "score": "high"}, "`score` must be a number"),
+    ({"label": "table", "bbox": [0.1, 0.2, 0.5, 0.6], "score": "high"}, "`score` must be a finite number"),
 ])
 def test_a_bad_region_fails_its_page_only(tmp_path, region, message):
     path = jsonl(tmp_path, {"input": "/x/a.png", "page": None, "regions": [region]},

@@ -44,6 +44,7 @@ from docvlm.pipeline.results import PageResult, RegionResult
 TASK = "pipeline"  # the manifest's `task` of a page row
 PAGE_JSON = ".page.json"
 REVIEW = "review.html"  # the run's, beside the manifest: no page's output
+REGION_STEM = re.compile(r"p\d+-r\d+-.*", re.IGNORECASE)  # a region's files, `p<N>-r<K>-<label>.*`
 
 
 def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -60,6 +61,12 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         parser.error("--device picks one device: use --accelerator with --devices")
     if args.out.exists() and not args.out.is_dir():
         parser.error(f"--out {args.out}: exists and is not a folder")
+    root = os.path.realpath(args.out)
+    for path in (args.pipeline, args.regions):  # inputs as much as the pages: an output could replace them
+        if path is not None and os.path.commonpath([root, os.path.realpath(path)]) == root:
+            print(f"docvlm convert: error: --out {args.out} contains the input {path}: outputs could overwrite "
+                  f"inputs; write to a folder outside the inputs", file=sys.stderr)
+            return EXIT_USAGE
     try:
         pipeline = _pipeline(args, device="cpu")  # every model and task checked once, before processes start
         given = read_regions(args.regions) if args.regions is not None else None
@@ -89,8 +96,9 @@ def _pipeline(args: argparse.Namespace, device: str):
 
 # ---- documents and their pages ------------------------------------------------------------------------
 def document_names(pages: list[Page], known: dict) -> dict[str, str]:
-    """Input -> its document's output name, unique (case-insensitively) in the folder; an input the manifest
-    knows keeps its earlier name. Every process computes the same names."""
+    """Input -> its document's output name, unique (case-insensitively) in the folder, and never the name of
+    another document's region files (`_` before it); an input the manifest knows keeps its earlier name. Every
+    process computes the same names."""
     earlier = {str(r["input"]): str(r["document"]) for r in known.values()
                if isinstance(r.get("document"), str) and safe_relative(r["document"])}
     taken = {name.casefold() for name in earlier.values()}
@@ -103,6 +111,9 @@ def document_names(pages: list[Page], known: dict) -> dict[str, str]:
             names[key] = earlier[key]
             continue
         base = page.name if page.page is None else page.name[: -len(f"-p{page.page}")]
+        folder, _, leaf = base.rpartition("/")
+        if REGION_STEM.fullmatch(leaf):  # `a/p1-r1-table.md` is also the region file of document `a`'s table
+            base = f"{folder}/_{leaf}" if folder else f"_{leaf}"
         name, n = base, 2
         while name.casefold() in taken:
             name, n = f"{base}-{n}", n + 1
@@ -121,15 +132,24 @@ def to_json(page: PageResult) -> dict:
 
 
 def from_json(data: dict, pipeline) -> PageResult:
-    """A page's result read back, each region's value parsed again from its text with its route's task."""
+    """A page's result read back, each region's value parsed again from its text with its route's task.
+    TypeError or ValueError for one that is not as `to_json` writes it (cut, or crafted: a number as a text,
+    a lone surrogate no document can hold)."""
+    json.dumps(data, ensure_ascii=False).encode("utf-8")  # UnicodeEncodeError (a ValueError) for a surrogate
     regions = []
     for row in data["regions"]:
-        region = RegionResult(**{**row, "box": tuple(row["box"])})
+        region = _region_from_row(row)
         task = _task(pipeline, region)
         if region.text is not None:
             region.value = task.parse(region.text).value if task is not None else region.text
         regions.append(region)
-    return PageResult(**{**data, "regions": regions})
+    page = PageResult(**{**data, "regions": regions})
+    numbers = (page.width, page.height, page.skew)
+    if (not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in numbers)
+            or page.unit not in ("px", "pt") or page.rotation not in (0, 90, 180, 270)
+            or not all(isinstance(p, str) for p in page.problems) or page.error is not None):
+        raise TypeError("not a page's result")
+    return page
 
 
 def _task(pipeline, region: RegionResult):
@@ -377,10 +397,22 @@ def _from_row(row: dict) -> PageResult | None:
     if row.get("task") != TASK:
         return None
     try:
-        regions = [RegionResult(**{**r, "box": tuple(float(v) for v in r["box"])}) for r in row.get("regions", [])]
+        regions = [_region_from_row(r) for r in row.get("regions", [])]
         return PageResult(str(row["input"]), row.get("page"), float(row.get("width") or 0),
                           float(row.get("height") or 0), str(row.get("unit", "px")), int(row.get("rotation") or 0),
                           float(row.get("skew") or 0), regions, [str(p) for p in row.get("problems", [])],
-                          row.get("error"))
+                          None if row.get("error") is None else str(row["error"]))
     except (KeyError, TypeError, ValueError):
         return None
+
+
+def _region_from_row(row: dict) -> RegionResult:
+    """A row's region with the types the review shows; TypeError for a crafted one (a number as its text)."""
+    region = RegionResult(**{**row, "box": tuple(float(v) for v in row["box"])})
+    strings = isinstance(region.label, str) and all(isinstance(v, (str, type(None)))
+                                                    for v in (region.task, region.text, region.source))
+    lists = all(isinstance(v, list) and all(isinstance(s, str) for s in v) for v in (region.problems, region.outputs))
+    score = region.score is None or (isinstance(region.score, (int, float)) and not isinstance(region.score, bool))
+    if not (strings and lists and score):
+        raise TypeError(f"not a region of a page row: {row!r:.80}")
+    return region

@@ -12,8 +12,8 @@ Two forms:
 
 A file that cannot be read as either (not JSON, a row without `input`, a page given twice) is a
 `RegionsFileError` naming the file and line, before any work. A region that cannot be used (a box outside the
-page, reversed, NaN; no label) makes its page an error (`GivenPage.error`): that page's row says so, and the
-other pages go on.
+page, reversed, NaN; no label; more than `MAX_REGIONS` on the page) makes its page an error (`GivenPage.error`):
+that page's row says so, and the other pages go on.
 """
 
 from __future__ import annotations
@@ -26,9 +26,11 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from docvlm.converters.layout import Region
-from docvlm.errors import DataError
+from docvlm.errors import DataError, special_file_problem
 
 SLACK = 1e-6  # detectors write 1.0000001 for an edge on the page's border: clipped, not refused
+MAX_REGIONS = 10_000  # on one page (DocLayNet's densest have a few hundred): more is a crafted or broken file,
+# whose page would take minutes and gigabytes to draw, order and assemble (and hours to read)
 
 
 class RegionsFileError(DataError):
@@ -75,6 +77,9 @@ def read_regions(path: str | Path) -> GivenRegions:
     """A JSONL or COCO regions file (see the module docstring)."""
     path = Path(path)
     try:
+        problem = special_file_problem(path)  # a FIFO would block the read, a device stream forever
+        if problem is not None:
+            raise RegionsFileError(f"{path}: {problem}")
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise RegionsFileError(f"{path}: no such regions file") from None
@@ -142,7 +147,7 @@ def _coco(path: Path, data: Any) -> GivenRegions:
         if key in given.pages:
             raise RegionsFileError(f"{where}: given twice")
         width, height = image.get("width"), image.get("height")
-        if not all(_number(v) and v > 0 for v in (width, height)):
+        if not all(_number(v) and _finite(v) and v > 0 for v in (width, height)):
             given.pages[key] = GivenPage(where, error=f"{where}: `width` and `height` must be positive numbers "
                                                       f"(pixels), not {width!r} x {height!r}")
         else:
@@ -159,7 +164,7 @@ def _coco(path: Path, data: Any) -> GivenRegions:
 
 def _fractions(bbox: Any, width: float, height: float):
     """COCO's x, y, width, height in pixels -> x0, y0, x1, y1 in fractions (or the value as it was, to be refused)."""
-    if not isinstance(bbox, list) or len(bbox) != 4 or not all(_number(v) for v in bbox):
+    if not isinstance(bbox, list) or len(bbox) != 4 or not all(_number(v) and _finite(v) for v in bbox):
         return bbox
     x, y, w, h = bbox
     return [x / width, y / height, (x + w) / width, (y + h) / height]
@@ -167,6 +172,8 @@ def _fractions(bbox: Any, width: float, height: float):
 
 def _page(where: str, rows: list, box_of) -> GivenPage:
     """A page's regions, or the first reason one cannot be used as its error."""
+    if len(rows) > MAX_REGIONS:
+        return GivenPage(where, error=f"{where}: {len(rows)} regions on one page; at most {MAX_REGIONS}")
     regions = []
     for k, row in enumerate(rows, start=1):
         problem = None
@@ -184,21 +191,38 @@ def _page(where: str, rows: list, box_of) -> GivenPage:
 
 
 def _problem(label: Any, box: Any, score: Any, content: Any = None) -> str | None:
-    if not isinstance(label, str) or not label.strip():
+    if not isinstance(label, str) or not label.strip() or not label.isprintable():
         return f"`label` must name the region's class, not {_kind(label)}"
     if not isinstance(box, list) or len(box) != 4 or not all(_number(v) for v in box):
         return f"`bbox` must be [x0, y0, x1, y1] in fractions of the page, not {_kind(box)}"
-    if not all(math.isfinite(v) for v in box):
+    if not all(_finite(v) for v in box):
         return f"`bbox` {box} is not finite"
     if any(v < -SLACK or v > 1 + SLACK for v in box):
         return f"`bbox` {box} is outside the page ([0, 1]; fractions of its width and height, not pixels)"
     if box[2] <= box[0] or box[3] <= box[1]:
         return f"`bbox` {box} is empty or reversed (x0 < x1 and y0 < y1)"
-    if score is not None and (not _number(score) or not math.isfinite(score)):
-        return f"`score` must be a number, not {_kind(score)}"
-    if content is not None and not isinstance(content, str):
+    if score is not None and (not _number(score) or not _finite(score)):
+        return f"`score` must be a finite number, not {_kind(score)}"
+    if content is not None and (not isinstance(content, str) or not _encodable(content)):
         return f"`content` must be the region's text, not {_kind(content)}"
     return None
+
+
+def _finite(value: float) -> bool:
+    """A finite number; an integer too large for a float (`1e400` written out) is not."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
+def _encodable(text: str) -> bool:
+    """Text that UTF-8 can hold (JSON's `\\ud800` escape gives a lone surrogate, which no file can)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _number(value: Any) -> bool:
@@ -208,5 +232,5 @@ def _number(value: Any) -> bool:
 def _kind(value: Any) -> str:
     if value is None:
         return "nothing"
-    text = repr(value)
-    return text if len(text) <= 80 else f"a {type(value).__name__}"
+    text, name = repr(value), type(value).__name__
+    return text if len(text) <= 80 else f"{'an' if name[0] in 'aeiou' else 'a'} {name} ({len(text)} characters)"

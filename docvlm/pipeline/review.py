@@ -74,7 +74,7 @@ confident region (lowest layout score first).</p>
 {sections}</body></html>
 """
     path = Path(path)
-    path.write_text(text, encoding="utf-8")
+    path.write_text(text, encoding="utf-8", errors="replace")  # a lone surrogate (crafted rows) as `?`
     return path
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from docvlm.errors import DataError
+from docvlm.errors import DataError, special_file_problem
 
 LAYOUT_TASK = "layout"
 
@@ -63,7 +63,10 @@ def read_spec(path: str | Path) -> PipelineSpec:
 
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        problem = special_file_problem(path)  # a FIFO would block the read, a device stream forever
+        if problem is not None:
+            raise PipelineSpecError(f"{path}: {problem}")
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_loader())  # noqa: S506  a SafeLoader
     except FileNotFoundError:
         raise PipelineSpecError(f"{path}: no such pipeline file") from None
     except (OSError, UnicodeDecodeError) as e:
@@ -89,7 +92,7 @@ def spec_from_dict(data: Any, where: str, base: Path | None = None, path: Path |
         layout = _model_ref(data["layout"], f"{where}: layout", base, default_task=LAYOUT_TASK)
     checked = {}
     for label, entry in routes.items():
-        if not isinstance(label, str) or not label.strip() or ";" in label or "<" in label:
+        if not isinstance(label, str) or not label.strip() or not label.isprintable() or ";" in label or "<" in label:
             raise PipelineSpecError(f"{where}: routes: {label!r} is not a region label")
         checked[label] = _model_ref(entry, f"{where}: routes: {label}", base)
     return PipelineSpec(layout, checked, path if path is not None else Path(where))
@@ -123,6 +126,27 @@ def _resolve(model: str, base: Path | None) -> str:
     if (base / path).exists() or model.startswith(("./", "../")) or model.endswith(".ckpt"):
         return os.path.normpath(base / path)
     return model
+
+
+def _loader():
+    """PyYAML's SafeLoader refusing a key given twice in one mapping (it keeps the last: a second `table:`
+    route would silently replace the first)."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            seen = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                if not isinstance(key, (str, int, float, bool)):
+                    continue  # unhashable: SafeLoader says so itself
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(None, None, f"{key!r} is given twice",
+                                                            key_node.start_mark)
+                seen.add(key)
+            return super().construct_mapping(node, deep)
+
+    return Loader
 
 
 def _kind(value: Any) -> str:
