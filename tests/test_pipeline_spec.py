@@ -35,6 +35,7 @@ def test_a_relative_checkpoint_resolves_beside_the_file_even_before_it_exists(tm
     ("routes: {table: {task: tables}}", "routes: table: `model` must name a model"),
     ("layout: {model: tiny, classes: [a]}\nroutes: {table: {model: tiny}}", "layout: unknown key 'classes'"),
     ("routes: [table]", "`routes` must map region labels"),
+    ("routes: {}", "must map region labels to models, e.g. `routes: {table: {model: runs/tables/hf}}`, not an empty"),
     ("- a\n- b", "expected a mapping"),
     ("routes: {table: {model: tiny}", "not YAML"),
 ])

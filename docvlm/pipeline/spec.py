@@ -86,7 +86,8 @@ def spec_from_dict(data: Any, where: str, base: Path | None = None, path: Path |
     routes = data.get("routes")
     if not isinstance(routes, dict) or not routes:
         raise PipelineSpecError(f"{where}: `routes` must map region labels to models, e.g. "
-                                f"`routes: {{table: {{model: runs/tables/hf}}}}`, not {_kind(routes)}")
+                                f"`routes: {{table: {{model: runs/tables/hf}}}}`, not "
+                                f"{'an empty mapping' if routes == {} else _kind(routes)}")
     layout = None
     if data.get("layout") is not None:
         layout = _model_ref(data["layout"], f"{where}: layout", base, default_task=LAYOUT_TASK)
