@@ -19,3 +19,13 @@ def clip(message: str, limit: int = 120) -> str:
 def capped(problems: list[str], limit: int = MAX_PROBLEMS) -> list[str]:
     """The first `limit` problems and how many more there were: a garbled output has a problem per token."""
     return problems if len(problems) <= limit else [*problems[:limit], f"... and {len(problems) - limit} more problems"]
+
+
+def encodable(text: str) -> bool:
+    """Whether UTF-8 can hold `text`: JSON's `\\ud800` escape and Python strings can carry lone surrogates, which no
+    file, RDKit or pdfium can take (they raise UnicodeEncodeError)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

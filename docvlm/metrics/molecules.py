@@ -47,6 +47,7 @@ from multiprocessing import get_context
 
 from rdkit import Chem, DataStructs, rdBase
 
+from docvlm.converters import encodable
 from docvlm.converters.molecules import MAX_SMILES_CHARS
 from docvlm.metrics.common import same_length
 
@@ -74,23 +75,14 @@ def replace_rgroups(smiles: str) -> str:
             symbol = token[1:-1]
             if symbol[0] == "R" and symbol[1:].isdigit():
                 tokens[i] = f"[{symbol[1:]}*]"
-            elif not _encodable(token) or Chem.AtomFromSmiles(token) is None:
+            elif not encodable(token) or Chem.AtomFromSmiles(token) is None:
                 tokens[i] = "*"
     return "".join(tokens)
 
 
-def _encodable(text: str) -> bool:
-    """False for text RDKit cannot be given (lone surrogates: it raises UnicodeEncodeError)."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def _mol(text: object) -> Chem.Mol | None:
     """RDKit's reading of `text`, None when it is not a string, too long, not UTF-8, or does not parse."""
-    if not isinstance(text, str) or len(text) > MAX_SMILES_CHARS or not _encodable(text):
+    if not isinstance(text, str) or len(text) > MAX_SMILES_CHARS or not encodable(text):
         return None
     return Chem.MolFromSmiles(text)
 

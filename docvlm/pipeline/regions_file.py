@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from docvlm.converters import encodable
 from docvlm.converters.layout import Region
 from docvlm.errors import DataError, special_file_problem
 
@@ -203,7 +204,7 @@ def _problem(label: Any, box: Any, score: Any, content: Any = None) -> str | Non
         return f"`bbox` {box} is empty or reversed (x0 < x1 and y0 < y1)"
     if score is not None and (not _number(score) or not _finite(score)):
         return f"`score` must be a finite number, not {_kind(score)}"
-    if content is not None and (not isinstance(content, str) or not _encodable(content)):
+    if content is not None and (not isinstance(content, str) or not encodable(content)):
         return f"`content` must be the region's text, not {_kind(content)}"
     return None
 
@@ -214,15 +215,6 @@ def _finite(value: float) -> bool:
         return math.isfinite(value)
     except OverflowError:
         return False
-
-
-def _encodable(text: str) -> bool:
-    """Text that UTF-8 can hold (JSON's `\\ud800` escape gives a lone surrogate, which no file can)."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _number(value: Any) -> bool:
