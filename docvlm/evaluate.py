@@ -30,6 +30,7 @@ from docvlm.inference import (
     load_from_args,
     resolve_task,
 )
+from docvlm.outputs import open_new
 from docvlm.report import write_reports
 from docvlm.tasks.base import Task
 from docvlm.tasks.manifest import ManifestError, jsonl_rows
@@ -210,7 +211,7 @@ def decode(model, args: argparse.Namespace) -> tuple[list[dict], list[Any]]:
     args.out.mkdir(parents=True, exist_ok=True)
     partial = args.out / "predictions.jsonl"
     rows: list[dict] = []
-    with partial.open("w", encoding="utf-8") as f, tqdm(total=len(dataset), unit="sample", desc="decoding",
+    with open_new(partial) as f, tqdm(total=len(dataset), unit="sample", desc="decoding",
                                                          disable=None) as bar:
         scored = task.wants_token_scores
         for group in decode_items(model.net, model.processor, loader, decoding, max_new_tokens, scored):

@@ -20,6 +20,7 @@ from typing import Any
 
 from docvlm.export_worker import ExportError, ExportWorker
 from docvlm.images import BadImageError, load_image
+from docvlm.outputs import write_text
 from docvlm.tasks.base import Task
 
 PAGE_CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
@@ -69,13 +70,13 @@ def write_reports(out: Path, task: Task, options: dict[str, Any], metrics: dict[
     report = {"task": task.name, "task_options": task.options(), "options": options, "main_metric": metric,
               "metrics": metrics, "n": len(rows), "reference_problems": references, "rows": rows}
     paths = [out / "report.json", out / "report.md", out / "report.html"]
-    paths[0].write_text(json.dumps(report, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    write_text(paths[0], json.dumps(report, ensure_ascii=False, indent=1) + "\n")
     cases = worst(rows, task, n_worst)
     warning = _reference_warning(task, references, rows)
-    paths[1].write_text(markdown(task, metrics, metric, [rows[i] for i in cases], warning), encoding="utf-8")
+    write_text(paths[1], markdown(task, metrics, metric, [rows[i] for i in cases], warning))
     page = html_page(task, options, metrics, metric, rows, [(rows[i], images[i] if images else None) for i in cases],
                      warning)
-    paths[2].write_text(page, encoding="utf-8")
+    write_text(paths[2], page)
     return paths
 
 

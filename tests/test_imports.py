@@ -20,7 +20,7 @@ LAYERS = [
     ("tasks", {"docvlm.tasks"}),
     ("core", {"docvlm.images", "docvlm.decode", "docvlm.model", "docvlm.module", "docvlm.data", "docvlm.items",
               "docvlm.hub_data", "docvlm.callbacks", "docvlm.export_worker", "docvlm.pages", "docvlm.progress",
-              "docvlm.describe", "docvlm.pixels", "docvlm.batching", "docvlm.mixture"}),
+              "docvlm.describe", "docvlm.pixels", "docvlm.batching", "docvlm.mixture", "docvlm.outputs"}),
     ("jobs", {"docvlm", "docvlm.inference", "docvlm.convert_run", "docvlm.convert", "docvlm.convert_manifest",
               "docvlm.evaluate", "docvlm.export", "docvlm.report", "docvlm.pipeline"}),
     ("cli", {"docvlm.cli", "docvlm.lightning_cli"}),

@@ -22,6 +22,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from docvlm.outputs import open_new
 from docvlm.pipeline.results import PageResult
 
 SYNTHETIC_SEED = 1  # `docvlm evaluate --synthetic`'s seed: the layout task's synthetic validation pages
@@ -146,7 +147,7 @@ def predict(pipeline, truth: list[tuple[Path, PageResult]], out: Path, given=Non
 
     out.mkdir(parents=True, exist_ok=True)
     predicted: list[PageResult] = []
-    with (out / PREDICTIONS).open("w", encoding="utf-8") as f:
+    with open_new(out / PREDICTIONS) as f:
         for start in range(0, len(truth), pipeline.window):
             window = truth[start: start + pipeline.window]
             for result in pipeline.run([_page_input(path, page, given, truth_regions) for path, page in window]):

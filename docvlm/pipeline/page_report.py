@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from docvlm.outputs import write_text
 from docvlm.pipeline.results import PageResult, RegionResult
 from docvlm.pipeline.review import IMAGE_SIDE
 from docvlm.report import PAGE_CSP, data_uri, fenced, header, md_text
@@ -117,10 +118,10 @@ def write_reports(out: Path, options: dict[str, Any], scored: tuple[dict[str, fl
     report = {"task": "pipeline", "options": options, "routes": routes, "metrics": metrics, "n": len(entries),
               "pages": [row for _, row, _ in entries]}
     paths = [out / "report.json", out / "report.md", out / "report.html"]
-    paths[0].write_text(json.dumps(report, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
-    paths[1].write_text(markdown(metrics, [entries[i] for i in cases]), encoding="utf-8")
+    write_text(paths[0], json.dumps(report, ensure_ascii=False, indent=1) + "\n")
+    write_text(paths[1], markdown(metrics, [entries[i] for i in cases]))
     shown = [(truth[i][0], truth[i][1], *entries[i]) for i in cases]
-    paths[2].write_text(html_page(options, routes, metrics, len(entries), shown), encoding="utf-8")
+    write_text(paths[2], html_page(options, routes, metrics, len(entries), shown))
     return paths
 
 

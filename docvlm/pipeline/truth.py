@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from docvlm.errors import DataError
+from docvlm.outputs import save_image, write_text
 from docvlm.pipeline.results import PageResult, RegionResult
 
 TRUTH_FILE = "truth.json"  # the COCO file `write_coco` writes, beside the page images
@@ -71,7 +72,7 @@ def write_coco(folder: str | Path, pages: Iterable[tuple[Any, PageResult]]) -> P
         while name.casefold() in taken:  # two inputs of the same name in different folders
             name = f"{stem}-{number}-{len(taken)}.png"
         taken.add(name.casefold())
-        image.convert("RGB").save(folder / name)
+        save_image(folder / name, image.convert("RGB"))
         width, height = image.size
         images.append({"id": number, "file_name": name, "width": width, "height": height})
         for region in page.regions:
@@ -87,7 +88,7 @@ def write_coco(folder: str | Path, pages: Iterable[tuple[Any, PageResult]]) -> P
     coco = {"images": images, "annotations": annotations,
             "categories": [{"id": i, "name": label} for label, i in categories.items()]}
     path = folder / TRUTH_FILE
-    path.write_text(json.dumps(coco, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    write_text(path, json.dumps(coco, ensure_ascii=False, indent=1) + "\n")
     return path
 
 
