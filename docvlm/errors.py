@@ -100,3 +100,17 @@ def _wording(hint) -> str:
 def _shown(value) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def read_text_file(path: Path, what: str, error: type[Exception]) -> str:
+    """A user's small text file (UTF-8) read whole; `error` names `path` and why not: missing (`what` says which
+    file was meant), not a regular file (a FIFO would block the read, a device stream forever), unreadable."""
+    try:
+        problem = special_file_problem(path)
+        if problem is not None:
+            raise error(f"{path}: {problem}")
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise error(f"{path}: no such {what}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise error(f"{path}: cannot read ({getattr(e, 'strerror', None) or e})") from None

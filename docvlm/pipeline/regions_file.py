@@ -27,7 +27,7 @@ from typing import Any
 
 from docvlm.converters import encodable
 from docvlm.converters.layout import Region
-from docvlm.errors import DataError, special_file_problem
+from docvlm.errors import DataError, read_text_file
 
 SLACK = 1e-6  # detectors write 1.0000001 for an edge on the page's border: clipped, not refused
 MAX_REGIONS = 10_000  # on one page (DocLayNet's densest have a few hundred): more is a crafted or broken file,
@@ -77,15 +77,7 @@ class GivenRegions:
 def read_regions(path: str | Path) -> GivenRegions:
     """A JSONL or COCO regions file (see the module docstring)."""
     path = Path(path)
-    try:
-        problem = special_file_problem(path)  # a FIFO would block the read, a device stream forever
-        if problem is not None:
-            raise RegionsFileError(f"{path}: {problem}")
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise RegionsFileError(f"{path}: no such regions file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise RegionsFileError(f"{path}: cannot read ({getattr(e, 'strerror', None) or e})") from None
+    text = read_text_file(path, "regions file", RegionsFileError)
     if path.suffix.lower() == ".json":
         try:
             data = json.loads(text)

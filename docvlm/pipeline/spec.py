@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from docvlm.errors import DataError, special_file_problem
+from docvlm.errors import DataError, read_text_file
 
 LAYOUT_TASK = "layout"
 
@@ -62,15 +62,9 @@ def read_spec(path: str | Path) -> PipelineSpec:
     import yaml
 
     path = Path(path)
+    text = read_text_file(path, "pipeline file", PipelineSpecError)
     try:
-        problem = special_file_problem(path)  # a FIFO would block the read, a device stream forever
-        if problem is not None:
-            raise PipelineSpecError(f"{path}: {problem}")
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_loader())  # noqa: S506  a SafeLoader
-    except FileNotFoundError:
-        raise PipelineSpecError(f"{path}: no such pipeline file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise PipelineSpecError(f"{path}: cannot read ({getattr(e, 'strerror', None) or e})") from None
+        data = yaml.load(text, Loader=_loader())  # noqa: S506  a SafeLoader
     except yaml.YAMLError as e:
         raise PipelineSpecError(f"{path}: not YAML ({' '.join(str(e).split())})") from None
     return spec_from_dict(data, str(path), Path(os.path.abspath(path)).parent, path)
